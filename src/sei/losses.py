@@ -1,0 +1,434 @@
+r"""Self-supervised and supervised training objectives: partial SURE, equivariance, supervised, CSS.
+
+The losses are :class:`deepinv.loss.Loss` subclasses with deepinv's keyword protocol
+``forward(x_net, x, y, physics, model, **kwargs)`` and return one value per image, so they mix with
+deepinv's own losses. :func:`build_method` composes them into the methods of the paper
+(method.md, "Losses"); the resulting :class:`Objective` runs the network passes itself::
+
+    objective = build_method("proposed", physics)
+    terms = objective(model, y, physics, rng=generator)
+    terms["loss"].backward()
+
+Every random draw (SURE probe, re-measurement noise, transform parameters, CSS noise) is taken
+from the ``rng`` passed in (torch's global RNG when ``None``), so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from deepinv.loss import Loss
+from deepinv.physics import Physics
+from deepinv.transform import Transform
+
+from sei.errors import SeiUserError
+from sei.physics import gaussian_like
+from sei.transforms import Rotate, Scale, Shift
+
+__all__ = [
+    "METHODS",
+    "CSSLoss",
+    "EquivarianceLoss",
+    "ModelRandomness",
+    "Objective",
+    "SupervisedLoss",
+    "SureLoss",
+    "build_method",
+    "interior_mask",
+]
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+# Accepted method names (aliases included) -> canonical name.
+METHODS: dict[str, str] = {
+    "proposed": "proposed",
+    "sei": "proposed",
+    "sup": "sup",
+    "supervised": "sup",
+    "css": "css",
+    "ei-shift": "ei-shift",
+    "ei-rotate": "ei-rotate",
+    "sure": "sure",
+}
+
+# Defaults of the speed levers, set by benchmarks/sei_step.py (docs/performance.md).
+DEFAULT_BATCHED_SURE_PASSES = False
+DEFAULT_AUTOCAST_DTYPE: torch.dtype | None = None
+
+
+def _per_image_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean over every dimension but the batch: shape ``(B,)``."""
+    return values.flatten(1).mean(dim=1)
+
+
+def interior_mask(reference: torch.Tensor, margin: int) -> torch.Tensor:
+    """``1`` inside, ``0`` on a border of width ``margin``, shaped ``(1, 1, H, W)`` like ``reference``."""
+    height, width = reference.shape[-2:]
+    if 2 * margin >= min(height, width):
+        raise SeiUserError(
+            f"a {height}x{width} measurement has no interior left after a SURE margin of {margin} pixels; "
+            f"use patches larger than {2 * margin}"
+        )
+    mask = torch.zeros((1, 1, height, width), dtype=reference.dtype, device=reference.device)
+    mask[..., margin : height - margin, margin : width - margin] = 1
+    return mask
+
+
+class ModelRandomness:
+    """A snapshot of torch's RNG state (CPU, and the CUDA devices the model lives on), to replay it.
+
+    Dropout and stochastic depth draw their masks from torch's global RNG. Taking a snapshot before
+    :math:`f(y)` and replaying it for :math:`f(y + \\tau b)` gives both passes the same masks; the
+    global RNG is left as if the replayed pass had not run.
+
+    :param torch.nn.Module | None model: the network (its parameters' CUDA devices are captured).
+    """
+
+    def __init__(self, model: Any = None) -> None:
+        parameters = model.parameters() if isinstance(model, torch.nn.Module) else []
+        self.devices = sorted({p.device.index or 0 for p in parameters if p.device.type == "cuda"})
+        self.cpu_state = torch.get_rng_state()
+        self.cuda_states = [torch.cuda.get_rng_state(device) for device in self.devices]
+
+    @contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the body with the captured RNG state, then restore the state from before the body."""
+        with torch.random.fork_rng(devices=self.devices):
+            torch.set_rng_state(self.cpu_state)
+            for device, state in zip(self.devices, self.cuda_states, strict=True):
+                torch.cuda.set_rng_state(state, device)
+            yield
+
+
+class SureLoss(Loss):
+    r"""Partial Stein's unbiased risk estimate for Gaussian noise, Monte-Carlo divergence with one probe.
+
+    With :math:`M` the mask that is 1 inside and 0 on a border of width ``margin``, :math:`m` the
+    number of interior entries, :math:`b \sim \mathcal{N}(0, I)` drawn as :math:`Mb` and
+    :math:`\hat x = f(y)`:
+
+    .. math::
+
+        \mathcal{L}_{\mathrm{SURE}} = \frac1m \|M(A\hat x - y)\|^2
+        + \frac{2\sigma^2}{m\tau}\, (Mb)^\top \big(A f(y + \tau M b) - A\hat x\big) - \sigma^2
+
+    Its expectation over the noise equals :math:`\frac1m \mathbb{E}\|M(A\hat x - Ax)\|^2`. The border
+    is left out because patches cropped from a larger measurement do not obey the circular blur
+    there (``margin = (k-1)//2`` for a ``k x k`` kernel, 0 for super-resolution).
+
+    :param float tau: probe step :math:`\tau`.
+    :param int | None margin: border width; ``None`` takes ``physics.margin``.
+    :param float | None sigma: noise std; ``None`` takes ``physics.sigma``.
+
+    Extra keyword arguments of ``forward``: ``rng`` (generator of the probe), ``randomness`` (a
+    :class:`ModelRandomness` taken before ``x_net = model(y)``: the probe pass replays it, so both
+    passes share dropout masks), or ``probe`` and ``perturbed`` (:math:`Mb` and :math:`f(y+\tau Mb)`
+    already computed, e.g. in one batch with :math:`f(y)`).
+    """
+
+    needs_estimate = True
+    uses_ground_truth = False
+
+    def __init__(self, tau: float = 0.01, margin: int | None = None, sigma: float | None = None) -> None:
+        super().__init__()
+        if tau <= 0:
+            raise SeiUserError(f"SURE tau must be positive, got {tau}")
+        self.tau = float(tau)
+        self.margin = margin
+        self.sigma = sigma
+
+    def _margin(self, physics: Physics) -> int:
+        return int(physics.margin if self.margin is None else self.margin)
+
+    def draw_probe(self, y: torch.Tensor, physics: Physics, rng: torch.Generator | None = None) -> torch.Tensor:
+        """The probe :math:`Mb`: standard normal inside, zero on the border."""
+        return gaussian_like(y, rng) * interior_mask(y, self._margin(physics))
+
+    def forward(
+        self,
+        x_net: torch.Tensor,
+        x: torch.Tensor | None,
+        y: torch.Tensor,
+        physics: Physics,
+        model: Model,
+        rng: torch.Generator | None = None,
+        randomness: ModelRandomness | None = None,
+        probe: torch.Tensor | None = None,
+        perturbed: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        sigma = float(physics.sigma if self.sigma is None else self.sigma)
+        mask = interior_mask(y, self._margin(physics))
+        interior = mask.sum() * y.shape[1]
+        if probe is None:
+            probe = self.draw_probe(y, physics, rng)
+        if perturbed is None:
+            if randomness is None:
+                perturbed = model(y + self.tau * probe)
+            else:
+                with randomness.replay():
+                    perturbed = model(y + self.tau * probe)
+        measured = physics.A(x_net)
+        fidelity = (mask * (measured - y) ** 2).flatten(1).sum(1) / interior
+        divergence = (probe * (physics.A(perturbed) - measured)).flatten(1).sum(1) / (self.tau * interior)
+        return fidelity + 2 * sigma**2 * divergence - sigma**2
+
+
+class EquivarianceLoss(Loss):
+    r"""Equivariant-imaging loss with a random transform :math:`T` and a fresh re-measurement.
+
+    .. math::
+
+        x_2 = T(\operatorname{sg}(\hat x)), \quad y_2 = A x_2 + n', \quad
+        \mathcal{L}_{\mathrm{EQ}} = \frac1n \|f(y_2) - x_2\|^2
+
+    with :math:`n'` fresh Gaussian noise of the physics' :math:`\sigma`. With ``stop_gradient`` the
+    transform runs under ``no_grad`` **and** its output is detached: ``no_grad`` alone leaks the
+    graph when the transform returns its input (deepinv issue 262). Without it, gradients also flow
+    through :math:`x_2` into :math:`\hat x`.
+
+    :param Transform transform: the random transform (e.g. :class:`sei.transforms.Scale`).
+    :param bool stop_gradient: treat :math:`x_2` as a constant.
+    """
+
+    needs_estimate = True
+    uses_ground_truth = False
+
+    def __init__(self, transform: Transform, stop_gradient: bool = True) -> None:
+        super().__init__()
+        self.transform = transform
+        self.stop_gradient = stop_gradient
+
+    def forward(
+        self,
+        x_net: torch.Tensor,
+        x: torch.Tensor | None,
+        y: torch.Tensor,
+        physics: Physics,
+        model: Model,
+        rng: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        if self.stop_gradient:
+            with torch.no_grad():
+                target = self.transform(x_net.detach(), rng=rng)
+            target = target.detach()
+        else:
+            target = self.transform(x_net, rng=rng)
+        remeasured = physics.noise(physics.A(target), rng=rng)
+        return _per_image_mean((model(remeasured) - target) ** 2)
+
+
+class SupervisedLoss(Loss):
+    r"""Supervised mean squared error :math:`\frac1n \|f(y) - x\|^2` (needs the ground truth ``x``)."""
+
+    needs_estimate = True
+    uses_ground_truth = True
+
+    def forward(
+        self, x_net: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor, physics: Physics, model: Model, **kwargs: Any
+    ) -> torch.Tensor:
+        if x is None:
+            raise SeiUserError("the supervised loss needs ground-truth images x; use a self-supervised method otherwise")
+        return _per_image_mean((x_net - x) ** 2)
+
+
+class CSSLoss(Loss):
+    r"""Degrade-the-measurement-again loss ("CSS", in the spirit of zero-shot super-resolution).
+
+    .. math::
+
+        z = A y + n', \qquad \mathcal{L}_{\mathrm{CSS}} = \frac1n \|f(z) - y\|^2
+
+    For deblurring :math:`A y` blurs :math:`y` once more; for super-resolution it downsamples
+    :math:`y` again by the factor :math:`r`. When :math:`f(z)` is smaller than :math:`y` (a side not
+    divisible by :math:`r`), the target is the top-left part of :math:`y` of that size. ``x_net``
+    and the ground truth are not used.
+    """
+
+    needs_estimate = False
+    uses_ground_truth = False
+
+    def forward(
+        self,
+        x_net: torch.Tensor | None,
+        x: torch.Tensor | None,
+        y: torch.Tensor,
+        physics: Physics,
+        model: Model,
+        rng: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        estimate = model(physics.noise(physics.A(y), rng=rng))
+        target = y[..., : estimate.shape[-2], : estimate.shape[-1]]
+        return _per_image_mean((estimate - target) ** 2)
+
+
+class _Autocast:
+    """Calls ``model`` under ``torch.autocast`` and returns float32, so the physics and the loss
+    arithmetic (divergence differences of order tau) stay in full precision."""
+
+    def __init__(self, model: Model, dtype: torch.dtype, device_type: str) -> None:
+        self.model = model
+        self.dtype = dtype
+        self.device_type = device_type
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            output = self.model(inputs)
+        return output.float()
+
+
+class Objective(torch.nn.Module):
+    r"""A training method: a weighted sum of losses, :math:`\mathcal{L} = \sum_k w_k \mathcal{L}_k`,
+    that runs the network passes itself.
+
+    ``objective(model, y, physics, x=None, rng=None)`` returns a dict: ``"loss"`` is the scalar to
+    backpropagate; every other key is one term's batch mean, detached, for logging.
+
+    :param str name: canonical method name.
+    :param Mapping losses: term name -> (loss, weight).
+    :param bool batched_sure_passes: compute :math:`f(y)` and :math:`f(y + \tau b)` as one batch of
+        :math:`2B`. Per-sample dropout masks then differ between the two halves, so this is refused
+        for a model with active dropout or stochastic depth (the sequential passes share masks).
+    :param torch.dtype | None autocast_dtype: run the network under ``torch.autocast`` in this dtype.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        losses: Mapping[str, tuple[Loss, float]],
+        batched_sure_passes: bool = DEFAULT_BATCHED_SURE_PASSES,
+        autocast_dtype: torch.dtype | None = DEFAULT_AUTOCAST_DTYPE,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.losses = torch.nn.ModuleDict({key: loss for key, (loss, _) in losses.items()})
+        self.weights = {key: float(weight) for key, (_, weight) in losses.items()}
+        self.batched_sure_passes = batched_sure_passes
+        self.autocast_dtype = autocast_dtype
+
+    @property
+    def uses_ground_truth(self) -> bool:
+        """Whether the method needs the ground truth ``x`` (only the supervised one)."""
+        return any(loss.uses_ground_truth for loss in self.losses.values())
+
+    @property
+    def needs_estimate(self) -> bool:
+        """Whether the method evaluates :math:`f(y)` (all but CSS)."""
+        return any(loss.needs_estimate for loss in self.losses.values())
+
+    def _sure(self) -> SureLoss | None:
+        return next((loss for loss in self.losses.values() if isinstance(loss, SureLoss)), None)
+
+    def _runner(self, model: Model, y: torch.Tensor) -> Model:
+        if self.autocast_dtype is None:
+            return model
+        return _Autocast(model, self.autocast_dtype, y.device.type)
+
+    def forward(
+        self,
+        model: Model,
+        y: torch.Tensor,
+        physics: Physics,
+        x: torch.Tensor | None = None,
+        rng: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if self.uses_ground_truth and x is None:
+            raise SeiUserError(f"method {self.name!r} needs ground-truth images x")
+        run = self._runner(model, y)
+        sure = self._sure()
+        x_net: torch.Tensor | None = None
+        sure_inputs: dict[str, Any] = {}
+        if sure is not None and self.batched_sure_passes:
+            _refuse_stochastic_layers(model)
+            probe = sure.draw_probe(y, physics, rng)
+            x_net, perturbed = run(torch.cat([y, y + sure.tau * probe])).chunk(2)
+            sure_inputs = {"probe": probe, "perturbed": perturbed}
+        elif self.needs_estimate:
+            randomness = ModelRandomness(model)
+            x_net = run(y)
+            sure_inputs = {"randomness": randomness}
+        total = torch.zeros((), device=y.device)
+        terms: dict[str, torch.Tensor] = {}
+        for key, loss in self.losses.items():
+            extra = sure_inputs if loss is sure else {}
+            value = loss(x_net=x_net, x=x, y=y, physics=physics, model=run, rng=rng, **extra).mean()
+            total = total + self.weights[key] * value
+            terms[key] = value.detach()
+        terms["loss"] = total
+        return terms
+
+
+def _refuse_stochastic_layers(model: Model) -> None:
+    """The 2B batch gives each half its own per-sample masks: refuse models whose passes are random."""
+    if not isinstance(model, torch.nn.Module) or not model.training:
+        return
+    for name, module in model.named_modules():
+        dropout = isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0
+        # timm's and deepinv's DropPath (stochastic depth) expose their rate as drop_prob.
+        if dropout or getattr(module, "drop_prob", 0.0) > 0:
+            raise SeiUserError(
+                f"batched_sure_passes=True needs the same network randomness for f(y) and f(y + tau b), but "
+                f"layer {name!r} ({type(module).__name__}) draws per-sample masks; use batched_sure_passes=False"
+            )
+
+
+def build_method(
+    name: str,
+    physics: Physics,
+    alpha: float = 1.0,
+    stop_gradient: bool = True,
+    tau: float = 0.01,
+    scale_factors: Sequence[float] = (0.75, 0.5),
+    margin: int | None = None,
+    batched_sure_passes: bool = DEFAULT_BATCHED_SURE_PASSES,
+    autocast_dtype: torch.dtype | None = DEFAULT_AUTOCAST_DTYPE,
+) -> Objective:
+    r"""Build a training method of the paper.
+
+    - ``proposed`` (``sei``): partial SURE :math:`+\ \alpha` scale equivariance.
+    - ``ei-shift`` / ``ei-rotate``: partial SURE :math:`+\ \alpha` shift / rotation equivariance.
+    - ``sure``: partial SURE alone.
+    - ``sup`` (``supervised``): :math:`\|f(y) - x\|^2`.
+    - ``css``: :math:`\|f(Ay + n') - y\|^2`.
+
+    :param str name: method name (see :data:`METHODS`).
+    :param physics: the forward operator (gives :math:`\sigma` and the default margin).
+    :param float alpha: weight of the equivariance term.
+    :param bool stop_gradient: detach the transformed estimate in the equivariance term.
+    :param float tau: SURE probe step.
+    :param Sequence[float] scale_factors: shrink factors of the scale transform.
+    :param int | None margin: partial-SURE border; ``None`` takes ``physics.margin``.
+    :param bool batched_sure_passes: see :class:`Objective`.
+    :param torch.dtype | None autocast_dtype: see :class:`Objective`.
+
+    :Examples:
+
+    >>> from sei.physics import make_physics
+    >>> objective = build_method("sei", make_physics("sr", sr_factor=2))
+    >>> objective.name, sorted(objective.losses), objective.uses_ground_truth
+    ('proposed', ['equivariance', 'sure'], False)
+    """
+    if name not in METHODS:
+        raise SeiUserError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
+    canonical = METHODS[name]
+    losses: dict[str, tuple[Loss, float]]
+    if canonical == "sup":
+        losses = {"supervised": (SupervisedLoss(), 1.0)}
+    elif canonical == "css":
+        losses = {"css": (CSSLoss(), 1.0)}
+    else:
+        losses = {"sure": (SureLoss(tau=tau, margin=margin), 1.0)}
+        transform = {
+            "proposed": lambda: Scale(factors=scale_factors),
+            "ei-shift": Shift,
+            "ei-rotate": Rotate,
+            "sure": None,
+        }[canonical]
+        if transform is not None:
+            losses["equivariance"] = (EquivarianceLoss(transform(), stop_gradient=stop_gradient), alpha)
+    return Objective(canonical, losses, batched_sure_passes=batched_sure_passes, autocast_dtype=autocast_dtype)
