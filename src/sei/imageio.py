@@ -1,8 +1,9 @@
 """Reading and writing images as float tensors in [0, 1], shape ``(C, H, W)``.
 
 Handles what real folders contain: 8- and 16-bit integers, float TIFFs, palettes, alpha (dropped),
-grayscale (made RGB unless asked otherwise) and EXIF orientation. Anything unreadable raises a
-:class:`~sei.errors.SeiUserError` naming the file.
+grayscale (made RGB unless asked otherwise), EXIF orientation, float ``.npy`` measurements written
+by ``sei degrade`` and DICOM slices (rescaled to Hounsfield units, then windowed). Anything
+unreadable raises a :class:`~sei.errors.SeiUserError` naming the file.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sei.errors import SeiUserError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm") + DICOM_SUFFIXES
 MEASUREMENT_SUFFIXES = IMAGE_SUFFIXES + (".npy",)
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # BT.601, as the evaluation protocol's Y channel
 Image.MAX_IMAGE_PIXELS = 400_000_000  # allow large scientific images, still refuse decompression bombs
 
 
@@ -45,23 +49,93 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     return array
 
 
-def read_image(path: str | Path, channels: int | None = 3) -> torch.Tensor:
-    """Load an image as float32 ``(C, H, W)`` in [0, 1].
+def array_to_tensor(array: np.ndarray, channels: int | None = 3) -> torch.Tensor:
+    """An ``(H, W)`` or ``(H, W, C)`` array as float32 ``(C, H, W)``.
+
+    Integers are scaled by their type's maximum (so 16-bit data lands in [0, 1] too), booleans map
+    to {0, 1}, floats are kept as they are; a fourth (alpha) channel is dropped.
+
+    :param channels: 3 makes grayscale RGB, 1 makes colour luminance, ``None`` keeps what the array has.
+
+    >>> array_to_tensor(np.full((2, 5), 65535, dtype=np.uint16)).shape
+    torch.Size([3, 2, 5])
+    """
+    if array.dtype == np.bool_:
+        values = array.astype(np.float64)
+    elif np.issubdtype(array.dtype, np.integer):
+        values = array.astype(np.float64) / float(np.iinfo(array.dtype).max)
+    else:
+        values = array.astype(np.float64)
+    if values.ndim == 2:
+        values = values[..., None]
+    if values.ndim != 3:
+        raise ValueError(f"expected an (H, W) or (H, W, C) array, got shape {array.shape}")
+    if values.shape[-1] in (2, 4):  # drop alpha
+        values = values[..., :-1]
+    tensor = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1))).float()
+    return convert_channels(tensor, channels)
+
+
+def convert_channels(tensor: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """Make ``(C, H, W)`` have ``channels`` channels: gray to RGB by repetition, RGB to gray by BT.601 luma."""
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels}")
+    if channels == 3 and tensor.shape[0] == 1:
+        return tensor.expand(3, -1, -1).contiguous()
+    if channels == 1 and tensor.shape[0] == 3:
+        weights = torch.tensor(LUMA_WEIGHTS, dtype=tensor.dtype).view(3, 1, 1)
+        return (tensor * weights).sum(0, keepdim=True)
+    return tensor
+
+
+def read_dicom(path: str | Path, window: tuple[float, float] | None = None) -> np.ndarray:
+    """One DICOM slice as float64 ``(H, W)`` in [0, 1].
+
+    Stored values go through the file's ``RescaleSlope``/``RescaleIntercept`` (Hounsfield units for
+    CT). With ``window=(center, width)`` the HU range ``center ± width/2`` maps to [0, 1] (clamped), the
+    radiologists' convention, e.g. ``(40, 400)`` for soft tissue; without it the slice's own minimum and
+    maximum map to 0 and 1, so no information is clipped.
+    """
+    import pydicom  # optional dependency (the ``samples`` extra); only DICOM users need it
+
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array.astype(np.float64)
+    except Exception as error:  # pydicom raises many types (InvalidDicomError, missing codec, ...)
+        raise SeiUserError(f"cannot read DICOM {path}: {error}") from error
+    if pixels.ndim != 2:
+        raise SeiUserError(f"{path}: expected one 2-D DICOM slice, got pixel data of shape {pixels.shape}")
+    hounsfield = pixels * float(getattr(dataset, "RescaleSlope", 1.0)) + float(getattr(dataset, "RescaleIntercept", 0.0))
+    if window is not None:
+        center, width = window
+        if width <= 0:
+            raise SeiUserError(f"DICOM window width must be > 0, got {width}")
+        low = center - width / 2
+        return np.clip((hounsfield - low) / width, 0.0, 1.0)
+    low, high = hounsfield.min(), hounsfield.max()
+    return (hounsfield - low) / (high - low) if high > low else np.zeros_like(hounsfield)
+
+
+def read_image(path: str | Path, channels: int | None = 3, dicom_window: tuple[float, float] | None = None) -> torch.Tensor:
+    """Load an image as float32 ``(C, H, W)`` in [0, 1] (``.npy`` measurements: as stored, unclipped).
 
     :param channels: 3 makes grayscale RGB, 1 makes colour luminance, ``None`` keeps what the file has.
+    :param dicom_window: ``(center, width)`` in HU for DICOM files; see :func:`read_dicom`.
     """
     path = Path(path)
     if not path.is_file():
         raise SeiUserError(f"image not found: {path}")
-    if path.suffix.lower() == ".npy":
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False).astype(np.float64)
         except Exception as error:
             raise SeiUserError(f"cannot read {path}: {error}") from error
-        if array.ndim == 2:
-            array = array[..., None]
-        if array.ndim != 3:
+        if array.ndim not in (2, 3):
             raise SeiUserError(f"{path}: expected an (H, W, C) array, got shape {array.shape}")
+    elif suffix in DICOM_SUFFIXES:
+        array = read_dicom(path, dicom_window)
     else:
         try:
             with Image.open(path) as image:
@@ -69,15 +143,27 @@ def read_image(path: str | Path, channels: int | None = 3) -> torch.Tensor:
                 array = _pil_to_array(ImageOps.exif_transpose(image))
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
             raise SeiUserError(f"cannot read image {path}: {error}") from error
-    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float()
-    if channels == 3 and tensor.shape[0] == 1:
-        tensor = tensor.expand(3, -1, -1).contiguous()
-    elif channels == 1 and tensor.shape[0] == 3:
-        weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-        tensor = (tensor * weights).sum(0, keepdim=True)
-    elif channels not in (None, 1, 3):
-        raise ValueError(f"channels must be 1, 3 or None, got {channels}")
-    return tensor
+    return array_to_tensor(array, channels)
+
+
+def resize_short_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``(C, H, W)`` so that its shorter side is ``size``, keeping the aspect ratio.
+
+    Bicubic with antialiasing (as the paper's ``Resize(256)``), clamped back to [0, 1] because bicubic
+    overshoots at edges. The longer side is rounded to the nearest pixel.
+
+    >>> resize_short_side(torch.rand(3, 100, 150), 64).shape
+    torch.Size([3, 64, 96])
+    """
+    if size < 1:
+        raise ValueError(f"resize size must be >= 1, got {size}")
+    height, width = image.shape[-2:]
+    scale = size / min(height, width)
+    target = (max(1, round(height * scale)), max(1, round(width * scale)))
+    if target == (height, width):
+        return image
+    resized = F.interpolate(image[None].float(), size=target, mode="bicubic", antialias=True, align_corners=False)
+    return resized[0].clamp(0, 1)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -102,6 +188,11 @@ def write_image(image: torch.Tensor, path: str | Path) -> None:
 
 
 def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted by relative path."""
+    """Image files under ``folder`` (recursive, hidden files and folders skipped), sorted by relative path."""
     folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+    found = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if path.is_file() and path.suffix.lower() in suffixes and not any(part.startswith(".") for part in relative.parts):
+            found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
