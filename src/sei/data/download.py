@@ -14,6 +14,7 @@ their own names) with ``mirror=`` or the ``SEI_DATA_MIRROR`` environment variabl
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -114,7 +115,7 @@ def fetch(url: str, destination: Path, md5: str | None, progress: bool = True, t
                 "Run the download again, or point SEI_DATA_MIRROR at a good copy"
             )
         os.replace(temporary, destination)
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
         temporary.unlink(missing_ok=True)
         raise DownloadError(f"cannot download {url}: {error}. Check the network, or set {MIRROR_ENV} to a mirror") from error
     except BaseException:
@@ -173,6 +174,16 @@ def remove_partials(folder: Path) -> None:
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
 
+def _validate(remote: RemoteFile, path: Path) -> None:
+    """Run the file's content check; a failure discards the download and says so."""
+    if remote.validate is None:
+        return
+    try:
+        remote.validate(path)
+    except SeiUserError as error:
+        raise DownloadError(f"{remote.filename}: {error}; the download was discarded, run it again or use a mirror") from error
+
+
 def install(remote: RemoteFile, folder: Path, mirror: str | None = None, progress: bool = True, force: bool = False) -> Path:
     """Make ``folder / remote.target`` exist and be complete; return it.
 
@@ -190,8 +201,7 @@ def install(remote: RemoteFile, folder: Path, mirror: str | None = None, progres
     if not remote.is_archive:
         downloaded = fetch(url, folder / f"{PARTIAL_PREFIX}{remote.filename}", remote.md5, progress)
         try:
-            if remote.validate is not None:
-                remote.validate(downloaded)
+            _validate(remote, downloaded)
         except BaseException:
             downloaded.unlink(missing_ok=True)
             raise
@@ -201,8 +211,7 @@ def install(remote: RemoteFile, folder: Path, mirror: str | None = None, progres
     staging = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{remote.target}.", dir=folder))
     try:
         extract(archive, staging)
-        if remote.validate is not None:
-            remote.validate(staging)
+        _validate(remote, staging)
         if final.exists():  # --force: move the old copy aside first, so the swap stays one rename
             old = folder / f"{PARTIAL_PREFIX}old-{remote.target}"
             os.replace(final, old)
