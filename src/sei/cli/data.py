@@ -55,10 +55,13 @@ def _info(args: argparse.Namespace) -> int:
     for name, spec in DATASETS.items():
         states = []
         for split in SPLITS:
-            if spec.installed(root, split):
-                states.append(f"{split} {len(load_images(name, split, root=root))}")
-            else:
+            if not spec.installed(root, split):
                 states.append(f"{split} missing")
+                continue
+            try:
+                states.append(f"{split} {len(load_images(name, split, root=root))}")
+            except SeiUserError:  # e.g. files deleted by hand since the download
+                states.append(f"{split} incomplete")
         where = "packaged" if not spec.files else str(spec.folder(root))
         print(f"  {name:<9} {' | '.join(states):<26} {where}\n            {spec.description}")
     return 0
