@@ -206,7 +206,8 @@ class Rotate(_SeededTransform):
 
     With ``multiples_of_90=False`` the angle :math:`\theta` is uniform in :math:`[0, 360)` degrees
     and the output pixel at offset :math:`u` (in pixels, from the centre) reads the input at
-    :math:`R_{-\theta} u`, interpolated; pixels are square, so non-square images rotate without
+    :math:`R_{\theta} u` (:math:`u` in (column, row) order, so that :math:`\theta = 90` is
+    ``torch.rot90(x, 1)``), interpolated; pixels are square, so non-square images rotate without
     shearing, and corners that fall outside are filled by ``padding_mode``.
     With ``multiples_of_90=True`` the rotation is exact (``torch.rot90``): :math:`k \in \{0,1,2,3\}`
     quarter turns for square images; a quarter turn would change a non-square image's shape, so for
@@ -257,8 +258,9 @@ class Rotate(_SeededTransform):
         # centre: rotate in pixel units so non-square images do not shear.
         grid = pixel_centres(height, width, x.dtype, x.device)
         u, v = grid[..., 0] * width / 2, grid[..., 1] * height / 2
-        source_u = cos * u + sin * v
-        source_v = -sin * u + cos * v
+        # counter-clockwise as displayed (rows pointing down), so theta=90 is torch.rot90(x, 1)
+        source_u = cos * u - sin * v
+        source_v = sin * u + cos * v
         grid = torch.stack([2 * source_u / width, 2 * source_v / height], dim=-1)
         return F.grid_sample(x, grid, mode=self.mode, padding_mode=self.padding_mode, align_corners=False)
 
