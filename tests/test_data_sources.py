@@ -144,3 +144,14 @@ def test_dataset_catalogue():
     assert set(DATASETS) == {"div2k", "urban100", "ct", "samples"}
     assert DATASETS["samples"].files == () and DATASETS["samples"].installed("/nonexistent")
     assert {f.md5 for f in DATASETS["div2k"].files} == {"bdc2d9338d4e574fe81bf7d158758658", "9fcdda83005c5e5997799b69f955ff88"}
+
+
+def test_dataset_images_are_read_lazily_and_slice_lazily(tmp_path, monkeypatch):
+    for number in range(801, 901):
+        _tiny_png(tmp_path / "div2k" / "DIV2K_valid_HR" / f"{number:04d}.png", value=number % 256)
+    images = load_images("div2k", "test", root=tmp_path, resize=None)
+    reads = []
+    monkeypatch.setattr("sei.data.sources.read_image", lambda path, *args: reads.append(path.name) or torch.zeros(3, 2, 2))
+    head = images[:3]
+    assert reads == [] and len(head) == 3
+    assert [identity for identity, _ in head] == ["div2k/0801", "div2k/0802", "div2k/0803"] and len(reads) == 3

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
@@ -218,9 +219,15 @@ class LazyImages(Sequence):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:  # type: ignore[override]
-        if isinstance(index, slice):
-            raise TypeError("LazyImages does not support slicing; index one image at a time")
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> LazyImages: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[str, torch.Tensor] | LazyImages:
+        if isinstance(index, slice):  # still lazy: ``images[:5]`` reads five images, not all
+            return LazyImages(self.entries[index], self.resize)
         identity, read = self.entries[index]
         image = read()
         return identity, image if self.resize is None else resize_short_side(image, self.resize)
