@@ -233,10 +233,6 @@ class LazyImages(Sequence):
         return identity, image if self.resize is None else resize_short_side(image, self.resize)
 
 
-def _resized(images: list[tuple[str, torch.Tensor]], resize: int | None) -> list[tuple[str, torch.Tensor]]:
-    return images if resize is None else [(identity, resize_short_side(image, resize)) for identity, image in images]
-
-
 def load_folder(folder: str | Path, channels: int | None = 3, resize: int | None = DEFAULT_RESIZE,
                 on_error: str = "skip", dicom_window: tuple[float, float] | None = None) -> list[tuple[str, torch.Tensor]]:
     """Every image under ``folder`` (recursive), decoded now so that unreadable files are found at once.
@@ -258,10 +254,11 @@ def load_folder(folder: str | Path, channels: int | None = 3, resize: int | None
                 raise
             warnings.warn(f"skipping unreadable image: {error}", stacklevel=2)
             continue
-        images.append((f"folder/{path.relative_to(folder).as_posix()}", image))
+        # resized one at a time: a folder of 2K photographs never sits in memory at native size
+        images.append((f"folder/{path.relative_to(folder).as_posix()}", image if resize is None else resize_short_side(image, resize)))
     if not images:
         raise SeiUserError(f"none of the {len(paths)} image files under {folder} could be read")
-    return _resized(images, resize)
+    return images
 
 
 def load_images(
