@@ -1,0 +1,286 @@
+"""Properties of the losses and methods: SURE unbiasedness, partial border, shared masks, stop-gradient,
+training on a real photograph."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sei.errors import SeiUserError
+from sei.losses import (
+    METHODS,
+    CSSLoss,
+    EquivarianceLoss,
+    ModelRandomness,
+    SupervisedLoss,
+    SureLoss,
+    build_method,
+)
+from sei.physics import make_physics
+from sei.transforms import Scale
+
+
+class TinyNet(torch.nn.Module):
+    """Residual conv net; for SR, bicubic upsampling first (output r times larger)."""
+
+    def __init__(self, factor: int = 1, dropout: float = 0.0, width: int = 8) -> None:
+        super().__init__()
+        self.factor = factor
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(width, 3, 3, padding=1)
+        )
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.factor > 1:
+            y = torch.nn.functional.interpolate(y, scale_factor=self.factor, mode="bicubic")
+        return y + self.dropout(self.body(y))
+
+
+def _crop(image: torch.Tensor, size: int, top: int = 200, left: int = 180) -> torch.Tensor:
+    return image[None, :, top : top + size, left : left + size].contiguous()
+
+
+@pytest.mark.parametrize("task", ["deblurring", "sr"])
+def test_sure_is_unbiased_for_a_wiener_filter(task, astronaut):
+    physics = make_physics(task, noise_level=25)
+    size = 40
+    x = _crop(astronaut, size).double().repeat(400, 1, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+    y = physics(x, rng=generator)
+
+    def wiener(measurement: torch.Tensor) -> torch.Tensor:  # linear in y: prox of gamma/2 |Ax - y|^2 + 1/2 |x|^2
+        return physics.prox_l2(0, measurement, 30.0, img_size=(size, size))
+
+    x_net = wiener(y)
+    sure = SureLoss()(x_net, None, y, physics, wiener, rng=generator)
+    margin = physics.margin
+    inside = (slice(None), slice(None), slice(margin, y.shape[-2] - margin), slice(margin, y.shape[-1] - margin))
+    true_mse = ((physics.A(x_net) - physics.A(x))[inside] ** 2).flatten(1).mean(1)
+    difference = sure - true_mse
+    half_width = 4 * difference.std() / len(difference) ** 0.5
+    assert difference.mean().abs() < half_width
+    # the test has power: the residual alone (no divergence term) is biased far outside the interval
+    residual = ((physics.A(x_net) - y)[inside] ** 2).flatten(1).mean(1) - physics.sigma**2
+    assert (residual - true_mse).mean().abs() > 5 * half_width
+
+
+def test_partial_sure_ignores_the_border_exactly():
+    physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5)
+    margin = physics.margin
+    assert margin == 6
+    generator = torch.Generator().manual_seed(0)
+    y = torch.rand(2, 3, 30, 26)
+    x_net, perturbed = torch.rand_like(y), torch.rand_like(y)
+    loss = SureLoss()
+    probe = loss.draw_probe(y, physics, generator)
+    assert torch.all(probe[..., :margin, :] == 0) and torch.all(probe[..., -margin:] == 0)
+    assert torch.all(probe[..., margin:-margin, margin:-margin] != 0)
+    corrupted = y.clone()
+    corrupted[..., :margin, :] = 5.0
+    corrupted[..., :, -margin:] = -3.0
+    kwargs = {"probe": probe, "perturbed": perturbed}
+    assert torch.equal(loss(x_net, None, y, physics, None, **kwargs), loss(x_net, None, corrupted, physics, None, **kwargs))
+    full = SureLoss(margin=0)
+    assert not torch.allclose(full(x_net, None, y, physics, None, **kwargs), full(x_net, None, corrupted, physics, None, **kwargs))
+    with pytest.raises(SeiUserError, match="no interior"):
+        loss(x_net[..., :12, :12], None, y[..., :12, :12], physics, None, rng=generator)
+
+
+class NoisyIdentity(torch.nn.Module):
+    """f(y) = y + dropout(offset): with one fixed mask its divergence is exactly that of the identity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = torch.nn.Parameter(torch.full((1, 3, 1, 1), 0.2))
+        self.dropout = torch.nn.Dropout(0.5)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y + self.dropout(self.offset.expand_as(y))
+
+
+def test_sure_passes_share_the_dropout_mask(astronaut):
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=10)
+    y = physics(_crop(astronaut, 32).repeat(4, 1, 1, 1), rng=torch.Generator().manual_seed(0))
+    model = NoisyIdentity()
+    loss = SureLoss()
+
+    def sure(shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)  # the same mask for f(y) in every variant
+        randomness = ModelRandomness(model) if shared else None
+        x_net = model(y)
+        value = loss(x_net, None, y, physics, model, rng=torch.Generator().manual_seed(1), randomness=randomness)
+        # the same loss for the deterministic map t -> t + (x_net - y): identity Jacobian, same f(y)
+        exact = loss(x_net, None, y, physics, lambda t: t + (x_net - y), rng=torch.Generator().manual_seed(1))
+        return value, exact
+
+    with torch.no_grad():
+        shared, exact = sure(shared=True)
+        independent, _ = sure(shared=False)
+        torch.manual_seed(0)
+        through_objective = build_method("sure", physics)(model, y, physics, rng=torch.Generator().manual_seed(1))["sure"]
+    shared_error = (shared - exact).abs().max()
+    independent_error = (independent - exact).abs().mean()
+    assert independent_error > 1e-4  # different masks: (m1 - m2) * offset / tau swamps the divergence
+    assert shared_error < 1e-3 * independent_error
+    assert torch.allclose(through_objective, shared.mean(), rtol=1e-5)
+
+
+def test_replay_leaves_the_global_rng_as_if_not_replayed():
+    randomness = ModelRandomness()
+    first = torch.rand(3)
+    with randomness.replay():
+        assert torch.equal(torch.rand(3), first)
+    after = torch.rand(3)
+    torch.set_rng_state(randomness.cpu_state)
+    torch.rand(3)
+    assert torch.equal(torch.rand(3), after)
+
+
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_stop_gradient_treats_the_transformed_estimate_as_a_constant(stop_gradient, astronaut):
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    y = physics(_crop(astronaut, 24).repeat(2, 1, 1, 1), rng=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = TinyNet()
+
+    def gradient(loss_fn) -> torch.Tensor:
+        model.zero_grad()
+        loss_fn().backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    loss = EquivarianceLoss(Scale(), stop_gradient=stop_gradient)
+    ours = gradient(lambda: loss(model(y), None, y, physics, model, rng=torch.Generator().manual_seed(3)).mean())
+
+    def constant_target() -> torch.Tensor:
+        generator = torch.Generator().manual_seed(3)  # the same draws as inside the loss
+        with torch.no_grad():
+            target = Scale()(model(y), rng=generator)
+        remeasured = physics.noise(physics.A(target), rng=generator)
+        return ((model(remeasured) - target) ** 2).mean()
+
+    reference = gradient(constant_target)
+    if stop_gradient:
+        assert torch.allclose(ours, reference, rtol=1e-5, atol=1e-8)
+    else:
+        assert (ours - reference).norm() > 1e-3 * reference.norm()
+
+
+def test_equivariance_remeasures_with_fresh_noise():
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    seen: list[torch.Tensor] = []
+
+    def model(t: torch.Tensor) -> torch.Tensor:
+        seen.append(t)
+        return t
+
+    x_net = torch.full((1, 3, 16, 16), 0.5)
+    EquivarianceLoss(Scale(factors=[1.0]))(x_net, None, x_net, physics, model, rng=torch.Generator().manual_seed(0))
+    residual = seen[0] - physics.A(x_net)
+    assert abs(float(residual.std()) - physics.sigma) < 0.2 * physics.sigma
+
+
+def test_css_degrades_the_measurement_again_for_sr():
+    physics = make_physics("sr", sr_factor=2, noise_level=5)
+    y = torch.rand(2, 3, 24, 24)
+    inputs: list[torch.Tensor] = []
+    net = TinyNet(factor=2)
+
+    def model(t: torch.Tensor) -> torch.Tensor:
+        inputs.append(t)
+        return net(t)
+
+    value = CSSLoss()(None, None, y, physics, model, rng=torch.Generator().manual_seed(0))
+    assert inputs[0].shape == (2, 3, 12, 12)
+    expected_input = physics.noise(physics.A(y), rng=torch.Generator().manual_seed(0))
+    assert torch.equal(inputs[0], expected_input)
+    assert torch.allclose(value, ((net(expected_input) - y) ** 2).flatten(1).mean(1))
+
+
+def test_registry_names_inputs_and_errors():
+    physics = make_physics("sr", sr_factor=2)
+    canonical = {"proposed", "sup", "css", "ei-shift", "ei-rotate", "sure"}
+    assert set(METHODS.values()) == canonical
+    assert METHODS["sei"] == "proposed" and METHODS["supervised"] == "sup"
+    for name in METHODS:
+        objective = build_method(name, physics)
+        assert objective.name == METHODS[name]
+        assert objective.uses_ground_truth == (objective.name == "sup")
+        assert objective.needs_estimate == (objective.name != "css")
+    assert sorted(build_method("ei-shift", physics, alpha=0.3).weights.items()) == [("equivariance", 0.3), ("sure", 1.0)]
+    assert sorted(build_method("sure", physics).losses) == ["sure"]
+    with pytest.raises(SeiUserError, match=r"unknown method 'ei'.*proposed, sei, sup, supervised, css, ei-shift, ei-rotate, sure"):
+        build_method("ei", physics)
+    with pytest.raises(SeiUserError, match="ground-truth"):
+        build_method("sup", physics)(TinyNet(2), torch.rand(1, 3, 8, 8), physics)
+    with pytest.raises(SeiUserError, match="ground-truth"):
+        SupervisedLoss()(torch.rand(1, 3, 8, 8), None, None, physics, None)
+
+
+def test_batched_passes_match_sequential_and_refuse_dropout(astronaut):
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    y = physics(_crop(astronaut, 24).repeat(3, 1, 1, 1), rng=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = TinyNet()
+    results = []
+    for batched in (False, True):
+        model.zero_grad()
+        terms = build_method("proposed", physics, batched_sure_passes=batched)(model, y, physics, rng=torch.Generator().manual_seed(4))
+        terms["loss"].backward()
+        results.append((terms["loss"].detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-7)
+    with pytest.raises(SeiUserError, match="per-sample masks"):
+        build_method("proposed", physics, batched_sure_passes=True)(TinyNet(dropout=0.1), y, physics)
+
+
+def test_objective_is_reproducible_from_its_generator(astronaut):
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    y = physics(_crop(astronaut, 24).repeat(2, 1, 1, 1), rng=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = TinyNet()
+    for name in ("proposed", "ei-rotate", "css"):
+        objective = build_method(name, physics)
+        first = objective(model, y, physics, rng=torch.Generator().manual_seed(7))["loss"]
+        again = objective(model, y, physics, rng=torch.Generator().manual_seed(7))["loss"]
+        other = objective(model, y, physics, rng=torch.Generator().manual_seed(8))["loss"]
+        assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_bfloat16_autocast_keeps_losses_in_float32(astronaut):
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    y = physics(_crop(astronaut, 24).repeat(2, 1, 1, 1), rng=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = TinyNet()
+    full = build_method("proposed", physics)(model, y, physics, rng=torch.Generator().manual_seed(1))
+    half = build_method("proposed", physics, autocast_dtype=torch.bfloat16)(model, y, physics, rng=torch.Generator().manual_seed(1))
+    assert half["loss"].dtype == torch.float32
+    assert torch.allclose(half["equivariance"], full["equivariance"], rtol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("name", "task"),
+    [("proposed", "deblurring"), ("proposed", "sr"), ("sup", "deblurring"), ("css", "deblurring"), ("css", "sr"),
+     ("ei-shift", "deblurring"), ("ei-rotate", "deblurring"), ("sure", "deblurring")],
+)
+def test_each_method_trains_on_a_real_photo(name, task, astronaut):
+    physics = make_physics(task, kernel="Gaussian_R1" if task == "deblurring" else None, sr_factor=2 if task == "sr" else None, noise_level=5)
+    factor = 2 if task == "sr" else 1
+    generator = torch.Generator().manual_seed(0)
+    x = torch.stack([astronaut[:, t : t + 32, s : s + 32] for t, s in [(60, 200), (180, 220), (260, 150), (300, 300)]])
+    y = physics(x, rng=generator)
+    torch.manual_seed(0)
+    model = TinyNet(factor=factor)
+    objective = build_method(name, physics)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def evaluate() -> float:  # the same draws every time, so the values are comparable
+        with torch.no_grad():
+            return float(objective(model, y, physics, x=x, rng=torch.Generator().manual_seed(99))["loss"])
+
+    before = evaluate()
+    for _ in range(40):
+        optimizer.zero_grad()
+        objective(model, y, physics, x=x, rng=generator)["loss"].backward()
+        optimizer.step()
+    assert evaluate() < before - 1e-5
