@@ -1,0 +1,180 @@
+"""Reproduce the paper's claim at CPU scale: every method, same network, same budget, same test images.
+
+Trains each run of the grid with ``sei train`` (in its own folder, resumed if interrupted), tests it
+with ``sei test`` on the 10 held-out photographs of the ``samples`` test split, runs the
+training-free baselines on the same images, and appends one record per run to
+``benchmarks/results/reproduce.json``. Runs already recorded are skipped, so the script can be
+stopped and restarted at any time. ``benchmarks/report.py`` turns the records into docs/results.md.
+
+    python benchmarks/reproduce.py                       # the whole grid, 2 jobs at a time
+    python benchmarks/reproduce.py --only gaussian_r2    # runs whose key contains a pattern
+    python benchmarks/reproduce.py --anchor deepinv      # also deepinv's own recipe, side by side
+    python benchmarks/reproduce.py --list                # show the grid and what is done
+
+Training data: the DIV2K-like offline photo pool (``benchmarks/photo_pool.py`` builds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "reproduce.json"
+WORK = HERE / "work" / "reproduce"
+METHODS = ("sup", "proposed", "css", "ei-shift", "ei-rotate", "sure")
+
+
+@dataclass
+class Run:
+    """One cell of the grid: a trained method or a training-free baseline on one task."""
+
+    task: str
+    kernel: str | None = None
+    sr_factor: int | None = None
+    method: str | None = None  # a training method, or None for a baseline
+    model_kind: str | None = None  # a training-free baseline
+    stop_gradient: bool = True
+    steps: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return (self.kernel or f"SR_x{self.sr_factor}").lower()
+
+    @property
+    def key(self) -> str:
+        what = self.method or self.model_kind
+        suffix = "" if self.stop_gradient else "-no_stop_gradient"
+        return f"{self.label}/{what}{suffix}" + (f"@{self.steps}" if self.method else "")
+
+    def task_flags(self) -> list[str]:
+        flags = ["--task", self.task]
+        flags += ["--kernel", self.kernel] if self.task == "deblurring" else ["--sr_factor", str(self.sr_factor)]
+        return flags + ["--noise_level", "5"]
+
+
+def grid(steps: int) -> list[Run]:
+    blur = {"task": "deblurring", "kernel": "Gaussian_R2"}
+    sr2 = {"task": "sr", "sr_factor": 2}
+    runs = [Run(**problem, method=m, steps=steps) for problem in (blur, sr2) for m in METHODS]
+    for problem in ({"task": "deblurring", "kernel": k} for k in ("Gaussian_R1", "Gaussian_R3", "Box_R3")):
+        runs += [Run(**problem, method=m, steps=steps) for m in ("sup", "proposed")]
+    runs += [Run(task="sr", sr_factor=4, method=m, steps=steps) for m in ("sup", "proposed")]
+    runs.append(Run(**blur, method="proposed", stop_gradient=False, steps=steps))
+    for problem in (blur, {"task": "deblurring", "kernel": "Gaussian_R1"}, {"task": "deblurring", "kernel": "Gaussian_R3"}, {"task": "deblurring", "kernel": "Box_R3"}):
+        runs += [Run(**problem, model_kind=k) for k in ("id", "wiener", "pnp", "bm3d", "dip")]
+    for factor in (2, 4):
+        runs += [Run(task="sr", sr_factor=factor, model_kind=k) for k in ("up", "wiener", "pnp", "dip")]
+    return runs
+
+
+def load_records() -> list[dict]:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+
+
+def save_record(record: dict) -> None:
+    records = [r for r in load_records() if r["key"] != record["key"]] + [record]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    temporary = RESULTS.with_suffix(".tmp")
+    temporary.write_text(json.dumps(sorted(records, key=lambda r: r["key"]), indent=1))
+    os.replace(temporary, RESULTS)
+
+
+def sei(*args: str, threads: int, log: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as handle:
+        handle.write(f"$ sei {' '.join(args)}\n")
+        handle.flush()
+        done = subprocess.run([sys.executable, "-m", "sei", *args], stdout=handle, stderr=subprocess.STDOUT, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"sei {args[0]} failed (exit {done.returncode}); see {log}")
+
+
+def execute(run: Run, args: argparse.Namespace) -> dict:
+    folder = WORK / run.key.replace("/", "__").replace("@", "_")
+    log = folder / "log.txt"
+    started = time.perf_counter()
+    train_seconds = 0.0
+    test_flags = ["--dataset", "samples", "--json", str(folder / "test.json"), "--save_images", str(folder / "images"), "--quiet"]
+    if run.method:
+        train_flags = [
+            "train", *run.task_flags(), "--method", run.method, "--dataset", str(args.train_root), "--val_dataset", "samples",
+            "--val_images", "10", "--val_interval", str(max(run.steps // 8, 1)), "--max_steps", str(run.steps),
+            "--checkpoint_interval", str(max(run.steps // 8, 1)), "--model", args.model, "--seed", "0", "--out_dir", str(folder), "--quiet",
+        ]
+        if not run.stop_gradient:
+            train_flags.append("--no-stop_gradient")
+        if (folder / "checkpoints").is_dir():
+            train_flags.append("--resume")
+        elif folder.exists():
+            shutil.rmtree(folder)
+        sei(*train_flags, threads=args.threads, log=log)
+        train_seconds = time.perf_counter() - started
+        sei("test", "--weights", str(folder / "weights.safetensors"), *test_flags, threads=args.threads, log=log)
+    else:
+        options = ["--model_kind", run.model_kind]
+        sei("test", *run.task_flags(), *options, *test_flags, threads=args.threads, log=log)
+    result = json.loads((folder / "test.json").read_text())
+    summary = result["summary"]
+    record = {
+        "key": run.key, **{k: v for k, v in asdict(run).items() if k != "extra"},
+        "noise_level": 5, "model": args.model if run.method else None, "train_seconds": round(train_seconds, 1),
+        "psnr_mean": summary["psnr_mean"], "psnr_std": summary["psnr_std"], "ssim_mean": summary["ssim_mean"], "ssim_std": summary["ssim_std"],
+        "n_test_images": summary["n"], "ssim_implementation": summary["ssim_implementation"], "images": result["images"],
+        "threads": args.threads, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    save_record(record)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=800, help="optimizer steps of every trained run (the same budget for all)")
+    parser.add_argument("--model", default="unet-small", help="the network of every trained run")
+    parser.add_argument("--train_root", type=Path, default=HERE / "photo_pool", help="folder of training photographs")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=1, help="threads per run")
+    parser.add_argument("--only", action="append", default=[], help="run only keys containing this (repeatable)")
+    parser.add_argument("--skip", action="append", default=[], help="skip keys containing this (repeatable)")
+    parser.add_argument("--anchor", choices=("deepinv",), default=None, help="also run deepinv's own recipe (benchmarks/anchor_deepinv.py)")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args()
+    done = {r["key"] for r in load_records()}
+    runs = [r for r in grid(args.steps) if (not args.only or any(p in r.key for p in args.only)) and not any(p in r.key for p in args.skip)]
+    if args.list:
+        for run in runs:
+            print(("done " if run.key in done else "todo ") + run.key)
+        return
+    if not args.train_root.is_dir() and any(r.method for r in runs):
+        sys.exit(f"no training photographs in {args.train_root}: run `python benchmarks/photo_pool.py` first")
+    todo = [r for r in runs if r.key not in done]
+    # longest first keeps both workers busy to the end
+    todo.sort(key=lambda r: (r.method is None, r.method in ("sup", "css")))
+    print(f"{len(todo)} runs to do, {len(runs) - len(todo)} already recorded in {RESULTS}")
+    jobs = []
+    if args.anchor:
+        jobs.append(lambda: subprocess.run([sys.executable, str(HERE / "anchor_deepinv.py"), "--threads", str(args.threads), "--train_root", str(args.train_root)], check=True))
+    jobs += [lambda run=run: execute(run, args) for run in todo]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        for future in futures:
+            try:
+                record = future.result()
+                if isinstance(record, dict):
+                    print(f"{record['key']:<40} PSNR {record['psnr_mean']:6.2f} dB  SSIM {record['ssim_mean']:.4f}  train {record['train_seconds']:7.0f} s", flush=True)
+            except Exception as error:  # one failed run must not stop the others
+                print(f"FAILED: {error}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

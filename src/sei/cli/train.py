@@ -1,0 +1,123 @@
+"""Train a network: the paper's methods on a dataset, or SEI on a folder of measurements only.
+
+Configuration precedence: preset < --config FILE (TOML or YAML) < flags. The resolved
+configuration is saved as OUT/config.json. Outputs: OUT/weights.safetensors (final, with metadata),
+OUT/checkpoints/, OUT/metrics.csv, OUT/validation.csv, OUT/loss.png.
+
+examples:
+  sei train --method proposed --task deblurring --kernel Gaussian_R2 --out_dir runs/sei_g2
+  sei train --method sup --task sr --sr_factor 2 --max_steps 500 --out_dir runs/sup_x2
+  sei train --method proposed --dataset div2k --download --device cuda:0 --preset paper --out_dir runs/paper
+  sei train --measurements my_blurry_photos/ --kernel psf.npy --noise_level 3 --out_dir runs/mine
+  sei train --resume runs/sei_g2                      # continue exactly where it stopped
+  torchrun --nproc_per_node 4 -m sei train --device cuda --preset paper --out_dir runs/ddp
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from sei.cli.degrade import add_physics_arguments
+from sei.errors import SeiUserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_physics_arguments(parser)
+    parser.set_defaults(task=None, noise_level=None)  # None: not given, the config file or preset decides
+    parser.add_argument("--method", default=None, help="proposed (alias sei), sup, css, ei-shift, ei-rotate or sure (default proposed)")
+    parser.add_argument("--no-stop_gradient", "--no-stop-gradient", dest="stop_gradient", action="store_false", default=None, help="let gradients flow through the transformed estimate")
+    parser.add_argument("--alpha", type=float, default=None, help="weight of the equivariance term (default 1)")
+    parser.add_argument("--dataset", default=None, help="div2k, urban100, ct, samples (default) or a folder of images")
+    parser.add_argument("--measurements", default=None, help="train on a folder of measurements only (no ground truth)")
+    parser.add_argument("--data_root", "--data-root", default=None, help="dataset folder (default $SEI_DATA_ROOT or ~/.cache/sei/data)")
+    parser.add_argument("--download", action="store_true", default=None, help="download the dataset if it is missing")
+    parser.add_argument("--resize", type=int, default=None, help="short side of training images (0 keeps native size; default 256)")
+    parser.add_argument("--val_dataset", "--val-dataset", default=None, help="held-out images for validation (default: the test split of --dataset)")
+    parser.add_argument("--val_images", "--val-images", type=int, default=None, help="how many held-out images to validate on (default 4; 0 disables)")
+    parser.add_argument("--model", default=None, help="network name (see `sei weights list`); default: the preset's")
+    parser.add_argument("--preset", choices=("cpu", "paper"), default=None, help="default hyper-parameters: cpu (fast network) or paper (SwinIR); default paper on CUDA, cpu otherwise")
+    parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--max_steps", "--max-steps", type=int, default=None, help="stop after this many optimizer steps (wins over --epochs)")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=None)
+    parser.add_argument("--patch_size", "--patch-size", type=int, default=None, help="patch side in measurement pixels (default 48)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: paper's per task, or the CPU preset's)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--checkpoint_interval", "--checkpoint-interval", type=int, default=None, help="steps between checkpoints")
+    parser.add_argument("--val_interval", "--val-interval", type=int, default=None, help="steps between validations")
+    parser.add_argument("--num_workers", "--num-workers", type=int, default=None)
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None, help="mixed precision of the network passes")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
+    parser.add_argument("--config", type=Path, default=None, help="a TOML or YAML file of configuration keys")
+    parser.add_argument("--out_dir", "--out-dir", type=Path, default=None, help="run folder (default runs/<method>_<task>)")
+    parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, help="continue from a checkpoint file or run folder (default: --out_dir)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out_dir")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SeiUserError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise SeiUserError(f"config file {path} must end in .toml, .yaml or .yml")
+    except SeiUserError:
+        raise
+    except Exception as error:
+        raise SeiUserError(f"cannot parse {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise SeiUserError(f"{path} must hold a table of configuration keys")
+    return data
+
+
+def build_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Layer the config file and the flags that were given (flags win)."""
+    from sei.training import TrainConfig
+
+    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in fields:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    if values.get("resize") == 0:
+        values["resize"] = None
+    if "preset" not in values:
+        values["preset"] = "paper" if str(values.get("device", "cpu")).startswith("cuda") else "cpu"
+    if values.get("measurements") and "dataset" in values:
+        raise SeiUserError("give either --dataset or --measurements, not both")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from sei.training import TrainConfig, resolve_config, train
+
+    values = build_config(args)
+    config = TrainConfig.from_dict(values)
+    config = resolve_config(config)
+    from sei.losses import build_method  # validate the method before any data is touched
+    from sei.physics import make_physics
+
+    build_method(config.method, make_physics(config.task, config.kernel, config.sr_factor, config.noise_level))
+    out_dir = args.out_dir
+    if out_dir is None and args.resume not in (None, "auto"):
+        location = Path(args.resume)
+        out_dir = location if location.is_dir() else location.parent.parent  # OUT/checkpoints/step_N.pt
+    out_dir = out_dir or Path("runs") / f"{config.method}_{config.task}"
+    state = train(config, out_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if state.validation:
+        print(f"validation at step {state.step}: {state.validation[-1]}")
+    print(f"trained {state.step} steps; weights: {out_dir / 'weights.safetensors'}")
+    return 0

@@ -1,0 +1,148 @@
+"""Applying a reconstructor to whole images: choosing it from flags or weights, and tiled inference.
+
+Tiled inference bounds peak memory whatever the image size: the measurement is cut into
+overlapping tiles, each tile goes through the network alone, and the outputs are blended with
+weights that fall linearly to (almost) zero across the overlap, so seams vanish and the result
+matches whole-image inference where both fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sei.errors import SeiUserError
+
+Reconstructor = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Loaded:
+    """A ready reconstructor with the operator it inverts and where it came from."""
+
+    reconstruct: Reconstructor
+    physics: Any
+    description: dict[str, Any] = field(default_factory=dict)
+    network: torch.nn.Module | None = None
+
+
+def _pick(flag: Any, stored: Any, name: str) -> Any:
+    """The weights' own value wins when the flag is absent; a conflicting flag is an error."""
+    if flag is None:
+        return stored
+    if stored is not None and str(flag).lower() != str(stored).lower():
+        raise SeiUserError(f"these weights were trained for {name}={stored}, but {name}={flag} was asked; drop the flag or use other weights")
+    return flag
+
+
+def load_reconstructor(
+    weights: str | None,
+    model_kind: str | None,
+    task: str | None,
+    kernel: str | None,
+    sr_factor: int | None,
+    noise_level: float | None,
+    device: torch.device,
+    options: dict[str, Any] | None = None,
+) -> Loaded:
+    """Build what ``sei test`` / ``sei reconstruct`` run: trained weights, or a training-free method."""
+    from sei.models import RECONSTRUCTORS, create_reconstructor
+    from sei.physics import make_physics
+
+    if model_kind in RECONSTRUCTORS:
+        if weights:
+            raise SeiUserError(f"--model_kind {model_kind} needs no --weights; drop one of the two")
+        physics = make_physics(task or "deblurring", kernel=kernel, sr_factor=sr_factor, noise_level=5.0 if noise_level is None else noise_level).to(device)
+        method = create_reconstructor(model_kind, physics, **(options or {}))
+        if isinstance(method, torch.nn.Module):
+            method = method.to(device)
+        return Loaded(method, physics, {"model_kind": model_kind, **physics.describe()})
+    if not weights:
+        weights = default_weights(task, kernel, sr_factor, noise_level)
+    from sei.weights import load_weights
+
+    network, metadata = load_weights(weights, device=str(device), task=task, kernel=kernel, sr_factor=sr_factor)
+    if model_kind is not None and metadata.get("name") not in (None, model_kind) and not (model_kind == "swinir" and str(metadata.get("name", "")).startswith("swinir")):
+        raise SeiUserError(f"--model_kind {model_kind} does not match the weights, which hold a {metadata.get('name')} network; drop --model_kind")
+    task = _pick(task, metadata.get("task"), "task") or "deblurring"
+    if task == "deblurring":
+        kernel = _pick(kernel, metadata.get("kernel"), "kernel")
+    else:
+        stored = metadata.get("sr_factor")
+        sr_factor = _pick(sr_factor, int(stored) if stored is not None else None, "sr_factor")
+    stored_noise = metadata.get("noise_level")
+    noise = float(stored_noise) if noise_level is None and stored_noise is not None else (5.0 if noise_level is None else noise_level)
+    physics = make_physics(task, kernel=kernel if task == "deblurring" else None, sr_factor=sr_factor if task == "sr" else None, noise_level=noise).to(device)
+    network = network.to(device).eval()
+
+    @torch.no_grad()
+    def reconstruct(y: torch.Tensor) -> torch.Tensor:
+        return network(y)
+
+    return Loaded(reconstruct, physics, {"weights": str(weights), **metadata}, network)
+
+
+def default_weights(task: str | None, kernel: str | None, sr_factor: int | None, noise_level: float | None) -> str:
+    """The shipped model for a task, e.g. ``sei-gaussian_r2-noise5``; an error if there is none."""
+    from sei.weights import PRETRAINED
+
+    task = task or "deblurring"
+    noise = 5 if noise_level is None else noise_level
+    suffix = f"noise{int(noise)}" if float(noise).is_integer() else f"noise{noise}"
+    name = f"sei-{(kernel or 'Gaussian_R2').lower()}-{suffix}" if task == "deblurring" else f"sei-sr_x{sr_factor or 2}-{suffix}"
+    if name not in PRETRAINED:
+        raise SeiUserError(f"no shipped model for this task ({name}); pass --weights FILE_OR_NAME or a --model_kind such as wiener or pnp")
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# tiled inference
+
+
+def _ramp(length: int, overlap: int, taper_start: bool, taper_end: bool) -> torch.Tensor:
+    """1 inside, falling linearly to a small positive value across ``overlap`` at tapered ends."""
+    weights = torch.ones(length, dtype=torch.float64)
+    if overlap > 0:
+        rise = (torch.arange(overlap, dtype=torch.float64) + 0.5) / overlap
+        if taper_start:
+            weights[:overlap] = torch.minimum(weights[:overlap], rise)
+        if taper_end:
+            weights[length - overlap :] = torch.minimum(weights[length - overlap :], rise.flip(0))
+    return weights
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def tiled(reconstruct: Reconstructor, y: torch.Tensor, scale: int = 1, tile: int = 256, overlap: int = 32) -> torch.Tensor:
+    """Apply ``reconstruct`` to ``y`` (``(1, C, h, w)``) tile by tile (tiles and overlap in measurement
+    pixels) and blend; the output is ``scale`` times larger. Whole-image inference when it fits one tile."""
+    if overlap * 2 >= tile:
+        raise SeiUserError(f"tile overlap {overlap} must be less than half the tile size {tile}")
+    _, channels, height, width = y.shape
+    if height <= tile and width <= tile:
+        return reconstruct(y)
+    out = None
+    total = torch.zeros(1, 1, height * scale, width * scale, dtype=torch.float64, device=y.device)
+    rows, cols = _starts(height, tile, overlap), _starts(width, tile, overlap)
+    for top in rows:
+        for left in cols:
+            piece = y[..., top : top + tile, left : left + tile]
+            estimate = reconstruct(piece).double()
+            th, tw = estimate.shape[-2:]
+            weight = _ramp(th, overlap * scale, top > 0, top + tile < height)[:, None] * _ramp(tw, overlap * scale, left > 0, left + tile < width)[None, :]
+            weight = weight.to(y.device)
+            if out is None:
+                out = torch.zeros(1, estimate.shape[1], height * scale, width * scale, dtype=torch.float64, device=y.device)
+            region = (..., slice(top * scale, top * scale + th), slice(left * scale, left * scale + tw))
+            out[region] += estimate * weight
+            total[region] += weight
+    return (out / total).to(y.dtype)

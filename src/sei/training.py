@@ -1,0 +1,570 @@
+"""Training: one config dataclass, one loop that can be read top to bottom, exact resume.
+
+Everything random in a step is a pure function of ``(seed, step, rank)``: the patches a step sees
+(a stream of per-epoch permutations cut into batches), their crops, the SURE probe, the transform
+draws, the re-measurement noise and dropout masks. A checkpoint therefore only needs the model,
+the optimizer and the step, and a resumed run ends with the same weights as an uninterrupted one,
+even on a different number of processes (the global batch is the same stream, split by rank).
+
+Launched by ``torchrun``, the same loop trains with DistributedDataParallel: each rank takes a
+disjoint slice of every global batch, and rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from sei.errors import SeiUserError
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``OUT/config.json`` and in checkpoints."""
+
+    # task
+    task: str = "deblurring"  # "deblurring" or "sr"
+    kernel: str | None = None  # deblurring kernel name or file (None: Gaussian_R2)
+    sr_factor: int | None = None  # SR factor (None: 2)
+    noise_level: float = 5.0  # Gaussian noise std in 8-bit units
+    # data
+    dataset: str = "samples"  # div2k | urban100 | ct | samples | a folder of images
+    measurements: str | None = None  # a folder of measurements only (no ground truth anywhere)
+    data_root: str | None = None  # where datasets live (None: $SEI_DATA_ROOT or ~/.cache/sei/data)
+    download: bool = False  # download the dataset if missing
+    resize: int | None = 256  # short side of the training images (None keeps native size)
+    patch_size: int = 48  # patch side in measurement pixels
+    batch_size: int = 8  # global batch size (split across processes)
+    num_workers: int = 0  # DataLoader workers
+    val_images: int = 4  # held-out images for the periodic validation
+    val_dataset: str | None = None  # where they come from (None: the test split of --dataset)
+    # method
+    method: str = "proposed"  # proposed|sei, sup, css, ei-shift, ei-rotate, sure
+    alpha: float = 1.0  # weight of the equivariance term
+    stop_gradient: bool = True  # detach the transformed estimate in the equivariance term
+    scale_factors: tuple[float, ...] = (0.75, 0.5)  # shrink factors of the scale transform
+    # model
+    model: str | None = None  # registry name (None: the preset's)
+    model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {"channels": 16}
+    # optimisation
+    lr: float | None = None  # Adam learning rate (None: the preset's, per task)
+    epochs: float | None = None  # passes over the training images (used when max_steps is None)
+    max_steps: int | None = None  # optimizer steps; wins over epochs
+    seed: int = 0
+    # bookkeeping
+    checkpoint_interval: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 3  # most recent checkpoints kept on disk
+    val_interval: int = 500  # steps between validations (0: only at the end)
+    log_interval: int = 10  # steps between rows of metrics.csv
+    # hardware
+    device: str = "cpu"
+    amp: str = "none"  # none | bf16 | fp16 (autocast of the network passes)
+    compile: bool = False  # torch.compile the network
+    preset: str = "cpu"  # which defaults filled the None fields
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["scale_factors"] = list(self.scale_factors)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise SeiUserError(f"unknown configuration key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+        data = dict(data)
+        if "scale_factors" in data and data["scale_factors"] is not None:
+            data["scale_factors"] = tuple(float(s) for s in data["scale_factors"])
+        return cls(**data)
+
+
+# Defaults that differ between the paper's GPU recipe and the CPU recipe. The paper's epochs are
+# per dataset: DIV2K 500, Urban100 4000, CT 100 (about 50-60k steps each).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"model": "swinir", "lr": {"deblurring": 1e-4, "sr": 2e-4}, "epochs": {"div2k": 500, "urban100": 4000, "ct": 100}},
+    "cpu": {"model": None, "lr": {"deblurring": 5e-4, "sr": 5e-4}, "max_steps": 2000},
+}
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Fill the ``None`` fields from the preset and validate the combination."""
+    from sei.models import DEFAULT_CPU_MODEL
+
+    if config.preset not in PRESETS:
+        raise SeiUserError(f"unknown preset {config.preset!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[config.preset]
+    updates: dict[str, Any] = {}
+    if config.model is None:
+        updates["model"] = preset["model"] or DEFAULT_CPU_MODEL
+    if config.lr is None:
+        updates["lr"] = preset["lr"][config.task]
+    if config.max_steps is None and config.epochs is None:
+        if "max_steps" in preset:
+            updates["max_steps"] = preset["max_steps"]
+        else:
+            updates["epochs"] = preset["epochs"].get(config.dataset, 500)
+    if config.task == "deblurring" and config.kernel is None:
+        updates["kernel"] = "Gaussian_R2"
+    if config.task == "sr" and config.sr_factor is None:
+        updates["sr_factor"] = 2
+    resolved = dataclasses.replace(config, **updates)
+    if resolved.batch_size < 1 or resolved.patch_size < 8:
+        raise SeiUserError("batch size must be >= 1 and patch size >= 8")
+    if resolved.amp not in ("none", "bf16", "fp16"):
+        raise SeiUserError(f"--amp must be none, bf16 or fp16, got {resolved.amp!r}")
+    if resolved.measurements and resolved.method in ("sup", "supervised"):
+        raise SeiUserError("the supervised method needs ground truth; --measurements gives measurements only")
+    return resolved
+
+
+def learning_rate(step: int, total_steps: int, base_lr: float) -> float:
+    """The paper's schedule: constant for the first half, then linear decay to 1% of the start.
+
+    >>> [round(learning_rate(s, 100, 1.0), 3) for s in (0, 49, 50, 75, 100)]
+    [1.0, 1.0, 1.0, 0.505, 0.01]
+    """
+    half = total_steps / 2
+    if step < half:
+        return base_lr
+    return base_lr * (1 - 0.99 * min(1.0, (step - half) / max(half, 1)))
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 63-bit seed from any parts (run seed, step, rank, purpose)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# data order: a stream of per-epoch permutations, cut into global batches, split by rank
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Yields, for each step from ``start_step``, this rank's share of the global batch as
+    ``(epoch, index)`` keys. Position ``p`` of the stream is image ``perm_{p // n}[p % n]``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, total_steps: int, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise SeiUserError(f"batch size {batch_size} must be divisible by the number of processes {world_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start_step, self.total_steps = start_step, total_steps
+        self.rank, self.world_size = rank, world_size
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
+            self._perms = {epoch: torch.randperm(self.n, generator=generator)}
+        return self._perms[epoch]
+
+    def keys(self, step: int) -> list[tuple[int, int]]:
+        share = self.batch_size // self.world_size
+        first = step * self.batch_size + self.rank * share
+        return [(p // self.n, int(self._permutation(p // self.n)[p % self.n])) for p in range(first, first + share)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start_step, self.total_steps):
+            yield self.keys(step)
+
+    def __len__(self) -> int:
+        return self.total_steps - self.start_step
+
+
+class _KeyedPatches(torch.utils.data.Dataset):
+    """Adapts a :class:`sei.data.PatchDataset` to ``(epoch, index)`` keys (each worker has its copy)."""
+
+    def __init__(self, patches: Any) -> None:
+        self.patches = patches
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        self.patches.set_epoch(epoch)
+        return self.patches[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints: atomic writes, tensors and primitives only (loadable with weights_only=True)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def checkpoint_path(out_dir: Path, step: int) -> Path:
+    return out_dir / "checkpoints" / f"step_{step:08d}.pt"
+
+
+def latest_checkpoint(location: Path) -> Path | None:
+    """The newest complete checkpoint in a run folder (or the file itself)."""
+    if location.is_file():
+        return location
+    folder = location / "checkpoints" if (location / "checkpoints").is_dir() else location
+    candidates = sorted(folder.glob("step_*.pt"))
+    return candidates[-1] if candidates else None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise SeiUserError(f"cannot load checkpoint {path}: {error}") from error
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed set-up (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls, device: str) -> Distributed:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.startswith("cuda") and torch.cuda.is_available():
+            # before any collective: NCCL (and broadcast_object_list) use the current device, which
+            # would otherwise be cuda:0 on every rank of the node
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+
+    def mean(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The loss terms averaged over ranks: the global batch's values (each rank's are means over
+        its equal share), logged by rank 0 and seen by every rank, so a divergence stops them all."""
+        values = torch.stack([value.detach().float() for value in terms.values()])
+        if self.world_size > 1:
+            dist.all_reduce(values)  # SUM: gloo has no AVG
+            values = values / self.world_size
+        return dict(zip(terms, values.tolist(), strict=True))
+
+
+def _device(config: TrainConfig, distributed: Distributed) -> torch.device:
+    if config.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SeiUserError(f"--device {config.device} asked for CUDA, but no CUDA device is available; use --device cpu")
+        if distributed.world_size > 1:
+            if config.device != "cuda":
+                raise SeiUserError(f"under torchrun pass --device cuda (each process takes cuda:LOCAL_RANK), not {config.device!r}")
+            return torch.device("cuda", distributed.local_rank)
+    elif config.device != "cpu" and not config.device.startswith("mps"):
+        raise SeiUserError(f"unknown device {config.device!r}; use cpu, cuda or cuda:N")
+    return torch.device(config.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class RunState:
+    """What the loop keeps between steps (for callers and tests)."""
+
+    step: int = 0
+    total_steps: int = 0
+    out_dir: Path = field(default_factory=Path)
+    last_terms: dict[str, float] = field(default_factory=dict)
+    validation: list[dict[str, float]] = field(default_factory=list)
+
+
+def prepare_out_dir(out_dir: Path, config: TrainConfig, resume: str | None, overwrite: bool) -> dict[str, Any] | None:
+    """Refuse to mix two runs in one folder; return the checkpoint to resume from, if any."""
+    existing = out_dir / "config.json"
+    if resume:
+        location = out_dir if resume in ("auto", str(out_dir)) else Path(resume)
+        path = latest_checkpoint(location)
+        if path is None:
+            raise SeiUserError(f"nothing to resume in {location}: no checkpoint found")
+        return load_checkpoint(path)
+    if existing.exists() and not overwrite:
+        raise SeiUserError(f"{out_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if overwrite and (out_dir / "checkpoints").is_dir():
+        for old in (out_dir / "checkpoints").glob("step_*.pt"):
+            old.unlink()
+    return None
+
+
+def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, overwrite: bool = False, progress: bool = True) -> RunState:
+    """Train a network as ``config`` says, writing everything under ``out_dir``.
+
+    Outputs: ``config.json``, ``checkpoints/step_*.pt``, ``metrics.csv``, ``validation.csv``,
+    ``loss.png`` and the final ``weights.safetensors`` (with metadata to rebuild the model).
+    """
+    from sei.data import MeasuredImages, MeasurementFolder, PatchDataset, load_images
+    from sei.losses import build_method
+    from sei.models import create_model
+    from sei.physics import make_physics
+    from sei.weights import save_weights
+
+    out_dir = Path(out_dir)
+    distributed = Distributed.from_environment(config.device)
+    checkpoint = prepare_out_dir(out_dir, config, resume, overwrite) if distributed.is_main else None
+    if distributed.world_size > 1:  # every rank resumes from rank 0's choice
+        box = [checkpoint]
+        dist.broadcast_object_list(box, src=0)
+        checkpoint = box[0]
+    if checkpoint is not None:
+        config = TrainConfig.from_dict({**checkpoint["config"], "device": config.device, "num_workers": config.num_workers})
+    config = resolve_config(config)
+    device = _device(config, distributed)
+
+    # --- problem, data, model, method
+    physics = make_physics(config.task, kernel=config.kernel, sr_factor=config.sr_factor, noise_level=config.noise_level).to(device)
+    if config.measurements:
+        source = MeasurementFolder(config.measurements)
+        validation_source = None
+    else:
+        images = load_images(config.dataset, split="train", root=config.data_root, download=config.download, resize=config.resize)
+        source = MeasuredImages(images, physics, seed=config.seed)
+        held_out = load_images(config.val_dataset or config.dataset, split="test", root=config.data_root, download=config.download, resize=config.resize)
+        validation_source = MeasuredImages(list(held_out)[: config.val_images], physics, seed=config.seed) if config.val_images else None
+    if len(source) == 0:
+        raise SeiUserError("the training set is empty")
+    patches = PatchDataset(source, patch_size=config.patch_size, seed=config.seed)
+    steps_per_epoch = len(source) / config.batch_size
+    total_steps = config.max_steps if config.max_steps is not None else max(1, math.ceil(config.epochs * steps_per_epoch))
+
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    model = create_model(config.model, task=config.task, sr_factor=config.sr_factor, **config.model_options).to(device)
+    objective = build_method(config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors)
+    if objective.uses_ground_truth and config.measurements:
+        raise SeiUserError(f"method {config.method!r} needs ground truth, which --measurements does not have")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+    step = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step = int(checkpoint["step"])
+    network = model
+    if config.compile:
+        network = torch.compile(network)
+    if distributed.world_size > 1:
+        # The objective runs the network up to three times before one backward. Autograd sums the
+        # three contributions into each parameter's single AccumulateGrad, so DDP's hook fires once
+        # per parameter and the defaults (no find_unused_parameters, no static_graph) are right;
+        # tests/test_distributed.py runs the three-pass methods under DDP.
+        network = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    if checkpoint is not None and "scaler" in checkpoint:
+        scaler.load_state_dict(checkpoint["scaler"])
+
+    sampler = StepBatches(len(source), config.batch_size, config.seed, step, total_steps, distributed.rank, distributed.world_size)
+    loader = torch.utils.data.DataLoader(
+        _KeyedPatches(patches), batch_sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda", persistent_workers=False
+    )
+    state = RunState(step=step, total_steps=total_steps, out_dir=out_dir)
+    writer = _RunWriter(out_dir, config, enabled=distributed.is_main, start_step=step)
+    rng = torch.Generator(device=device)
+
+    # --- the loop
+    bar = None
+    if progress and distributed.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, desc=f"{config.method} {config.task}")
+    started = time.perf_counter()
+    validation_seconds = -float(checkpoint.get("train_seconds", 0.0)) if checkpoint else 0.0  # excluded from the logged training time
+    for batch in loader:
+        lr = learning_rate(step, total_steps, config.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        step_seed = derive_seed(config.seed, "step", step, distributed.rank)
+        torch.manual_seed(step_seed)  # dropout / drop-path masks
+        rng.manual_seed(step_seed)  # SURE probe, transform draws, re-measurement noise
+        y = batch["y"].to(device, non_blocking=True)
+        x = batch["x"].to(device, non_blocking=True) if "x" in batch else None
+        network.train()
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            terms = objective(network, y, physics, x=x, rng=rng)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(terms["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        state.step = step
+        state.last_terms = distributed.mean(terms)
+        if not all(math.isfinite(v) for v in state.last_terms.values()):
+            raise RuntimeError(f"training diverged at step {step}: {state.last_terms}; try a lower --lr")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{state.last_terms['loss']:.3g}", refresh=False)
+        if step % config.log_interval == 0 or step == total_steps:
+            writer.log(step, step / steps_per_epoch, lr, time.perf_counter() - started - validation_seconds, state.last_terms)
+        last = step == total_steps
+        if (config.val_interval and step % config.val_interval == 0) or last:
+            if distributed.is_main:
+                validation_started = time.perf_counter()
+                record = validate(model, physics, validation_source, source, objective, device)
+                validation_seconds += time.perf_counter() - validation_started
+                record["step"] = step
+                record["train_seconds"] = round(time.perf_counter() - started - validation_seconds, 3)
+                state.validation.append(record)
+                writer.log_validation(record)
+        if step % config.checkpoint_interval == 0 or last:
+            if distributed.is_main:
+                writer.checkpoint(step, model, optimizer, scaler, config, time.perf_counter() - started - validation_seconds)
+    if bar is not None:
+        bar.close()
+    if distributed.is_main:
+        metadata = {
+            **physics.describe(),
+            "method": objective.name,
+            "stop_gradient": config.stop_gradient,
+            "steps": step,
+            "dataset": config.measurements or config.dataset,
+            "seed": config.seed,
+        }
+        save_weights(model, out_dir / "weights.safetensors", metadata)
+        writer.figure()
+    if distributed.world_size > 1:
+        dist.barrier()
+    return state
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any, objective: Any, device: torch.device) -> dict[str, float]:
+    """Validation PSNR on held-out images; with no ground truth anywhere, the SURE estimate of the
+    measurement-domain error on training measurements (an unbiased proxy, see docs/methods.md)."""
+    from sei.evaluation import image_metrics
+
+    model.eval()
+    record: dict[str, float] = {}
+    if held_out is not None and len(held_out):
+        psnrs = []
+        for index in range(len(held_out)):
+            _, x, y = held_out[index]
+            estimate = model(y[None].to(device))[0].float().cpu()
+            psnrs.append(image_metrics(estimate, x)[0])
+        record["val_psnr"] = sum(psnrs) / len(psnrs)
+    else:
+        from sei.losses import build_method
+
+        sure = build_method("sure", physics, margin=0)
+        values = []
+        generator = torch.Generator(device=device).manual_seed(0)
+        for index in range(min(len(training), 4)):
+            _, _, y = training[index]
+            with torch.enable_grad():
+                values.append(float(sure(model, y[None].to(device), physics, rng=generator)["loss"]))
+        record["val_sure"] = sum(values) / len(values)
+    model.train()
+    return record
+
+
+class _RunWriter:
+    """Rank 0's files: config.json, metrics.csv, validation.csv, checkpoints, loss.png."""
+
+    def __init__(self, out_dir: Path, config: TrainConfig, enabled: bool, start_step: int) -> None:
+        self.out_dir, self.enabled = out_dir, enabled
+        self.keep = config.keep_checkpoints
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        for name in ("metrics.csv", "validation.csv"):  # drop rows logged after the checkpoint we resume from
+            path = out_dir / name
+            if path.exists():
+                with open(path, newline="") as handle:
+                    rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= start_step]
+                path.unlink()
+                for row in rows:
+                    self._append(name, row)
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        path = self.out_dir / name
+        new = not path.exists()
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def log(self, step: int, epoch: float, lr: float, seconds: float, terms: dict[str, float]) -> None:
+        if self.enabled:
+            self._append("metrics.csv", {"step": step, "epoch": round(epoch, 4), "lr": lr, "seconds": round(seconds, 3), **terms})
+
+    def log_validation(self, record: dict[str, float]) -> None:
+        if self.enabled:
+            self._append("validation.csv", {"step": record["step"], **{k: v for k, v in record.items() if k != "step"}})
+
+    def checkpoint(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, config: TrainConfig, seconds: float) -> None:
+        state = {
+            "train_seconds": seconds,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "step": step,
+            "config": config.to_dict(),
+        }
+        atomic_save(state, checkpoint_path(self.out_dir, step))
+        for old in sorted((self.out_dir / "checkpoints").glob("step_*.pt"))[: -self.keep]:
+            old.unlink()
+
+    def figure(self) -> None:
+        """Loss curve (and validation) as ``loss.png``."""
+        path = self.out_dir / "metrics.csv"
+        if not path.exists():
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        with open(path) as handle:
+            rows = list(csv.DictReader(handle))
+        terms = [k for k in rows[0] if k not in ("step", "epoch", "lr", "seconds")]
+        steps = [int(r["step"]) for r in rows]
+        has_validation = (self.out_dir / "validation.csv").exists()
+        figure, axes = plt.subplots(1, 2 if has_validation else 1, figsize=(11 if has_validation else 6, 4), squeeze=False)
+        for term in terms:
+            axes[0, 0].plot(steps, [float(r[term]) for r in rows], label=term)
+        axes[0, 0].set(xlabel="step", ylabel="loss", yscale="symlog", title="training loss terms")
+        axes[0, 0].legend()
+        if has_validation:
+            with open(self.out_dir / "validation.csv") as handle:
+                validation = list(csv.DictReader(handle))
+            key = "val_psnr" if "val_psnr" in validation[0] else "val_sure"
+            axes[0, 1].plot([int(r["step"]) for r in validation], [float(r[key]) for r in validation], marker="o")
+            axes[0, 1].set(xlabel="step", ylabel=key, title="validation")
+        figure.tight_layout()
+        figure.savefig(self.out_dir / "loss.png", dpi=90)
+        plt.close(figure)

@@ -1,0 +1,150 @@
+"""The training loop: exact resume, atomic checkpoints, data order, every method x task, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from sei.cli import main
+from sei.errors import SeiUserError
+from sei.imageio import write_image
+from sei.training import StepBatches, TrainConfig, latest_checkpoint, learning_rate, load_checkpoint, train
+
+TINY = {"channels": 8, "levels": 2, "blocks": 1}
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory, astronaut):
+    """Four real 64x80 crops of the astronaut photograph."""
+    folder = tmp_path_factory.mktemp("photos")
+    for index, (top, left) in enumerate([(0, 0), (100, 200), (300, 120), (400, 400)]):
+        write_image(astronaut[:, top : top + 64, left : left + 80], folder / f"crop{index}.png")
+    return folder
+
+
+def _config(folder, **changes) -> TrainConfig:
+    base = TrainConfig(
+        dataset=str(folder), resize=None, patch_size=24, batch_size=2, max_steps=6, model="unet-small", model_options=TINY,
+        checkpoint_interval=3, val_interval=0, val_images=1, log_interval=1,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def _weights(run):
+    return load_checkpoint(latest_checkpoint(run))["model"]
+
+
+def test_resume_equals_uninterrupted(photo_folder, tmp_path, monkeypatch):
+    config = _config(photo_folder)
+    train(config, tmp_path / "whole", progress=False)
+
+    import sei.training as training
+
+    original = training._RunWriter.checkpoint
+
+    def stop_after_first(self, step, *args):
+        original(self, step, *args)
+        if step == 3:
+            raise KeyboardInterrupt  # the process dies right after a checkpoint
+
+    monkeypatch.setattr(training._RunWriter, "checkpoint", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "split", progress=False)
+    monkeypatch.setattr(training._RunWriter, "checkpoint", original)
+    state = train(config, tmp_path / "split", resume="auto", progress=False)
+    assert state.step == 6
+    whole, split = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    assert whole.keys() == split.keys()
+    for key in whole:
+        assert torch.equal(whole[key], split[key]), key
+    # the metrics log has each step once
+    rows = (tmp_path / "split" / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_kill_during_checkpoint_write_keeps_last_complete_checkpoint(photo_folder, tmp_path, monkeypatch):
+    config = _config(photo_folder)
+    import sei.training as training
+
+    real_save = torch.save
+
+    def dying_save(obj, handle, *args, **kwargs):
+        if obj.get("step") == 6:
+            handle.write(b"half a checkpoint")
+            raise SystemExit("killed mid-write")
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(training.torch, "save", dying_save)
+    with pytest.raises(SystemExit):
+        train(config, tmp_path / "run", progress=False)
+    monkeypatch.setattr(training.torch, "save", real_save)
+    files = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert files == ["step_00000003.pt"]  # no partial file left behind, the last complete one intact
+    assert load_checkpoint(latest_checkpoint(tmp_path / "run"))["step"] == 3
+    assert train(config, tmp_path / "run", resume="auto", progress=False).step == 6
+
+
+def test_step_batches_split_the_same_global_stream():
+    single = StepBatches(10, 8, seed=0, start_step=0, total_steps=5)
+    halves = [StepBatches(10, 8, seed=0, start_step=0, total_steps=5, rank=r, world_size=2) for r in (0, 1)]
+    for step in range(5):
+        assert single.keys(step) == halves[0].keys(step) + halves[1].keys(step)
+    # every image appears once per epoch, and epochs are reshuffled
+    stream = [key for step in range(5) for key in single.keys(step)]
+    assert sorted(i for e, i in stream if e == 0) == list(range(10))
+    assert [i for e, i in stream if e == 0] != [i for e, i in stream if e == 1]
+    # resuming mid-run (even on another process count) continues the same stream
+    assert list(StepBatches(10, 8, 0, 3, 5)) == [single.keys(3), single.keys(4)]
+
+
+def test_learning_rate_schedule():
+    values = [learning_rate(step, 10, 1e-3) for step in range(11)]
+    assert values[:5] == [1e-3] * 5 and values[-1] == pytest.approx(1e-5)
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+@pytest.mark.parametrize("method", ["proposed", "sup", "css", "ei-shift", "ei-rotate", "sure"])
+@pytest.mark.parametrize("task", ["deblurring", "sr"])
+def test_every_method_and_task_trains(photo_folder, tmp_path, method, task):
+    config = _config(photo_folder, method=method, task=task, max_steps=3, checkpoint_interval=3, patch_size=16)
+    state = train(config, tmp_path / "run", progress=False)
+    assert state.step == 3 and all(torch.isfinite(torch.tensor(v)) for v in state.last_terms.values())
+    assert (tmp_path / "run" / "weights.safetensors").is_file()
+    assert (tmp_path / "run" / "loss.png").is_file()
+
+
+def test_refuses_to_mix_runs_and_unknown_config(photo_folder, tmp_path):
+    config = _config(photo_folder, max_steps=1)
+    train(config, tmp_path / "run", progress=False)
+    with pytest.raises(SeiUserError, match="already holds a run"):
+        train(config, tmp_path / "run", progress=False)
+    assert train(config, tmp_path / "run", overwrite=True, progress=False).step == 1
+    with pytest.raises(SeiUserError, match="unknown configuration key"):
+        TrainConfig.from_dict({"learning_rate": 1})
+
+
+def test_cli_errors_exit_2(photo_folder, tmp_path, capsys):
+    common = ["--dataset", str(photo_folder), "--out_dir", str(tmp_path / "o"), "--quiet"]
+    assert main(["train", "--method", "magic", *common]) == 2
+    assert "magic" in capsys.readouterr().err
+    assert main(["train", "--kernel", "Blob_R1", *common]) == 2
+    assert "unknown kernel" in capsys.readouterr().err
+    assert main(["train", "--dataset", "div2k", "--data_root", str(tmp_path / "empty"), "--out_dir", str(tmp_path / "o2"), "--quiet"]) == 2
+    assert "sei data download div2k" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["train", "--device", "cuda:0", "--max_steps", "1", *common]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "weights.safetensors").exists()
+
+
+def test_cli_train_config_file_and_flags(photo_folder, tmp_path):
+    config_file = tmp_path / "run.toml"
+    config_file.write_text('method = "css"\nmax_steps = 2\nbatch_size = 2\npatch_size = 16\nmodel = "unet-small"\nresize = 0\n[model_options]\nchannels = 8\nlevels = 2\n')
+    out = tmp_path / "o"
+    assert main(["train", "--config", str(config_file), "--max_steps", "1", "--dataset", str(photo_folder), "--out_dir", str(out), "--quiet", "--val_interval", "0"]) == 0
+    import json
+
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["method"] == "css" and saved["max_steps"] == 1 and saved["model_options"]["channels"] == 8
