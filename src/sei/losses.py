@@ -57,6 +57,7 @@ METHODS: dict[str, str] = {
 # Defaults of the speed levers, set by benchmarks/sei_step.py (docs/performance.md).
 DEFAULT_BATCHED_SURE_PASSES = False
 DEFAULT_AUTOCAST_DTYPE: torch.dtype | None = None
+DEFAULT_CHANNELS_LAST = False
 
 
 def _per_image_mean(values: torch.Tensor) -> torch.Tensor:
@@ -267,17 +268,23 @@ class CSSLoss(Loss):
         return _per_image_mean((estimate - target) ** 2)
 
 
-class _Autocast:
-    """Calls ``model`` under ``torch.autocast`` and returns float32, so the physics and the loss
-    arithmetic (divergence differences of order tau) stay in full precision."""
+class _Runner:
+    """Calls ``model`` with the speed levers applied: inputs in channels-last memory format (the
+    convolutions then run channels-last even with standard-format weights) and/or ``torch.autocast``.
+    The output is returned as float32, so the physics and the loss arithmetic (the divergence is a
+    difference of order tau) stay in full precision."""
 
-    def __init__(self, model: Model, dtype: torch.dtype, device_type: str) -> None:
+    def __init__(self, model: Model, autocast_dtype: torch.dtype | None, channels_last: bool) -> None:
         self.model = model
-        self.dtype = dtype
-        self.device_type = device_type
+        self.autocast_dtype = autocast_dtype
+        self.channels_last = channels_last
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=self.dtype):
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            return self.model(inputs)
+        with torch.autocast(inputs.device.type, dtype=self.autocast_dtype):
             output = self.model(inputs)
         return output.float()
 
@@ -294,7 +301,9 @@ class Objective(torch.nn.Module):
     :param bool batched_sure_passes: compute :math:`f(y)` and :math:`f(y + \tau b)` as one batch of
         :math:`2B`. Per-sample dropout masks then differ between the two halves, so this is refused
         for a model with active dropout or stochastic depth (the sequential passes share masks).
-    :param torch.dtype | None autocast_dtype: run the network under ``torch.autocast`` in this dtype.
+    :param torch.dtype | None autocast_dtype: run the network under ``torch.autocast`` in this dtype
+        (the physics and the losses stay in float32).
+    :param bool channels_last: give the network its inputs in channels-last memory format.
     """
 
     def __init__(
@@ -303,6 +312,7 @@ class Objective(torch.nn.Module):
         losses: Mapping[str, tuple[Loss, float]],
         batched_sure_passes: bool = DEFAULT_BATCHED_SURE_PASSES,
         autocast_dtype: torch.dtype | None = DEFAULT_AUTOCAST_DTYPE,
+        channels_last: bool = DEFAULT_CHANNELS_LAST,
     ) -> None:
         super().__init__()
         self.name = name
@@ -310,6 +320,7 @@ class Objective(torch.nn.Module):
         self.weights = {key: float(weight) for key, (_, weight) in losses.items()}
         self.batched_sure_passes = batched_sure_passes
         self.autocast_dtype = autocast_dtype
+        self.channels_last = channels_last
 
     @property
     def uses_ground_truth(self) -> bool:
@@ -324,10 +335,10 @@ class Objective(torch.nn.Module):
     def _sure(self) -> SureLoss | None:
         return next((loss for loss in self.losses.values() if isinstance(loss, SureLoss)), None)
 
-    def _runner(self, model: Model, y: torch.Tensor) -> Model:
-        if self.autocast_dtype is None:
+    def _runner(self, model: Model) -> Model:
+        if self.autocast_dtype is None and not self.channels_last:
             return model
-        return _Autocast(model, self.autocast_dtype, y.device.type)
+        return _Runner(model, self.autocast_dtype, self.channels_last)
 
     def forward(
         self,
@@ -339,7 +350,7 @@ class Objective(torch.nn.Module):
     ) -> dict[str, torch.Tensor]:
         if self.uses_ground_truth and x is None:
             raise SeiUserError(f"method {self.name!r} needs ground-truth images x")
-        run = self._runner(model, y)
+        run = self._runner(model)
         sure = self._sure()
         x_net: torch.Tensor | None = None
         sure_inputs: dict[str, Any] = {}
@@ -387,6 +398,7 @@ def build_method(
     margin: int | None = None,
     batched_sure_passes: bool = DEFAULT_BATCHED_SURE_PASSES,
     autocast_dtype: torch.dtype | None = DEFAULT_AUTOCAST_DTYPE,
+    channels_last: bool = DEFAULT_CHANNELS_LAST,
 ) -> Objective:
     r"""Build a training method of the paper.
 
@@ -405,6 +417,7 @@ def build_method(
     :param int | None margin: partial-SURE border; ``None`` takes ``physics.margin``.
     :param bool batched_sure_passes: see :class:`Objective`.
     :param torch.dtype | None autocast_dtype: see :class:`Objective`.
+    :param bool channels_last: see :class:`Objective`.
 
     :Examples:
 
@@ -431,4 +444,6 @@ def build_method(
         }[canonical]
         if transform is not None:
             losses["equivariance"] = (EquivarianceLoss(transform(), stop_gradient=stop_gradient), alpha)
-    return Objective(canonical, losses, batched_sure_passes=batched_sure_passes, autocast_dtype=autocast_dtype)
+    return Objective(
+        canonical, losses, batched_sure_passes=batched_sure_passes, autocast_dtype=autocast_dtype, channels_last=channels_last
+    )
