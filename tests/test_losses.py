@@ -217,21 +217,29 @@ def test_registry_names_inputs_and_errors():
         SupervisedLoss()(torch.rand(1, 3, 8, 8), None, None, physics, None)
 
 
-def test_batched_passes_match_sequential_and_refuse_dropout(astronaut):
+def test_batched_and_channels_last_match_the_plain_passes(astronaut):
     physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
     y = physics(_crop(astronaut, 24).repeat(3, 1, 1, 1), rng=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     model = TinyNet()
     results = []
-    for batched in (False, True):
+    for options in ({}, {"batched_sure_passes": True}, {"channels_last": True}):
         model.zero_grad()
-        terms = build_method("proposed", physics, batched_sure_passes=batched)(model, y, physics, rng=torch.Generator().manual_seed(4))
+        terms = build_method("proposed", physics, **options)(model, y, physics, rng=torch.Generator().manual_seed(4))
         terms["loss"].backward()
         results.append((terms["loss"].detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
-    assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)
-    assert torch.allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-7)
+    for loss, grad in results[1:]:
+        assert torch.allclose(loss, results[0][0], rtol=1e-5)
+        assert torch.allclose(grad, results[0][1], rtol=1e-4, atol=1e-7)
+
+
+def test_batched_passes_refuse_per_sample_masks(astronaut):
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    y = torch.rand(2, 3, 24, 24)
+    objective = build_method("proposed", physics, batched_sure_passes=True)
     with pytest.raises(SeiUserError, match="per-sample masks"):
-        build_method("proposed", physics, batched_sure_passes=True)(TinyNet(dropout=0.1), y, physics)
+        objective(TinyNet(dropout=0.1), y, physics)
+    objective(TinyNet(dropout=0.1).eval(), y, physics)  # no masks in eval mode: allowed
 
 
 def test_objective_is_reproducible_from_its_generator(astronaut):
