@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from deepinv.models import SwinIR as _DeepinvSwinIR
 
-
 from sei.errors import SeiUserError
 from sei.models.common import output_scale, pad_to_multiple
 

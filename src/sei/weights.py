@@ -1,0 +1,282 @@
+"""Weights files: save and load with metadata, pretrained names, Hugging Face downloads.
+
+Every file ``sei`` writes is a ``.safetensors`` file whose metadata (key ``"sei"``, a JSON string)
+holds the model's registry config plus the task it was trained for (kernel or SR factor, noise
+level, method, steps), so :func:`load_weights` rebuilds the right network with no extra flags.
+The paper's files (pickled SwinIR state dicts, optionally under a ``"params"`` key) carry no metadata;
+their architecture follows from the file's keys, their name, and the caller's task.
+
+Names resolve through two registries:
+
+- ``PRETRAINED``: our own models, shipped in ``sei/pretrained/<name>.safetensors`` (work offline);
+- the paper's Hugging Face repo ``jscanvic/scale-equivariant-imaging``, files ``<name>.pt``, both
+  naming schemes (``Deblurring_Gaussian_R2_Noise5_Proposed``,
+  ``Div2K-Train_Deblurring_Gaussian_R2_Noise5_SEI``, ``SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8``).
+  Downloads go through huggingface_hub, so ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and its cache apply.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sei.errors import SeiUserError
+from sei.models import create_model
+from sei.models.common import learned_state_dict, load_state_dict_checked
+
+HF_REPO = "jscanvic/scale-equivariant-imaging"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+METADATA_KEY = "sei"
+FORMAT = "sei-weights/1"
+LOCAL_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """What a shipped pretrained name stands for (the file's own metadata has the full model config)."""
+
+    name: str
+    task: str
+    kernel: str | None
+    sr_factor: int | None
+    noise_level: float
+    method: str
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return PRETRAINED_DIR / f"{self.name}.safetensors"
+
+
+PRETRAINED: dict[str, PretrainedCfg] = {
+    cfg.name: cfg
+    for cfg in (
+        PretrainedCfg("sei-gaussian_r2-noise5", "deblurring", "Gaussian_R2", None, 5.0, "proposed",
+                      "deblurring, Gaussian blur std 2, noise 5/255, trained with SEI on CPU"),
+        PretrainedCfg("sei-sr_x2-noise5", "sr", None, 2, 5.0, "proposed",
+                      "super-resolution x2, noise 5/255, trained with SEI on CPU"),
+        PretrainedCfg("sei-sr_x4-noise5", "sr", None, 4, 5.0, "proposed",
+                      "super-resolution x4, noise 5/255, trained with SEI on CPU"),
+    )
+}
+
+# Names from the paper's repository and README (the repo holds more, following the same schemes).
+PAPER_EXAMPLES = (
+    "Deblurring_Gaussian_R2_Noise5_Proposed",
+    "Deblurring_Box_R3_Noise5_Supervised_Urban100",
+    "SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8",
+    "Div2K-Train_Deblurring_Gaussian_R2_Noise5_SEI",
+)
+
+_PAPER_NAME = re.compile(
+    r"^(?:(?P<dataset>[A-Za-z0-9]+)-Train_)?"
+    r"(?:Deblurring_(?P<kernel>(?:Gaussian|Box)_R\d+)|SR_X(?P<factor>\d+)(?:_[A-Za-z]+)?)"
+    r"_Noise(?P<noise>\d+(?:\.\d+)?)_(?P<method>[A-Za-z0-9-]+)(?P<extra>(?:_\w+)?)$"
+)
+_PAPER_METHODS = {"proposed": "proposed", "sei": "proposed", "supervised": "sup", "sup": "sup", "css": "css",
+                  "ei-shift": "ei-shift", "ei-rotate": "ei-rotate", "sure": "sure"}
+
+
+def parse_paper_name(name: str) -> dict[str, Any] | None:
+    """Task, kernel or factor, noise level, method and dataset encoded in a paper weight name.
+
+    >>> parse_paper_name("Div2K-Train_Deblurring_Gaussian_R2_Noise5_SEI")["kernel"]
+    'Gaussian_R2'
+    >>> info = parse_paper_name("SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8")
+    >>> info["task"], info["sr_factor"], info["method"]
+    ('sr', 2, 'css')
+    >>> parse_paper_name("my_weights") is None
+    True
+    """
+    match = _PAPER_NAME.match(name)
+    if match is None:
+        return None
+    extra = match["extra"].strip("_")
+    dataset = match["dataset"] or (extra.split("_")[0] if extra and not extra.startswith("Resize") else "Div2K")
+    method = match["method"].lower()
+    return {
+        "task": "sr" if match["factor"] else "deblurring",
+        "kernel": match["kernel"],
+        "sr_factor": int(match["factor"]) if match["factor"] else None,
+        "noise_level": float(match["noise"]),
+        "method": _PAPER_METHODS.get(method, method),
+        "dataset": dataset.lower(),
+        "source": f"hf://{HF_REPO}/{name}.pt",
+    }
+
+
+# --- saving ---------------------------------------------------------------------------------------
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, Any]) -> Path:
+    """Write ``model``'s weights and metadata to a ``.safetensors`` file, atomically (tmp + rename).
+
+    :param model: a network from :func:`sei.models.create_model` (it must carry ``sei_config``).
+    :param metadata: JSON-serialisable facts about the training: ``kernel``, ``noise_level``,
+        ``method``, ``steps``... The model's config is added under ``"model"`` and its task and SR
+        factor are taken from it.
+    """
+    from safetensors.torch import save_file
+
+    config = getattr(model, "sei_config", None)
+    if config is None:
+        raise ValueError("save_weights needs a model built by sei.models.create_model (it has no sei_config)")
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise SeiUserError(f"weights are written as .safetensors files, got {path}")
+    record = {**dict(metadata), "format": FORMAT, "model": dict(config), "task": config["task"], "sr_factor": config["sr_factor"]}
+    text = json.dumps(record, sort_keys=True)
+    # safetensors refuses tensors that share storage; cloning also detaches from the training graph
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in learned_state_dict(model).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(tensors, tmp, metadata={METADATA_KEY: text})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# --- resolving names ------------------------------------------------------------------------------
+
+
+def _download(name: str) -> Path:
+    """The paper's ``<name>.pt`` from the hub (or huggingface_hub's cache)."""
+    import httpx2  # huggingface_hub's HTTP client: a cut connection raises its TransportError
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    filename = f"{name}.pt"
+    try:
+        return Path(hf_hub_download(repo_id=HF_REPO, filename=filename))
+    except LocalEntryNotFoundError as error:
+        raise SeiUserError(
+            f"{filename} of {HF_REPO} is neither in the Hugging Face cache nor downloadable now ({_why(error)}); "
+            f"get it online with `sei weights download {name}` (or copy it and pass --weights PATH)"
+        ) from error
+    except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
+        raise SeiUserError(f"downloading {filename} from {HF_REPO} failed ({_why(error)}); retry, or pass a local file") from error
+
+
+def _why(error: BaseException) -> str:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "HF_HUB_OFFLINE is set"
+    return str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+
+
+def resolve_weights(spec: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A local file for ``spec`` plus what its name says about it.
+
+    ``spec`` is a path to a ``.safetensors``/``.pt``/``.pth`` file, one of our ``PRETRAINED`` names,
+    or a paper name (downloaded through huggingface_hub on first use).
+    """
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path, {}
+    if text in PRETRAINED:
+        cfg = PRETRAINED[text]
+        if not cfg.path.is_file():
+            raise SeiUserError(f"pretrained weights {text!r} are not installed ({cfg.path} is missing); "
+                               "reinstall sei, or train them with `sei train`")
+        return cfg.path, {"task": cfg.task, "kernel": cfg.kernel, "sr_factor": cfg.sr_factor,
+                          "noise_level": cfg.noise_level, "method": cfg.method}
+    info = parse_paper_name(text)
+    if info is not None:
+        return _download(text), info
+    if path.suffix in LOCAL_SUFFIXES or os.sep in text:
+        raise SeiUserError(f"weights file not found: {text}")
+    close = difflib.get_close_matches(text, [*PRETRAINED, *PAPER_EXAMPLES], n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise SeiUserError(f"{text!r} is neither a weights file nor a known pretrained name{hint} (see `sei weights list`)")
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The tensors of a weights file and its sei metadata (``None`` for files without it)."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                raw = (handle.metadata() or {}).get(METADATA_KEY)
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        except (SafetensorError, OSError) as error:
+            raise SeiUserError(f"{path} is not a readable safetensors file ({error})") from error
+        return tensors, json.loads(raw) if raw else None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises assorted pickle/zip errors for foreign files
+        raise SeiUserError(f"{path} is not a weights file torch can read with weights_only=True ({error})") from error
+    if isinstance(state, Mapping) and isinstance(state.get("params"), Mapping):
+        state = state["params"]  # a training checkpoint of the paper's code
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SeiUserError(f"{path} holds no state dict (expected tensors, or a checkpoint with a 'params' key)")
+    return dict(state), None
+
+
+def infer_swinir_task(state: Mapping[str, torch.Tensor]) -> tuple[str, int | None]:
+    """Task and SR factor of a paper SwinIR state dict, read from its upsampler's shapes.
+
+    The classical upsampler stacks one conv + pixel shuffle per factor 2 (``upsample.0``,
+    ``upsample.2``...), or a single 9x conv for factor 3; no upsampler means deblurring.
+    """
+    convs = sorted(int(k.split(".")[1]) for k in state if re.fullmatch(r"upsample\.\d+\.weight", k))
+    if not convs:
+        return "deblurring", None
+    if len(convs) == 1 and state[f"upsample.{convs[0]}.weight"].shape[0] == 9 * state["upsample.0.weight"].shape[1]:
+        return "sr", 3
+    return "sr", 2 ** len(convs)
+
+
+def _check(field: str, stored: Any, requested: Any, source: str) -> None:
+    if requested is not None and stored is not None and str(stored).lower() != str(requested).lower():
+        raise SeiUserError(
+            f"{source} was trained for {field}={stored}, but {field}={requested} was requested; "
+            f"use weights trained for {field}={requested}, or drop the flag to use these as they are"
+        )
+
+
+def load_weights(
+    spec: str | Path, device: str | torch.device = "cpu", task: str | None = None, kernel: str | None = None,
+    sr_factor: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network a weights file was trained as, and load it (eval mode, on ``device``).
+
+    :param spec: a local file or a pretrained name (see :func:`resolve_weights`).
+    :param task: the task the caller needs; a file trained for another task is an error.
+    :param kernel: the caller's kernel name, checked against the file's when both are known.
+    :param sr_factor: the caller's SR factor, checked likewise (and used for paper files).
+    :return: ``(model, metadata)``; for paper files the metadata comes from the name and the keys.
+    """
+    path, name_info = resolve_weights(spec)
+    tensors, metadata = read_weights(path)
+    if metadata is None:  # a paper SwinIR file: the keys tell the task, the name the rest
+        key_task, key_factor = infer_swinir_task(tensors)
+        metadata = {**name_info, "task": key_task, "sr_factor": key_factor, "method": name_info.get("method"),
+                    "model": {"name": "swinir", "task": key_task, "sr_factor": key_factor}}
+        for field in ("task", "sr_factor"):
+            _check(field, name_info.get(field), metadata[field], f"{path} (named {spec})")
+    _check("task", metadata.get("task"), task, str(spec))
+    if metadata.get("task") == "sr":
+        _check("sr_factor", metadata.get("sr_factor"), sr_factor, str(spec))
+    if metadata.get("task") == "deblurring":
+        _check("kernel", metadata.get("kernel"), kernel, str(spec))
+    model = create_model(**metadata["model"])
+    load_state_dict_checked(model, tensors, str(path))
+    return model.to(device).eval(), metadata
