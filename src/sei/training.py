@@ -364,7 +364,11 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
 
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = create_model(config.model, task=config.task, sr_factor=config.sr_factor, **config.model_options).to(device)
-    objective = build_method(config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+    # autocast covers the network passes only: physics and loss arithmetic stay in float32
+    objective = build_method(
+        config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors, autocast_dtype=autocast_dtype
+    )
     if objective.uses_ground_truth and config.measurements:
         raise SeiUserError(f"method {config.method!r} needs ground truth, which --measurements does not have")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
@@ -382,7 +386,6 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         # per parameter and the defaults (no find_unused_parameters, no static_graph) are right;
         # tests/test_distributed.py runs the three-pass methods under DDP.
         network = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     if checkpoint is not None and "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])
@@ -413,8 +416,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         y = batch["y"].to(device, non_blocking=True)
         x = batch["x"].to(device, non_blocking=True) if "x" in batch else None
         network.train()
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            terms = objective(network, y, physics, x=x, rng=rng)
+        terms = objective(network, y, physics, x=x, rng=rng)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms["loss"]).backward()
         scaler.step(optimizer)
