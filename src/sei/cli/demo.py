@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from sei.errors import SeiUserError
     from sei.evaluation import image_metrics
     from sei.inference import load_reconstructor
-    from sei.weights import PRETRAINED, shipped_models
+    from sei.weights import PRETRAINED
 
     device = _device(args.device)
-    names = shipped_models()
+    names = [name for name, cfg in PRETRAINED.items() if cfg.path.exists()]
     if not names:
         raise SeiUserError(f"no shipped models found in the package (expected some of {', '.join(PRETRAINED)})")
     images = list(load_images("samples", split="test"))[: args.images]
