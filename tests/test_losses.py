@@ -223,7 +223,7 @@ def test_batched_and_channels_last_match_the_plain_passes(astronaut):
     torch.manual_seed(0)
     model = TinyNet()
     results = []
-    for options in ({}, {"batched_sure_passes": True}, {"channels_last": True}):
+    for options in ({"batched_sure_passes": False}, {"batched_sure_passes": True}, {"channels_last": True}):
         model.zero_grad()
         terms = build_method("proposed", physics, **options)(model, y, physics, rng=torch.Generator().manual_seed(4))
         terms["loss"].backward()
@@ -233,13 +233,27 @@ def test_batched_and_channels_last_match_the_plain_passes(astronaut):
         assert torch.allclose(grad, results[0][1], rtol=1e-4, atol=1e-7)
 
 
-def test_batched_passes_refuse_per_sample_masks(astronaut):
+class TinyBatchNormNet(TinyNet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body.insert(1, torch.nn.BatchNorm2d(8))
+
+
+@pytest.mark.parametrize("make_model", [lambda: TinyNet(dropout=0.1), TinyBatchNormNet], ids=["dropout", "batchnorm"])
+def test_batched_passes_only_where_exact(make_model):
     physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
     y = torch.rand(2, 3, 24, 24)
-    objective = build_method("proposed", physics, batched_sure_passes=True)
-    with pytest.raises(SeiUserError, match="per-sample masks"):
-        objective(TinyNet(dropout=0.1), y, physics)
-    objective(TinyNet(dropout=0.1).eval(), y, physics)  # no masks in eval mode: allowed
+    torch.manual_seed(0)
+    model = make_model()
+    with pytest.raises(SeiUserError, match="per-sample masks|batch statistics"):
+        build_method("proposed", physics, batched_sure_passes=True)(model, y, physics)
+    # automatic (the default): falls back to the two mask-sharing passes, bit-identical to False
+    values = []
+    for batched in (None, False):
+        torch.manual_seed(1)
+        values.append(build_method("proposed", physics, batched_sure_passes=batched)(model, y, physics, rng=torch.Generator().manual_seed(2))["loss"])
+    assert torch.equal(values[0], values[1])
+    build_method("proposed", physics, batched_sure_passes=True)(model.eval(), y, physics)  # eval mode: exact, allowed
 
 
 def test_objective_is_reproducible_from_its_generator(astronaut):

@@ -55,7 +55,7 @@ METHODS: dict[str, str] = {
 }
 
 # Defaults of the speed levers, set by benchmarks/sei_step.py (docs/performance.md).
-DEFAULT_BATCHED_SURE_PASSES = False
+DEFAULT_BATCHED_SURE_PASSES: bool | None = None  # automatic: one 2B batch when that is exact
 DEFAULT_AUTOCAST_DTYPE: torch.dtype | None = None
 DEFAULT_CHANNELS_LAST = False
 
@@ -116,8 +116,11 @@ class SureLoss(Loss):
         \mathcal{L}_{\mathrm{SURE}} = \frac1m \|M(A\hat x - y)\|^2
         + \frac{2\sigma^2}{m\tau}\, (Mb)^\top \big(A f(y + \tau M b) - A\hat x\big) - \sigma^2
 
-    Its expectation over the noise equals :math:`\frac1m \mathbb{E}\|M(A\hat x - Ax)\|^2`. The border
-    is left out because patches cropped from a larger measurement do not obey the circular blur
+    Its expectation over the noise equals :math:`\frac1m \mathbb{E}\|M(A\hat x - Ax)\|^2`. The
+    divergence term is computed as :math:`(A^\top M b)^\top (f(y + \tau M b) - \hat x)`, which needs
+    the exact adjoint that :mod:`sei.physics` operators have.
+
+    The border is left out because patches cropped from a larger measurement do not obey the circular blur
     there (``margin = (k-1)//2`` for a ``k x k`` kernel, 0 for super-resolution).
 
     :param float tau: probe step :math:`\tau`.
@@ -165,16 +168,19 @@ class SureLoss(Loss):
         mask = interior_mask(y, self._margin(physics))
         interior = mask.sum() * y.shape[1]
         if probe is None:
-            probe = self.draw_probe(y, physics, rng)
+            probe = gaussian_like(y, rng) * mask
         if perturbed is None:
             if randomness is None:
                 perturbed = model(y + self.tau * probe)
             else:
                 with randomness.replay():
                     perturbed = model(y + self.tau * probe)
-        measured = physics.A(x_net)
-        fidelity = (mask * (measured - y) ** 2).flatten(1).sum(1) / interior
-        divergence = (probe * (physics.A(perturbed) - measured)).flatten(1).sum(1) / (self.tau * interior)
+        fidelity = (mask * (physics.A(x_net) - y) ** 2).flatten(1).sum(1) / interior
+        # (Mb)^T A (f(y + tau Mb) - f(y)) = (A^T Mb)^T (f(y + tau Mb) - f(y)): the adjoint applies to a
+        # constant, so the divergence costs one operator pass without gradient instead of two with.
+        with torch.no_grad():
+            back_projected = physics.A_adjoint(probe, img_size=tuple(x_net.shape[-2:]))
+        divergence = (back_projected * (perturbed - x_net)).flatten(1).sum(1) / (self.tau * interior)
         return fidelity + 2 * sigma**2 * divergence - sigma**2
 
 
@@ -298,9 +304,11 @@ class Objective(torch.nn.Module):
 
     :param str name: canonical method name.
     :param Mapping losses: term name -> (loss, weight).
-    :param bool batched_sure_passes: compute :math:`f(y)` and :math:`f(y + \tau b)` as one batch of
-        :math:`2B`. Per-sample dropout masks then differ between the two halves, so this is refused
-        for a model with active dropout or stochastic depth (the sequential passes share masks).
+    :param bool | None batched_sure_passes: compute :math:`f(y)` and :math:`f(y + \tau b)` as one
+        batch of :math:`2B`. In training mode, dropout / stochastic depth would give the two halves
+        different per-sample masks and batch normalisation would couple them, so for such a model
+        ``True`` raises :class:`SeiUserError` and ``None`` (automatic) falls back to two passes that
+        share the masks; ``False`` always runs two passes.
     :param torch.dtype | None autocast_dtype: run the network under ``torch.autocast`` in this dtype
         (the physics and the losses stay in float32).
     :param bool channels_last: give the network its inputs in channels-last memory format.
@@ -310,7 +318,7 @@ class Objective(torch.nn.Module):
         self,
         name: str,
         losses: Mapping[str, tuple[Loss, float]],
-        batched_sure_passes: bool = DEFAULT_BATCHED_SURE_PASSES,
+        batched_sure_passes: bool | None = DEFAULT_BATCHED_SURE_PASSES,
         autocast_dtype: torch.dtype | None = DEFAULT_AUTOCAST_DTYPE,
         channels_last: bool = DEFAULT_CHANNELS_LAST,
     ) -> None:
@@ -335,6 +343,15 @@ class Objective(torch.nn.Module):
     def _sure(self) -> SureLoss | None:
         return next((loss for loss in self.losses.values() if isinstance(loss, SureLoss)), None)
 
+    def _batch_sure_passes(self, model: Model) -> bool:
+        coupling = _batch_coupling_layer(model) if self.batched_sure_passes is not False else None
+        if self.batched_sure_passes and coupling is not None:
+            raise SeiUserError(
+                f"batched_sure_passes=True needs f(y) and f(y + tau b) to be the same function, but {coupling}; "
+                "use batched_sure_passes=None (automatic) or False"
+            )
+        return self.batched_sure_passes is not False and coupling is None
+
     def _runner(self, model: Model) -> Model:
         if self.autocast_dtype is None and not self.channels_last:
             return model
@@ -354,8 +371,7 @@ class Objective(torch.nn.Module):
         sure = self._sure()
         x_net: torch.Tensor | None = None
         sure_inputs: dict[str, Any] = {}
-        if sure is not None and self.batched_sure_passes:
-            _refuse_stochastic_layers(model)
+        if sure is not None and self._batch_sure_passes(model):
             probe = sure.draw_probe(y, physics, rng)
             x_net, perturbed = run(torch.cat([y, y + sure.tau * probe])).chunk(2)
             sure_inputs = {"probe": probe, "perturbed": perturbed}
@@ -374,18 +390,25 @@ class Objective(torch.nn.Module):
         return terms
 
 
-def _refuse_stochastic_layers(model: Model) -> None:
-    """The 2B batch gives each half its own per-sample masks: refuse models whose passes are random."""
-    if not isinstance(model, torch.nn.Module) or not model.training:
-        return
+def _batch_coupling_layer(model: Model) -> str | None:
+    """The first layer that makes one 2B pass differ from two B passes, described, or ``None``.
+
+    In training mode, dropout and stochastic depth draw per-sample masks (the two halves would get
+    different masks) and batch normalisation normalises with statistics of the whole batch (each half
+    would depend on the other).
+    """
+    if not isinstance(model, torch.nn.Module):
+        return None
     for name, module in model.named_modules():
+        if not module.training:
+            continue
         dropout = isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0
         # timm's and deepinv's DropPath (stochastic depth) expose their rate as drop_prob.
         if dropout or getattr(module, "drop_prob", 0.0) > 0:
-            raise SeiUserError(
-                f"batched_sure_passes=True needs the same network randomness for f(y) and f(y + tau b), but "
-                f"layer {name!r} ({type(module).__name__}) draws per-sample masks; use batched_sure_passes=False"
-            )
+            return f"layer {name!r} ({type(module).__name__}) draws per-sample masks"
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            return f"layer {name!r} ({type(module).__name__}) normalises with batch statistics"
+    return None
 
 
 def build_method(
@@ -396,7 +419,7 @@ def build_method(
     tau: float = 0.01,
     scale_factors: Sequence[float] = (0.75, 0.5),
     margin: int | None = None,
-    batched_sure_passes: bool = DEFAULT_BATCHED_SURE_PASSES,
+    batched_sure_passes: bool | None = DEFAULT_BATCHED_SURE_PASSES,
     autocast_dtype: torch.dtype | None = DEFAULT_AUTOCAST_DTYPE,
     channels_last: bool = DEFAULT_CHANNELS_LAST,
 ) -> Objective:
@@ -415,7 +438,7 @@ def build_method(
     :param float tau: SURE probe step.
     :param Sequence[float] scale_factors: shrink factors of the scale transform.
     :param int | None margin: partial-SURE border; ``None`` takes ``physics.margin``.
-    :param bool batched_sure_passes: see :class:`Objective`.
+    :param bool | None batched_sure_passes: see :class:`Objective`.
     :param torch.dtype | None autocast_dtype: see :class:`Objective`.
     :param bool channels_last: see :class:`Objective`.
 
