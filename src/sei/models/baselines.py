@@ -334,7 +334,8 @@ def create_reconstructor(kind: str, physics: Any, **options: Any) -> nn.Module:
     if kind not in builders:
         raise SeiUserError(f"unknown reconstruction {kind!r}: choose one of {', '.join(RECONSTRUCTORS)}")
     target = PnPHQS if kind == "bm3d" and physics.task == "sr" else builders[kind]
-    accepted = [p for p in inspect.signature(target).parameters if p not in ("physics", "denoiser")]
+    fixed = ("physics", "denoiser") if target is not builders[kind] else ("physics",)  # PnP-BM3D fixes its denoiser
+    accepted = [p for p in inspect.signature(target).parameters if p not in fixed]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise SeiUserError(f"reconstruction {kind!r} has no option {', '.join(map(repr, unknown))}; it takes {', '.join(accepted) or 'none'}")

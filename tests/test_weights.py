@@ -1,0 +1,200 @@
+"""Weights files: metadata round trip, paper files, name registries, and downloads from a fake hub."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from sei import weights
+from sei.errors import SeiUserError
+from sei.models import create_model
+
+torch.set_num_threads(1)
+SMALL_UNET = {"channels": 8}
+PAPER_NAME = "Deblurring_Gaussian_R2_Noise5_Proposed"
+CUT_NAME = "Deblurring_Box_R3_Noise5_Proposed"
+
+
+def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """Random non-zero weights everywhere (the CPU nets start with a zero head)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+    return model.eval()
+
+
+def test_save_load_round_trip_rebuilds_the_model_from_metadata(tmp_path):
+    model = _trained_like(create_model("unet-small", task="sr", sr_factor=4, **SMALL_UNET))
+    path = weights.save_weights(model, tmp_path / "run" / "final.safetensors",
+                                {"noise_level": 5.0, "method": "proposed", "steps": 123, "kernel": None})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["final.safetensors"]  # no temporary left behind
+    loaded, metadata = weights.load_weights(str(path))
+    assert metadata["model"] == model.sei_config and loaded.sei_config == model.sei_config
+    assert (metadata["task"], metadata["sr_factor"], metadata["steps"], metadata["method"]) == ("sr", 4, 123, "proposed")
+    y = torch.rand(1, 3, 9, 7)
+    with torch.no_grad():
+        assert torch.equal(loaded(y), model(y))
+
+
+def test_wrong_task_or_factor_for_the_weights_is_a_user_error(tmp_path):
+    model = create_model("unet-small", task="sr", sr_factor=2, **SMALL_UNET)
+    path = weights.save_weights(model, tmp_path / "w.safetensors", {"noise_level": 5.0})
+    with pytest.raises(SeiUserError, match="trained for task=sr, but task=deblurring was requested"):
+        weights.load_weights(path, task="deblurring")
+    with pytest.raises(SeiUserError, match="trained for sr_factor=2, but sr_factor=4"):
+        weights.load_weights(path, task="sr", sr_factor=4)
+    blur = create_model("unet-small", **SMALL_UNET)
+    blur_path = weights.save_weights(blur, tmp_path / "b.safetensors", {"kernel": "Gaussian_R2"})
+    with pytest.raises(SeiUserError, match="kernel=Gaussian_R2, but kernel=Box_R3"):
+        weights.load_weights(blur_path, task="deblurring", kernel="Box_R3")
+
+
+@pytest.fixture(scope="module")
+def paper_deblurring_state() -> dict[str, torch.Tensor]:
+    """A state dict in the layout of the paper's SwinIR files (original SwinIR key names)."""
+    return create_model("swinir", task="deblurring").state_dict()
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "params-checkpoint"])
+def test_paper_pt_files_load_into_swinir(tmp_path, paper_deblurring_state, wrapped):
+    path = tmp_path / f"{PAPER_NAME}.pt"
+    torch.save({"params": paper_deblurring_state} if wrapped else paper_deblurring_state, path)
+    model, metadata = weights.load_weights(path, task="deblurring")
+    assert metadata["task"] == "deblurring" and model.sei_config["name"] == "swinir"
+    key = "layers.0.residual_group.blocks.0.attn.qkv.weight"
+    assert torch.equal(model.state_dict()[key], paper_deblurring_state[key])
+    with pytest.raises(SeiUserError, match="trained for task=deblurring, but task=sr"):
+        weights.load_weights(path, task="sr", sr_factor=2)
+
+
+def test_infer_task_from_paper_keys():
+    for factor in (2, 3, 4):
+        state = create_model("swinir", task="sr", sr_factor=factor, embed_dim=12, depths=[1], num_heads=[2]).state_dict()
+        assert weights.infer_swinir_task(state) == ("sr", factor)
+
+
+def test_paper_names_of_both_schemes_parse():
+    old = weights.parse_paper_name("Deblurring_Box_R3_Noise5_Supervised_Urban100")
+    assert (old["task"], old["kernel"], old["noise_level"], old["method"], old["dataset"]) == (
+        "deblurring", "Box_R3", 5.0, "sup", "urban100")
+    new = weights.parse_paper_name("Div2K-Train_Deblurring_Gaussian_R2_Noise5_SEI")
+    assert (new["kernel"], new["method"], new["dataset"]) == ("Gaussian_R2", "proposed", "div2k")
+    sr = weights.parse_paper_name("SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8")
+    assert (sr["task"], sr["sr_factor"], sr["method"]) == ("sr", 2, "css")
+
+
+def test_shipped_names_resolve_to_the_package_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "PRETRAINED_DIR", tmp_path)
+    with pytest.raises(SeiUserError, match="'sei-sr_x2-noise5' are not installed"):
+        weights.load_weights("sei-sr_x2-noise5")
+    model = create_model("unet-small", task="sr", sr_factor=2, **SMALL_UNET)
+    weights.save_weights(model, tmp_path / "sei-sr_x2-noise5.safetensors", {"noise_level": 5.0, "method": "proposed"})
+    loaded, metadata = weights.load_weights("sei-sr_x2-noise5", task="sr")
+    assert loaded.sei_config == model.sei_config and metadata["method"] == "proposed"
+
+
+def test_unknown_names_and_missing_files_are_user_errors():
+    with pytest.raises(SeiUserError, match="did you mean sei-sr_x2-noise5"):
+        weights.resolve_weights("sei-sr_x2_noise5")
+    with pytest.raises(SeiUserError, match="weights file not found: missing.pt"):
+        weights.resolve_weights("missing.pt")
+
+
+# --- a loopback server standing in for the Hugging Face hub ----------------------------------------
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """Serves ``/<repo>/resolve/main/<file>`` with the headers huggingface_hub reads (commit, ETag, size);
+    ``truncate`` cuts the body short, as a dropped connection would (huggingface_hub then retries
+    resumes five times, one second apart)."""
+
+    files: dict[str, bytes] = {}
+    truncate = False
+
+    def _answer(self, with_body: bool) -> None:
+        prefix = f"/{weights.HF_REPO}/resolve/main/"
+        body = self.files.get(self.path[len(prefix):]) if self.path.startswith(prefix) else None
+        if body is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", "a" * 40)
+        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if with_body and self.truncate:
+            # the first transfer dies half-way and every resume (a Range request) dies before any byte
+            self.wfile.write(b"" if self.headers.get("Range") else body[: len(body) // 2])
+            self.close_connection = True
+        elif with_body:
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(True)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def hub(paper_deblurring_state):
+    buffer = io.BytesIO()
+    torch.save(paper_deblurring_state, buffer)
+    _Hub.files = {f"{PAPER_NAME}.pt": buffer.getvalue(), f"{CUT_NAME}.pt": buffer.getvalue()[:4096]}
+    _Hub.truncate = False
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _sei(args: list[str], home: Path, endpoint: str, offline: bool = False) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh process: huggingface_hub reads HF_* variables at import."""
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"),
+           "HF_HUB_OFFLINE": "1" if offline else "0", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "sei", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_download_truncated_then_complete_then_offline_from_cache(hub, tmp_path):
+    endpoint = f"http://127.0.0.1:{hub.server_address[1]}"
+    _Hub.truncate = True
+    cut = _sei(["weights", "download", CUT_NAME], tmp_path, endpoint)
+    assert cut.returncode == 2 and f"downloading {CUT_NAME}.pt" in cut.stderr, cut.stderr
+    assert not list((tmp_path / "hub").rglob(f"{CUT_NAME}.pt"))  # nothing half-written is cached
+    blobs = [p for p in (tmp_path / "hub").rglob("blobs/*") if not p.name.endswith(".incomplete")]
+    assert not blobs
+    _Hub.truncate = False
+    info = _sei(["weights", "info", PAPER_NAME, "--json"], tmp_path, endpoint)
+    assert info.returncode == 0, info.stderr
+    metadata = json.loads(info.stdout)
+    assert (metadata["task"], metadata["kernel"], metadata["method"]) == ("deblurring", "Gaussian_R2", "proposed")
+    hub.shutdown()  # the hub is gone: only the cache can answer now
+    cached = _sei(["weights", "info", PAPER_NAME, "--json"], tmp_path, endpoint, offline=True)
+    assert cached.returncode == 0 and json.loads(cached.stdout)["model"]["name"] == "swinir", cached.stderr
+
+
+def test_offline_and_not_cached_says_which_file_and_how_to_get_it(tmp_path):
+    result = _sei(["weights", "info", "SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8"], tmp_path, "http://127.0.0.1:9", offline=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8.pt" in lines[0]
+    assert "sei weights download" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
