@@ -72,6 +72,7 @@ def test_paper_pt_files_load_into_swinir(tmp_path, paper_deblurring_state, wrapp
     torch.save({"params": paper_deblurring_state} if wrapped else paper_deblurring_state, path)
     model, metadata = weights.load_weights(path, task="deblurring")
     assert metadata["task"] == "deblurring" and model.sei_config["name"] == "swinir"
+    assert (metadata["kernel"], metadata["method"]) == ("Gaussian_R2", "proposed")  # from the file name
     key = "layers.0.residual_group.blocks.0.attn.qkv.weight"
     assert torch.equal(model.state_dict()[key], paper_deblurring_state[key])
     with pytest.raises(SeiUserError, match="trained for task=deblurring, but task=sr"):
@@ -198,3 +199,18 @@ def test_offline_and_not_cached_says_which_file_and_how_to_get_it(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8.pt" in lines[0]
     assert "sei weights download" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
+
+
+def test_cli_list_and_info_on_a_local_file(tmp_path, capsys):
+    from sei.cli import main
+
+    assert main(["weights", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "sei-gaussian_r2-noise5" in listed and "Div2K-Train_Deblurring" in listed
+    model = create_model("dncnn-small", task="sr", sr_factor=3, channels=8, depth=3)
+    path = weights.save_weights(model, tmp_path / "m.safetensors", {"noise_level": 5.0, "method": "css", "steps": 7})
+    assert main(["weights", "info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["method"], info["steps"], info["model"]["depth"]) == ("css", 7, 3)
+    assert main(["weights", "download", "not-a-paper-name"]) == 2
+    assert "not a paper weight name" in capsys.readouterr().err

@@ -185,8 +185,8 @@ def resolve_weights(spec: str | Path) -> tuple[Path, dict[str, Any]]:
     """
     text = str(spec)
     path = Path(text).expanduser()
-    if path.is_file():
-        return path, {}
+    if path.is_file():  # a paper file keeps its name when copied: read what the name says
+        return path, {k: v for k, v in (parse_paper_name(path.stem) or {}).items() if k != "source"}
     if text in PRETRAINED:
         cfg = PRETRAINED[text]
         if not cfg.path.is_file():
