@@ -40,9 +40,9 @@ def main() -> None:
         for direction in ("A", "A_adjoint"):
             times = median_seconds(
                 {
-                    "sei": lambda d=direction: getattr(ours, d)(x),
-                    "deepinv Blur(circular)": lambda d=direction: getattr(spatial, d)(x),
-                    "deepinv BlurFFT": lambda d=direction: getattr(fft, d)(x),
+                    "sei": lambda d=direction, x=x: getattr(ours, d)(x),
+                    "deepinv Blur(circular)": lambda d=direction, x=x, op=spatial: getattr(op, d)(x),
+                    "deepinv BlurFFT": lambda d=direction, x=x, op=fft: getattr(op, d)(x),
                 },
                 repeats=args.repeats if shape[0] == 8 else max(5, args.repeats // 4),
             )

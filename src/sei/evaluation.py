@@ -72,8 +72,10 @@ def image_metrics(estimate: torch.Tensor, reference: torch.Tensor, protocol: str
     """(PSNR, SSIM) of one image pair ``(C, H, W)`` under the protocol; crops to the common size."""
     height = min(estimate.shape[-2], reference.shape[-2])
     width = min(estimate.shape[-1], reference.shape[-1])
-    estimate, reference = estimate[..., :height, :width].double(), reference[..., :height, :width].double()
-    est_y, ref_y = luma(quantize(estimate), protocol), luma(quantize(reference), protocol)
+    # quantise in float32 exactly as writing an 8-bit PNG does (sei.imageio.to_uint8), then work in float64
+    estimate = quantize(estimate[..., :height, :width].float()).double()
+    reference = quantize(reference[..., :height, :width].float()).double()
+    est_y, ref_y = luma(estimate, protocol), luma(reference, protocol)
     if shave:
         est_y, ref_y = est_y[..., shave:-shave, shave:-shave], ref_y[..., shave:-shave, shave:-shave]
     return psnr(est_y, ref_y), ssim(est_y, ref_y)
@@ -89,16 +91,19 @@ class Evaluation:
     def add(self, identity: str, psnr_db: float, ssim_value: float) -> None:
         self.records.append({"identity": identity, "psnr": psnr_db, "ssim": ssim_value})
 
+    @staticmethod
+    def _std(values: torch.Tensor) -> float:
+        return float(values.std(unbiased=False)) if len(values) > 1 else 0.0
+
     def summary(self) -> dict[str, float | int | str]:
         psnrs = torch.tensor([r["psnr"] for r in self.records], dtype=torch.float64)
         ssims = torch.tensor([r["ssim"] for r in self.records], dtype=torch.float64)
-        std = (lambda t: float(t.std(unbiased=False)) if len(t) > 1 else 0.0)
         return {
             "n": len(self.records),
             "psnr_mean": float(psnrs.mean()) if len(psnrs) else math.nan,
-            "psnr_std": std(psnrs),
+            "psnr_std": self._std(psnrs),
             "ssim_mean": float(ssims.mean()) if len(ssims) else math.nan,
-            "ssim_std": std(ssims),
+            "ssim_std": self._std(ssims),
             "protocol": self.protocol,
             "ssim_implementation": SSIM_IMPLEMENTATION,
         }

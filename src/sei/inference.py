@@ -60,13 +60,21 @@ def load_reconstructor(
         if isinstance(method, torch.nn.Module):
             method = method.to(device)
         return Loaded(method, physics, {"model_kind": model_kind, **physics.describe()})
+    if model_kind is not None:
+        from sei.models import list_models
+
+        if model_kind not in list_models():
+            raise SeiUserError(f"unknown model kind {model_kind!r}: choose a training-free method ({', '.join(RECONSTRUCTORS)}) or a network ({', '.join(list_models())}) with --weights")
+        if not weights:
+            raise SeiUserError(f"--model_kind {model_kind} is a network: give its trained --weights (a file or a pretrained name)")
     if not weights:
         weights = default_weights(task, kernel, sr_factor, noise_level)
     from sei.weights import load_weights
 
     network, metadata = load_weights(weights, device=str(device), task=task, kernel=kernel, sr_factor=sr_factor)
-    if model_kind is not None and metadata.get("name") not in (None, model_kind) and not (model_kind == "swinir" and str(metadata.get("name", "")).startswith("swinir")):
-        raise SeiUserError(f"--model_kind {model_kind} does not match the weights, which hold a {metadata.get('name')} network; drop --model_kind")
+    stored_model = (metadata.get("model") or {}).get("name")
+    if model_kind is not None and stored_model not in (None, model_kind):
+        raise SeiUserError(f"--model_kind {model_kind} does not match the weights, which hold a {stored_model} network; drop --model_kind")
     task = _pick(task, metadata.get("task"), "task") or "deblurring"
     if task == "deblurring":
         kernel = _pick(kernel, metadata.get("kernel"), "kernel")
