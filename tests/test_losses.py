@@ -15,6 +15,7 @@ from sei.losses import (
     SupervisedLoss,
     SureLoss,
     build_method,
+    resolve_autocast_dtype,
 )
 from sei.physics import make_physics
 from sei.transforms import Scale
@@ -118,7 +119,7 @@ def test_sure_passes_share_the_dropout_mask(astronaut):
         shared, exact = sure(shared=True)
         independent, _ = sure(shared=False)
         torch.manual_seed(0)
-        through_objective = build_method("sure", physics)(model, y, physics, rng=torch.Generator().manual_seed(1))["sure"]
+        through_objective = build_method("sure", physics, autocast_dtype=None)(model, y, physics, rng=torch.Generator().manual_seed(1))["sure"]
     shared_error = (shared - exact).abs().max()
     independent_error = (independent - exact).abs().mean()
     assert independent_error > 1e-4  # different masks: (m1 - m2) * offset / tau swamps the divergence
@@ -225,7 +226,7 @@ def test_batched_and_channels_last_match_the_plain_passes(astronaut):
     results = []
     for options in ({"batched_sure_passes": False}, {"batched_sure_passes": True}, {"channels_last": True}):
         model.zero_grad()
-        terms = build_method("proposed", physics, **options)(model, y, physics, rng=torch.Generator().manual_seed(4))
+        terms = build_method("proposed", physics, autocast_dtype=None, **options)(model, y, physics, rng=torch.Generator().manual_seed(4))
         terms["loss"].backward()
         results.append((terms["loss"].detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
     for loss, grad in results[1:]:
@@ -274,10 +275,18 @@ def test_bfloat16_autocast_keeps_losses_in_float32(astronaut):
     y = physics(_crop(astronaut, 24).repeat(2, 1, 1, 1), rng=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     model = TinyNet()
-    full = build_method("proposed", physics)(model, y, physics, rng=torch.Generator().manual_seed(1))
+    full = build_method("proposed", physics, autocast_dtype=None)(model, y, physics, rng=torch.Generator().manual_seed(1))
     half = build_method("proposed", physics, autocast_dtype=torch.bfloat16)(model, y, physics, rng=torch.Generator().manual_seed(1))
     assert half["loss"].dtype == torch.float32
     assert torch.allclose(half["equivariance"], full["equivariance"], rtol=0.05)
+
+
+def test_automatic_autocast_dtype():
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+    assert resolve_autocast_dtype("auto", torch.device("cuda")) is None
+    assert resolve_autocast_dtype(None, torch.device("cpu")) is None
+    assert resolve_autocast_dtype(torch.float16, torch.device("cpu")) == torch.float16
 
 
 @pytest.mark.parametrize(

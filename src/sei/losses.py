@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from deepinv.loss import Loss
@@ -38,6 +38,7 @@ __all__ = [
     "SureLoss",
     "build_method",
     "interior_mask",
+    "resolve_autocast_dtype",
 ]
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -56,8 +57,24 @@ METHODS: dict[str, str] = {
 
 # Defaults of the speed levers, set by benchmarks/sei_step.py (docs/performance.md).
 DEFAULT_BATCHED_SURE_PASSES: bool | None = None  # automatic: one 2B batch when that is exact
-DEFAULT_AUTOCAST_DTYPE: torch.dtype | None = None
+AutocastDtype = torch.dtype | Literal["auto"] | None
+DEFAULT_AUTOCAST_DTYPE: AutocastDtype = "auto"
 DEFAULT_CHANNELS_LAST = False
+
+
+def _native_bfloat16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it,
+    slower than float32."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
+
+
+def resolve_autocast_dtype(autocast_dtype: AutocastDtype, device: torch.device) -> torch.dtype | None:
+    """``"auto"``: bfloat16 on a CPU that computes it natively, float32 (``None``) elsewhere (on GPUs
+    the lever was not measured)."""
+    if autocast_dtype != "auto":
+        return autocast_dtype
+    return torch.bfloat16 if device.type == "cpu" and _native_bfloat16_cpu() else None
 
 
 def _per_image_mean(values: torch.Tensor) -> torch.Tensor:
@@ -309,8 +326,8 @@ class Objective(torch.nn.Module):
         different per-sample masks and batch normalisation would couple them, so for such a model
         ``True`` raises :class:`SeiUserError` and ``None`` (automatic) falls back to two passes that
         share the masks; ``False`` always runs two passes.
-    :param torch.dtype | None autocast_dtype: run the network under ``torch.autocast`` in this dtype
-        (the physics and the losses stay in float32).
+    :param autocast_dtype: run the network under ``torch.autocast`` in this dtype (the physics and the
+        losses stay in float32); ``None``: float32; ``"auto"``: see :func:`resolve_autocast_dtype`.
     :param bool channels_last: give the network its inputs in channels-last memory format.
     """
 
@@ -319,7 +336,7 @@ class Objective(torch.nn.Module):
         name: str,
         losses: Mapping[str, tuple[Loss, float]],
         batched_sure_passes: bool | None = DEFAULT_BATCHED_SURE_PASSES,
-        autocast_dtype: torch.dtype | None = DEFAULT_AUTOCAST_DTYPE,
+        autocast_dtype: AutocastDtype = DEFAULT_AUTOCAST_DTYPE,
         channels_last: bool = DEFAULT_CHANNELS_LAST,
     ) -> None:
         super().__init__()
@@ -352,10 +369,11 @@ class Objective(torch.nn.Module):
             )
         return self.batched_sure_passes is not False and coupling is None
 
-    def _runner(self, model: Model) -> Model:
-        if self.autocast_dtype is None and not self.channels_last:
+    def _runner(self, model: Model, device: torch.device) -> Model:
+        autocast_dtype = resolve_autocast_dtype(self.autocast_dtype, device)
+        if autocast_dtype is None and not self.channels_last:
             return model
-        return _Runner(model, self.autocast_dtype, self.channels_last)
+        return _Runner(model, autocast_dtype, self.channels_last)
 
     def forward(
         self,
@@ -367,7 +385,7 @@ class Objective(torch.nn.Module):
     ) -> dict[str, torch.Tensor]:
         if self.uses_ground_truth and x is None:
             raise SeiUserError(f"method {self.name!r} needs ground-truth images x")
-        run = self._runner(model)
+        run = self._runner(model, y.device)
         sure = self._sure()
         x_net: torch.Tensor | None = None
         sure_inputs: dict[str, Any] = {}
@@ -420,7 +438,7 @@ def build_method(
     scale_factors: Sequence[float] = (0.75, 0.5),
     margin: int | None = None,
     batched_sure_passes: bool | None = DEFAULT_BATCHED_SURE_PASSES,
-    autocast_dtype: torch.dtype | None = DEFAULT_AUTOCAST_DTYPE,
+    autocast_dtype: AutocastDtype = DEFAULT_AUTOCAST_DTYPE,
     channels_last: bool = DEFAULT_CHANNELS_LAST,
 ) -> Objective:
     r"""Build a training method of the paper.
@@ -439,7 +457,7 @@ def build_method(
     :param Sequence[float] scale_factors: shrink factors of the scale transform.
     :param int | None margin: partial-SURE border; ``None`` takes ``physics.margin``.
     :param bool | None batched_sure_passes: see :class:`Objective`.
-    :param torch.dtype | None autocast_dtype: see :class:`Objective`.
+    :param autocast_dtype: see :class:`Objective`.
     :param bool channels_last: see :class:`Objective`.
 
     :Examples:
