@@ -55,11 +55,12 @@ METHODS: dict[str, str] = {
     "sure": "sure",
 }
 
-# Defaults of the speed levers, set by benchmarks/sei_step.py (docs/performance.md).
+# Defaults of the speed levers, set by what benchmarks/sei_step.py measured (docs/performance.md,
+# "One SEI training step"): each lever that paid on its own is on; torch.compile did not pay.
 DEFAULT_BATCHED_SURE_PASSES: bool | None = None  # automatic: one 2B batch when that is exact
 AutocastDtype = torch.dtype | Literal["auto"] | None
 DEFAULT_AUTOCAST_DTYPE: AutocastDtype = "auto"
-DEFAULT_CHANNELS_LAST = False
+DEFAULT_CHANNELS_LAST = True
 
 
 def _native_bfloat16_cpu() -> bool:
