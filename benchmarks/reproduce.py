@@ -100,6 +100,19 @@ def sei(*args: str, threads: int, log: Path) -> None:
         raise RuntimeError(f"sei {args[0]} failed (exit {done.returncode}); see {log}")
 
 
+def wiener_reg(run: Run, train_root: Path) -> float:
+    """The Wiener weight with the best mean PSNR on 12 training photographs."""
+    from sei.data import load_images
+    from sei.models.baselines import choose_wiener_reg
+    from sei.physics import make_physics
+
+    physics = make_physics(run.task, kernel=run.kernel, sr_factor=run.sr_factor, noise_level=5)
+    images = [image for _, image in list(load_images(str(train_root), split="train"))[:12]]
+    if run.task == "sr":
+        images = [image[:, : image.shape[1] // run.sr_factor * run.sr_factor, : image.shape[2] // run.sr_factor * run.sr_factor] for image in images]
+    return choose_wiener_reg(physics, images)
+
+
 def execute(run: Run, args: argparse.Namespace) -> dict:
     folder = WORK / run.key.replace("/", "__").replace("@", "_")
     log = folder / "log.txt"
@@ -123,11 +136,16 @@ def execute(run: Run, args: argparse.Namespace) -> dict:
         sei("test", "--weights", str(folder / "weights.safetensors"), *test_flags, threads=args.threads, log=log)
     else:
         options = ["--model_kind", run.model_kind]
+        if run.model_kind == "wiener":  # its regulariser is chosen on training photographs, never on test images
+            run.extra["reg"] = wiener_reg(run, args.train_root)
+            options += ["--option", f"reg={run.extra['reg']}"]
+        if run.model_kind == "dip":
+            options += ["--option", f"iterations={args.dip_iterations}"]
         sei("test", *run.task_flags(), *options, *test_flags, threads=args.threads, log=log)
     result = json.loads((folder / "test.json").read_text())
     summary = result["summary"]
     record = {
-        "key": run.key, **{k: v for k, v in asdict(run).items() if k != "extra"},
+        "key": run.key, **asdict(run),
         "noise_level": 5, "model": args.model if run.method else None, "train_seconds": round(train_seconds, 1),
         "psnr_mean": summary["psnr_mean"], "psnr_std": summary["psnr_std"], "ssim_mean": summary["ssim_mean"], "ssim_std": summary["ssim_std"],
         "n_test_images": summary["n"], "ssim_implementation": summary["ssim_implementation"], "images": result["images"],
@@ -147,6 +165,7 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=[], help="run only keys containing this (repeatable)")
     parser.add_argument("--skip", action="append", default=[], help="skip keys containing this (repeatable)")
     parser.add_argument("--anchor", choices=("deepinv",), default=None, help="also run deepinv's own recipe (benchmarks/anchor_deepinv.py)")
+    parser.add_argument("--dip_iterations", type=int, default=1000, help="DIP iterations per image (the paper: 4000 for Gaussian blur, 1000 otherwise)")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     done = {r["key"] for r in load_records()}
