@@ -126,6 +126,8 @@ def main() -> None:
     torch.set_num_threads(1)
     results = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread",
                "budget_cpu_s": args.budget, "train_images": TRAIN_IMAGES, "test_images": TEST_IMAGES, "runs": []}
+    if args.out.is_file():  # rerunning some candidates replaces their rows and keeps the others
+        results["runs"] = json.loads(args.out.read_text())["runs"]
     for task in args.tasks.split(","):
         sr_factor = 2 if task == "sr" else None
         physics = make_physics(task, sr_factor=sr_factor, noise_level=5)
@@ -142,7 +144,7 @@ def main() -> None:
         for name in args.models.split(","):
             run = run_candidate(name, task, sr_factor, physics, train, tests, args.budget, checkpoints, lr)
             run.update(task=task, baseline_psnr=round(float(baseline), 3), lr=lr)
-            results["runs"].append(run)
+            results["runs"] = [r for r in results["runs"] if (r["task"], r["model"]) != (task, name)] + [run]
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1))
 

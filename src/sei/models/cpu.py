@@ -98,6 +98,12 @@ class DnCNN(nn.Module):
         for _ in range(depth - 2):
             layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
+        for layer in self.body:
+            if isinstance(layer, nn.Conv2d):
+                # He init: PyTorch's default shrinks a plain ReLU stack's activations layer after layer,
+                # and the head then gets almost no gradient (measured: 300x less than the U-Net's)
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
         self.head = _head(channels, self.scale)
 
     def forward(self, y: torch.Tensor, physics: Any = None, **kwargs: Any) -> torch.Tensor:
