@@ -259,7 +259,8 @@ def proposed_runs(tmp_path_factory, photos) -> dict[str, object]:
     ``halves``: 1 process whose objective averages the two rank-seeded halves of each batch.
     ``one``: plain 1 process, with the Monte-Carlo spread recorded at every step."""
     tmp = tmp_path_factory.mktemp("proposed")
-    config = _config(photos, "proposed", SWINIR)
+    # --download on a folder downloads nothing, but runs the rank-by-rank download barriers
+    config = _config(photos, "proposed", SWINIR, download=True)
     logs, _ = _torchrun(tmp, config, tmp / "two")
     passes = _train_in_process(config, tmp / "halves", world=2)
     spread: list[dict[str, list[float]]] = []

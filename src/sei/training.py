@@ -290,6 +290,24 @@ def _device(config: TrainConfig, distributed: Distributed) -> torch.device:
     return torch.device(config.device)
 
 
+def _download_rank_by_rank(config: TrainConfig, distributed: Distributed) -> None:
+    """``--download`` with several processes: left alone they would fetch into one folder at once
+    and delete each other's partial files. Rank 0 downloads first, then the first process of every
+    other node (a no-op on a shared filesystem), while the rest wait on a gloo group with a timeout
+    long enough for DIV2K (NCCL's default of 10 minutes is not)."""
+    from datetime import timedelta
+
+    from sei.data import load_images
+
+    group = dist.new_group(backend="gloo", timeout=timedelta(hours=6))
+    for my_turn in (distributed.is_main, distributed.local_rank == 0 and not distributed.is_main):
+        if my_turn:
+            for name, split in ((config.dataset, "train"), (config.val_dataset or config.dataset, "test")):
+                load_images(name, split=split, root=config.data_root, download=True, resize=config.resize)
+        dist.barrier(group=group)
+    dist.destroy_process_group(group)
+
+
 # ---------------------------------------------------------------------------------------------
 # the run
 
@@ -345,6 +363,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         config = TrainConfig.from_dict({**checkpoint["config"], "device": config.device, "num_workers": config.num_workers})
     config = resolve_config(config)
     device = _device(config, distributed)
+    if config.download and distributed.world_size > 1 and not config.measurements:
+        _download_rank_by_rank(config, distributed)
 
     # --- problem, data, model, method
     physics = make_physics(config.task, kernel=config.kernel, sr_factor=config.sr_factor, noise_level=config.noise_level).to(device)
