@@ -248,6 +248,7 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this run started the process group, so it ends it
 
     @property
     def is_main(self) -> bool:
@@ -263,9 +264,10 @@ class Distributed:
             # before any collective: NCCL (and broadcast_object_list) use the current device, which
             # would otherwise be cuda:0 on every rank of the node
             torch.cuda.set_device(local_rank)
-        if not dist.is_initialized():
+        owns_group = not dist.is_initialized()
+        if owns_group:
             dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, owns_group=owns_group)
 
     def mean(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
         """The loss terms averaged over ranks: the global batch's values (each rank's are means over
@@ -479,6 +481,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         writer.figure()
     if distributed.world_size > 1:
         dist.barrier()
+    if distributed.owns_group:  # NCCL warns at exit about a group left open
+        dist.destroy_process_group()
     return state
 
 
