@@ -14,13 +14,13 @@ What is checked, against 1-process runs of the same global batch (8 = 2 ranks x 
   Exact part: the DDP run equals, to the ``sup`` tolerances, a 1-process run whose objective
   evaluates the two halves of the global batch with the generators seeded ``(seed, step, 0)`` and
   ``(seed, step, 1)`` and averages them. Statistical part: the tolerance is measured, not assumed;
-  at every step of the 1 x 8 run the objective is re-evaluated with 16 other seeds (same weights,
-  same batch) as a 1 x 8 and as a 2 x 4 estimate, and the logged losses must agree within 5
+  at every step of the 1 x 8 run the objective is re-evaluated with ``MC_SEEDS`` other seeds (same
+  weights, same batch) as a 1 x 8 and as a 2 x 4 estimate, and the logged losses must agree within 5
   standard deviations of their difference; at step 1 (same weights, same data) the two estimators'
-  means over the 16 seeds must agree within 5 standard errors (no batch-size bias).
+  means over those seeds must agree within 5 standard errors (no batch-size bias).
 - only rank 0 writes (an audit hook in every worker records writes under the run folder);
-- resume on another process count: a 2-process checkpoint finished on 1 process, and a
-  1-process checkpoint finished on 2, end with the weights of an uninterrupted 1-process run.
+- resume on another process count (``sup``): 1 process to step 2, 2 processes to step 4, 1 process
+  to step 6 ends with the weights of an uninterrupted 1-process run.
 """
 
 from __future__ import annotations
