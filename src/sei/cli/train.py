@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir = location if location.is_dir() else location.parent.parent  # OUT/checkpoints/step_N.pt
     out_dir = out_dir or Path("runs") / f"{config.method}_{config.task}"
     state = train(config, out_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     if state.validation:
         print(f"validation at step {state.step}: {state.validation[-1]}")
     print(f"trained {state.step} steps; weights: {out_dir / 'weights.safetensors'}")
