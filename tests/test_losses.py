@@ -316,3 +316,16 @@ def test_each_method_trains_on_a_real_photo(name, task, astronaut):
         objective(model, y, physics, x=x, rng=generator)["loss"].backward()
         optimizer.step()
     assert evaluate() < before - 1e-5
+
+
+@pytest.mark.parametrize(
+    "loss", [SureLoss(), EquivarianceLoss(Scale()), SupervisedLoss(), CSSLoss()], ids=["sure", "equivariance", "supervised", "css"]
+)
+def test_losses_follow_the_deepinv_keyword_protocol(loss):
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    x = torch.rand(3, 3, 20, 18)
+    y = physics(x)
+    model = TinyNet()
+    value = loss(x_net=model(y), x=x, y=y, physics=physics, model=model, rng=torch.Generator().manual_seed(0))
+    assert value.shape == (3,)
+    assert torch.isfinite(value).all()
