@@ -73,7 +73,7 @@ class TrainConfig:
     log_interval: int = 10  # steps between rows of metrics.csv
     # hardware
     device: str = "cpu"
-    amp: str = "none"  # none | bf16 | fp16 (autocast of the network passes)
+    amp: str = "auto"  # auto | none | bf16 | fp16: autocast of the network passes (auto: bf16 where measured to pay)
     compile: bool = False  # torch.compile the network
     preset: str = "cpu"  # which defaults filled the None fields
 
@@ -126,11 +126,16 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     resolved = dataclasses.replace(config, **updates)
     if resolved.batch_size < 1 or resolved.patch_size < 8:
         raise SeiUserError("batch size must be >= 1 and patch size >= 8")
-    if resolved.amp not in ("none", "bf16", "fp16"):
-        raise SeiUserError(f"--amp must be none, bf16 or fp16, got {resolved.amp!r}")
+    if resolved.amp not in AUTOCAST:
+        raise SeiUserError(f"--amp must be one of {', '.join(AUTOCAST)}, got {resolved.amp!r}")
     if resolved.measurements and resolved.method in ("sup", "supervised"):
         raise SeiUserError("the supervised method needs ground truth; --measurements gives measurements only")
     return resolved
+
+
+# --amp -> the objective's autocast: "auto" is bf16 on CPUs with native bf16 (measured 2.1x per SEI
+# step, no PSNR loss; docs/performance.md) and float32 elsewhere until measured.
+AUTOCAST: dict[str, Any] = {"auto": "auto", "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def learning_rate(step: int, total_steps: int, base_lr: float) -> float:
@@ -386,7 +391,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
 
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = create_model(config.model, task=config.task, sr_factor=config.sr_factor, **config.model_options).to(device)
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+    autocast_dtype = AUTOCAST[config.amp]
     # autocast covers the network passes only: physics and loss arithmetic stay in float32
     objective = build_method(
         config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors, autocast_dtype=autocast_dtype
@@ -504,7 +509,7 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
     else:
         from sei.losses import build_method
 
-        sure = build_method("sure", physics, margin=0)
+        sure = build_method("sure", physics, margin=0, autocast_dtype=None)
         values = []
         generator = torch.Generator(device=device).manual_seed(0)
         for index in range(min(len(training), 4)):

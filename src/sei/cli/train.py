@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint_interval", "--checkpoint-interval", type=int, default=None, help="steps between checkpoints")
     parser.add_argument("--val_interval", "--val-interval", type=int, default=None, help="steps between validations")
     parser.add_argument("--num_workers", "--num-workers", type=int, default=None)
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None, help="mixed precision of the network passes")
+    parser.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default=None, help="mixed precision of the network passes (default auto: bf16 on CPUs with native bf16)")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     parser.add_argument("--config", type=Path, default=None, help="a TOML or YAML file of configuration keys")
     parser.add_argument("--out_dir", "--out-dir", type=Path, default=None, help="run folder (default runs/<method>_<task>)")
