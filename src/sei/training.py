@@ -515,7 +515,7 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
         for index in range(min(len(training), 4)):
             _, _, y = training[index]
             with torch.enable_grad():
-                values.append(float(sure(model, y[None].to(device), physics, rng=generator)["loss"]))
+                values.append(float(sure(model, y[None].to(device), physics, rng=generator)["loss"].detach()))
         record["val_sure"] = sum(values) / len(values)
     model.train()
     return record
