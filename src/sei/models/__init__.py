@@ -8,7 +8,8 @@ Registered names:
 - ``swinir``: the paper's network (SwinIR classical-SR "medium" configuration, 11.5 M parameters).
 - ``swinir-light``: SwinIR's lightweight configuration (embed 60, depths [6]*4).
 - ``swinir-tiny``: embed 36, depths [2, 2]; a CPU candidate.
-- ``unet-small``: residual U-Net; the default on CPU (chosen by ``benchmarks/cpu_networks.py``).
+- ``unet-small``: residual U-Net; the default on CPU (best test PSNR per CPU-second of SEI training
+  in ``benchmarks/cpu_networks.py``; table in docs/models.md).
 - ``dncnn-small``: a DnCNN-like residual stack; a CPU candidate.
 """
 
@@ -64,7 +65,7 @@ def swinir_light(task: str, sr_factor: int | None, **kwargs) -> nn.Module:
     {**_PAPER_SWINIR, "embed_dim": 36, "depths": [2, 2], "num_heads": [6, 6], "drop_path_rate": 0.0, "upsampler": "pixelshuffledirect"}
 )
 def swinir_tiny(task: str, sr_factor: int | None, **kwargs) -> nn.Module:
-    """A tiny SwinIR (embed 36, depths [2, 2], 0.08 M parameters, no stochastic depth) for CPU work."""
+    """A tiny SwinIR (embed 36, depths [2, 2], 0.09 M parameters, no stochastic depth) for CPU work."""
     return SwinIR(task, sr_factor, **kwargs)
 
 
