@@ -17,6 +17,7 @@ Training data: the DIV2K-like offline photo pool (``benchmarks/photo_pool.py`` b
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -82,11 +83,14 @@ def load_records() -> list[dict]:
 
 
 def save_record(record: dict) -> None:
-    records = [r for r in load_records() if r["key"] != record["key"]] + [record]
+    """Add one record; a lock file lets several reproduce.py processes share the results file."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_suffix(".tmp")
-    temporary.write_text(json.dumps(sorted(records, key=lambda r: r["key"]), indent=1))
-    os.replace(temporary, RESULTS)
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = [r for r in load_records() if r["key"] != record["key"]] + [record]
+        temporary = RESULTS.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(sorted(records, key=lambda r: r["key"]), indent=1))
+        os.replace(temporary, RESULTS)
 
 
 def sei(*args: str, threads: int, log: Path) -> None:
@@ -113,7 +117,9 @@ def wiener_reg(run: Run, train_root: Path) -> float:
     return choose_wiener_reg(physics, images)
 
 
-def execute(run: Run, args: argparse.Namespace) -> dict:
+def execute(run: Run, args: argparse.Namespace) -> dict | None:
+    if any(r["key"] == run.key for r in load_records()):  # another process recorded it meanwhile
+        return None
     folder = WORK / run.key.replace("/", "__").replace("@", "_")
     log = folder / "log.txt"
     started = time.perf_counter()
