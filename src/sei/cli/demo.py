@@ -24,31 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
 
 
-def _figure(rows: list[list[tuple[str, torch.Tensor]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sei.imageio import to_uint8
-
-    figure, axes = plt.subplots(len(rows), len(rows[0]), figsize=(3.6 * len(rows[0]), 3.2 * len(rows)), squeeze=False)
-    for row_axes, row in zip(axes, rows, strict=True):
-        for axis, (title, image) in zip(row_axes, row, strict=True):
-            axis.imshow(to_uint8(image), interpolation="nearest")
-            axis.set_title(title, fontsize=9)
-            axis.axis("off")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-
-
 def run(args: argparse.Namespace) -> int:
     from sei.cli.test import _device
     from sei.data import MeasuredImages, load_images
     from sei.errors import SeiUserError
     from sei.evaluation import image_metrics
+    from sei.figures import image_grid
     from sei.inference import load_reconstructor
     from sei.weights import PRETRAINED
 
@@ -85,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                     (f"SEI {scores['sei']:.2f} dB", estimate),
                     ("ground truth", x),
                 ])
-        _figure(rows, args.out_dir / f"{name}.png")
+        image_grid(rows, args.out_dir / f"{name}.png", dpi=80)
         task = physics.describe()
         label = task.get("kernel") or f"SR x{task.get('sr_factor')}"
         print(f"{name:<26}{label + ', noise ' + str(int(physics.noise_level)):<22}{totals['measurement']:>12.2f}"

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sei.cli.test import _device, parse_options, side_by_side
+    from sei.cli.test import _device, parse_options
+    from sei.figures import image_grid
     from sei.imageio import MEASUREMENT_SUFFIXES, list_images, read_image, write_image
     from sei.inference import load_reconstructor, tiled
 
@@ -60,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
             estimate = tiled(loaded.reconstruct, y, scale, args.tile, args.overlap) if args.tile else loaded.reconstruct(y)
         write_image(estimate[0].cpu(), target)
         if args.side_by_side:
-            side_by_side([("input", y[0].cpu()), ("reconstruction", estimate[0].cpu())], target.with_name(target.stem + "_side_by_side.png"))
+            image_grid([[("input", y[0].cpu()), ("reconstruction", estimate[0].cpu())]], target.with_name(target.stem + "_side_by_side.png"))
         print(f"{source} -> {target}")
     return 0

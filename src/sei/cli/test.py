@@ -70,30 +70,10 @@ def _device(name: str) -> torch.device:
         raise SeiUserError(f"unknown device {name!r}: {error}") from error
 
 
-def side_by_side(panels: list[tuple[str, torch.Tensor]], path: Path) -> None:
-    """One row of images with titles (measurements shown at their own size, nearest-neighbour)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sei.imageio import to_uint8
-
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
-    for axis, (title, image) in zip(axes[0], panels, strict=True):
-        array = to_uint8(image)
-        axis.imshow(array[..., 0] if array.shape[-1] == 1 else array, cmap="gray", interpolation="nearest", vmin=0, vmax=255)
-        axis.set_title(title, fontsize=10)
-        axis.axis("off")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 def run(args: argparse.Namespace) -> int:
     from sei.data import MeasuredImages, load_images
     from sei.evaluation import Evaluation, image_metrics
+    from sei.figures import image_grid
     from sei.imageio import write_image
     from sei.inference import load_reconstructor, tiled
 
@@ -124,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
             stem = identity.replace("/", "_")
             write_image(estimate, args.save_images / f"{stem}_estimate.png")
             input_psnr = image_metrics(physics.upsample(y_batch)[0].cpu() if scale > 1 else y, x, protocol=args.protocol, shave=shave)[0]
-            side_by_side(
-                [(f"measurement ({input_psnr:.2f} dB)", y), (f"estimate ({value:.2f} dB)", estimate), ("ground truth", x)],
+            image_grid(
+                [[(f"measurement ({input_psnr:.2f} dB)", y), (f"estimate ({value:.2f} dB)", estimate), ("ground truth", x)]],
                 args.save_images / f"{stem}_side_by_side.png",
             )
     summary = evaluation.summary()
