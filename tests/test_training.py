@@ -148,3 +148,25 @@ def test_cli_train_config_file_and_flags(photo_folder, tmp_path):
 
     saved = json.loads((out / "config.json").read_text())
     assert saved["method"] == "css" and saved["max_steps"] == 1 and saved["model_options"]["channels"] == 8
+
+
+def test_train_on_measurements_only(photo_folder, tmp_path, capsys):
+    """SEI from a folder of degraded images alone: no ground truth anywhere, validation by SURE."""
+    measurements = tmp_path / "measured"
+    assert main(["degrade", str(photo_folder), str(measurements), "--kernel", "Gaussian_R1", "--format", "npy"]) == 0
+    out = tmp_path / "run"
+    flags = ["--measurements", str(measurements), "--kernel", "Gaussian_R1", "--noise_level", "5", "--patch_size", "24",
+             "--batch_size", "2", "--max_steps", "4", "--val_interval", "2", "--model", "unet-small", "--out_dir", str(out), "--quiet"]
+    assert main(["train", "--method", "proposed", *flags]) == 0
+    validation = (out / "validation.csv").read_text().splitlines()
+    assert validation[0].startswith("step,val_sure") and len(validation) == 3
+    import json
+
+    from sei.weights import read_weights
+
+    _, metadata = read_weights(out / "weights.safetensors")
+    assert metadata["dataset"] == str(measurements) and metadata["kernel"] == "Gaussian_R1"
+    assert json.loads((out / "config.json").read_text())["measurements"] == str(measurements)
+    capsys.readouterr()
+    assert main(["train", "--method", "sup", *flags, "--overwrite"]) == 2  # supervised needs ground truth
+    assert "ground truth" in capsys.readouterr().err
