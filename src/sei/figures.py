@@ -18,7 +18,8 @@ def image_grid(rows: list[list[tuple[str, torch.Tensor]]], path: Path, dpi: int 
     from sei.imageio import to_uint8
 
     columns = max(len(row) for row in rows)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(4 * columns, 4.2 * len(rows)), squeeze=False)
+    aspect = max(image.shape[-2] / image.shape[-1] for row in rows for _, image in row)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(4 * columns, (4 * aspect + 0.5) * len(rows)), squeeze=False)
     for row_axes, row in zip(axes, rows, strict=True):
         for axis in row_axes:
             axis.axis("off")
