@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -24,6 +25,12 @@ from sei.weights import PRETRAINED, PRETRAINED_DIR
 
 HERE = Path(__file__).resolve().parent
 RUNS = {"sei-gaussian_r2-noise5": "gaussian_r2", "sei-sr_x2-noise5": "sr_x2", "sei-sr_x4-noise5": "sr_x4"}
+
+
+def write_checksums() -> None:
+    """``pretrained/SHA256SUMS``: what sei.weights checks a shipped file against before loading it."""
+    lines = [f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}" for path in sorted(PRETRAINED_DIR.glob("*.safetensors"))]
+    (PRETRAINED_DIR / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
 def evaluate(name: str) -> tuple[dict, dict, dict]:
@@ -53,6 +60,7 @@ def main() -> None:
             shutil.copyfile(source, PRETRAINED[name].path)
         if not PRETRAINED[name].path.exists():
             continue
+        write_checksums()
         summary, baseline, metadata = evaluate(name)
         config = json.loads((args.runs / folder / "config.json").read_text()) if (args.runs / folder / "config.json").exists() else {}
         seconds = ""

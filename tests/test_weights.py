@@ -214,3 +214,18 @@ def test_cli_list_and_info_on_a_local_file(tmp_path, capsys):
     assert (info["method"], info["steps"], info["model"]["depth"]) == ("css", 7, 3)
     assert main(["weights", "download", "not-a-paper-name"]) == 2
     assert "not a paper weight name" in capsys.readouterr().err
+
+
+def test_shipped_file_is_checked_against_its_sha256(tmp_path, monkeypatch):
+    """A shipped weights file that no longer matches pretrained/SHA256SUMS is refused."""
+    import sei.weights as weights
+    from sei.models import create_model
+
+    model = create_model("unet-small", task="deblurring", channels=8, levels=2)
+    path = weights.save_weights(model, tmp_path / "sei-gaussian_r2-noise5.safetensors", {"kernel": "Gaussian_R2", "noise_level": 5.0})
+    (tmp_path / "SHA256SUMS").write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n")
+    monkeypatch.setattr(weights, "PRETRAINED_DIR", tmp_path)
+    assert weights.resolve_weights("sei-gaussian_r2-noise5")[0] == path
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(weights.SeiUserError, match="sha256"):
+        weights.resolve_weights("sei-gaussian_r2-noise5")

@@ -18,6 +18,7 @@ Names resolve through two registries:
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -177,6 +178,18 @@ def _why(error: BaseException) -> str:
     return str(error).splitlines()[0][:160] if str(error) else type(error).__name__
 
 
+def verify_shipped(path: Path) -> None:
+    """Check a shipped file against ``pretrained/SHA256SUMS`` (written by benchmarks/ship_models.py)."""
+    sums = path.parent / "SHA256SUMS"
+    if not sums.is_file():
+        return
+    expected = dict(reversed(line.split(maxsplit=1)) for line in sums.read_text().splitlines() if line.strip())
+    if path.name not in expected:
+        return
+    if hashlib.sha256(path.read_bytes()).hexdigest() != expected[path.name].strip():
+        raise SeiUserError(f"{path} does not match its sha256 in {sums}: the file is corrupted; reinstall sei")
+
+
 def resolve_weights(spec: str | Path) -> tuple[Path, dict[str, Any]]:
     """A local file for ``spec`` plus what its name says about it.
 
@@ -192,6 +205,7 @@ def resolve_weights(spec: str | Path) -> tuple[Path, dict[str, Any]]:
         if not cfg.path.is_file():
             raise SeiUserError(f"pretrained weights {text!r} are not installed ({cfg.path} is missing); "
                                "reinstall sei, or train them with `sei train`")
+        verify_shipped(cfg.path)
         return cfg.path, {"task": cfg.task, "kernel": cfg.kernel, "sr_factor": cfg.sr_factor,
                           "noise_level": cfg.noise_level, "method": cfg.method}
     info = parse_paper_name(text)
