@@ -80,7 +80,7 @@ def main() -> None:
         "| name | task | network | steps | train CPU s | size | test PSNR | input PSNR | gain | test SSIM |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, metadata, config, summary, baseline, seconds, size_mb in rows:
+    for name, metadata, _, summary, baseline, seconds, size_mb in rows:
         task = metadata.get("kernel") or f"SR x{metadata.get('sr_factor')}"
         lines.append(
             f"| `{name}` | {task}, noise {metadata.get('noise_level'):g} | {metadata['model']['name']} | {metadata.get('steps')} | {seconds} | "
