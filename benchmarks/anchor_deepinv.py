@@ -89,16 +89,22 @@ def main() -> None:
             psnr = evaluate(model, test_physics, measured)
             curve.append({"step": step, "train_seconds": round(train_seconds, 1), "psnr": psnr})
             print(f"step {step:5d}  {train_seconds:7.0f} s  test PSNR {psnr:.2f} dB", flush=True)
-    final = curve[-1]
+            write(curve, parameters, args)  # after every evaluation: an interrupted run still leaves its curve
+
+
+def write(curve: list[dict], parameters: int, args: argparse.Namespace) -> None:
+    last = curve[-1]
+    status = "" if last["step"] == args.steps else f" (interrupted at step {last['step']} of {args.steps})"
     markdown = (
-        f"deepinv UNet(scales=3) ({parameters / 1e6:.2f} M parameters), SURE + EILoss(Scale), {args.steps} steps, "
-        f"{args.threads} thread(s): final test PSNR **{final['psnr']:.2f} dB** after {final['train_seconds']:.0f} s of training "
-        f"({final['train_seconds'] / args.steps:.2f} s/step)."
+        f"deepinv UNet(scales=3) ({parameters / 1e6:.2f} M parameters), SURE + EILoss(Scale), {args.threads} thread(s){status}: "
+        f"test PSNR **{last['psnr']:.2f} dB** after {last['step']} steps and {last['train_seconds']:.0f} s of training "
+        f"({last['train_seconds'] / last['step']:.2f} s/step). Curve: "
+        + ", ".join(f"{p['psnr']:.2f} dB at {p['train_seconds']:.0f} s" for p in curve)
+        + "."
     )
-    result = {"recipe": "deepinv UNet scales=3 + SureGaussianLoss + EILoss(Scale, no_grad)", "parameters": parameters, "threads": args.threads, "curve": curve, "markdown": markdown}
-    out = HERE / "results" / "anchor_deepinv.json"
-    out.write_text(json.dumps(result, indent=1))
-    print(markdown)
+    result = {"recipe": "deepinv UNet scales=3 + SureGaussianLoss + EILoss(Scale, no_grad)", "parameters": parameters, "threads": args.threads,
+              "steps_planned": args.steps, "curve": curve, "markdown": markdown}
+    (HERE / "results" / "anchor_deepinv.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -183,8 +183,10 @@ def main() -> None:
     if not args.train_root.is_dir() and any(r.method for r in runs):
         sys.exit(f"no training photographs in {args.train_root}: run `python benchmarks/photo_pool.py` first")
     todo = [r for r in runs if r.key not in done]
-    # longest first keeps both workers busy to the end
-    todo.sort(key=lambda r: (r.method is None, r.method in ("sup", "css")))
+    # the main comparison first (Gaussian_R2 and SR x2, all methods, and the stop-gradient ablation),
+    # then the other blur levels and SR x4; within each, the longest runs first
+    main_problem = {"gaussian_r2", "sr_x2"}
+    todo.sort(key=lambda r: (r.method is None, r.label not in main_problem, r.method in ("sup", "css")))
     print(f"{len(todo)} runs to do, {len(runs) - len(todo)} already recorded in {RESULTS}")
     jobs = []
     if args.anchor:
