@@ -107,22 +107,57 @@ def figure_samples(records: list[dict], label: str = "gaussian_r2", identity: st
         from sei.data import load_images
 
         truth = dict(load_images("samples", split="test"))[identity]
-    columns = len(panels) + (truth is not None)
-    figure, axes = plt.subplots(1, columns, figsize=(2.6 * columns, 2.9))
-    for axis, (title, image) in zip(axes, panels, strict=False):
-        axis.imshow(image)
-        axis.set_title(title, fontsize=8)
-        axis.axis("off")
+    import numpy as np
+
     if truth is not None:
-        axes[-1].imshow(truth.permute(1, 2, 0).clamp(0, 1).numpy())
-        axes[-1].set_title("ground truth", fontsize=8)
-        axes[-1].axis("off")
+        panels.append(("ground truth", truth.permute(1, 2, 0).clamp(0, 1).numpy()))
+    columns = 6
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, (title, image) in zip(axes.flat, panels, strict=False):
+        array = np.asarray(image)
+        height, width = array.shape[:2]
+        # a central detail at full resolution: the differences are in the fine structure
+        top, left = height // 2 - 64, width // 2 - 80
+        axis.imshow(array[top : top + 128, left : left + 160], interpolation="nearest")
+        axis.set_title(title, fontsize=8)
     figure.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)
-    path = FIGURES / f"samples_{label}.png"
-    figure.savefig(path, dpi=70)
+    path = FIGURES / f"samples_{label}.jpg"  # a photograph grid: JPEG keeps the repository small
+    figure.savefig(path, dpi=70, pil_kwargs={"quality": 85})
     plt.close(figure)
     return path
+
+
+def targets(records: list[dict]) -> list[str]:
+    """The issue's targets, checked against the records (met / missed, with the numbers)."""
+    psnr = {(problem(r), what(r)): r["psnr_mean"] for r in records}
+    lines = ["## Targets", "", "| target | numbers | met |", "|---|---|---|"]
+
+    def row(text: str, numbers: str, ok: bool) -> None:
+        lines.append(f"| {text} | {numbers} | {'yes' if ok else '**no**'} |")
+
+    for label in PROBLEMS:
+        if (label, "proposed") in psnr and (label, "sup") in psnr:
+            gap = psnr[(label, "sup")] - psnr[(label, "proposed")]
+            row(f"{label}: SEI within 0.3 dB of supervised", f"sup {psnr[(label, 'sup')]:.2f}, SEI {psnr[(label, 'proposed')]:.2f} (gap {gap:+.2f})", gap <= 0.3)
+    for other in ("ei-shift", "ei-rotate", "sure", "css"):
+        if ("gaussian_r2", other) in psnr and ("gaussian_r2", "proposed") in psnr:
+            margin = psnr[("gaussian_r2", "proposed")] - psnr[("gaussian_r2", other)]
+            if other == "css":
+                row("gaussian_r2: SEI above CSS", f"{margin:+.2f} dB", margin > 0)
+            else:
+                row(f"gaussian_r2: SEI above {NAMES[other]} by >= 1.0 dB", f"{margin:+.2f} dB", margin >= 1.0)
+    for label in PROBLEMS:
+        if (label, "proposed") not in psnr:
+            continue
+        free = {m: v for (p, m), v in psnr.items() if p == label and m in ("id", "up", "wiener", "pnp", "bm3d", "dip")}
+        if free:
+            best = max(free, key=free.get)
+            row(f"{label}: SEI above every training-free baseline", f"SEI {psnr[(label, 'proposed')]:.2f}, best {NAMES[best]} {free[best]:.2f}", psnr[(label, "proposed")] > free[best])
+    return lines
 
 
 def main() -> None:
@@ -151,7 +186,11 @@ def main() -> None:
         lines += ["![PSNR against blur level](figures/psnr_vs_blur.png)", ""]
     grid = figure_samples(records)
     if grid:
-        lines += ["Sample reconstructions (Gaussian_R2, kodim23):", "", "![samples](figures/samples_gaussian_r2.png)", ""]
+        lines += ["Sample reconstructions (Gaussian_R2, kodim23):", "", "![samples](figures/samples_gaussian_r2.jpg)", ""]
+    lines += [*targets(records), ""]
+    notes = HERE / "results" / "notes.md"
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
     lines += ["## Training cost", "", "| run | steps | train seconds | s/step |", "|---|---|---|---|"]
     for record in sorted(trained, key=lambda r: r["key"]):
         lines.append(f"| {record['key']} | {record['steps']} | {record['train_seconds']:.0f} | {record['train_seconds'] / max(record['steps'], 1):.2f} |")
