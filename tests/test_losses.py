@@ -329,3 +329,14 @@ def test_losses_follow_the_deepinv_keyword_protocol(loss):
     value = loss(x_net=model(y), x=x, y=y, physics=physics, model=model, rng=torch.Generator().manual_seed(0))
     assert value.shape == (3,)
     assert torch.isfinite(value).all()
+
+
+def test_supervised_loss_is_the_per_image_mse_to_the_sharp_image():
+    physics = make_physics("deblurring", kernel="Gaussian_R1")
+    generator = torch.Generator().manual_seed(0)
+    estimate, truth = torch.rand(2, 3, 8, 8, generator=generator), torch.rand(2, 3, 8, 8, generator=generator)
+    value = SupervisedLoss()(estimate, truth, None, physics, None)
+    assert torch.allclose(value, ((estimate - truth) ** 2).mean(dim=(1, 2, 3)))
+    estimate.requires_grad_(True)
+    SupervisedLoss()(estimate, truth, None, physics, None).sum().backward()
+    assert torch.allclose(estimate.grad, 2 * (estimate - truth) / estimate[0].numel())
