@@ -210,7 +210,9 @@ def main() -> None:
     notes = HERE / "results" / "notes.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
-    lines += ["## Training cost", "", "| run | steps | train seconds | s/step |", "|---|---|---|---|"]
+    lines += ["## Training cost", "", "Wall time of each `sei train` process (data loading and validation included), on the shared",
+              "2-core machine with 3-5 jobs running at once: the load varied between runs, so compare within a row",
+              "of the targets above, not across this table.", "", "| run | steps | train seconds | s/step |", "|---|---|---|---|"]
     for record in sorted((r for r in everything if r["method"]), key=lambda r: r["key"]):
         lines.append(f"| {record['key']} | {record['steps']} | {record['train_seconds']:.0f} | {record['train_seconds'] / max(record['steps'], 1):.2f} |")
     if ANCHOR.exists():
