@@ -325,12 +325,11 @@ class RunState:
 
     step: int = 0
     total_steps: int = 0
-    out_dir: Path = field(default_factory=Path)
     last_terms: dict[str, float] = field(default_factory=dict)
     validation: list[dict[str, float]] = field(default_factory=list)
 
 
-def prepare_out_dir(out_dir: Path, config: TrainConfig, resume: str | None, overwrite: bool) -> dict[str, Any] | None:
+def prepare_out_dir(out_dir: Path, resume: str | None, overwrite: bool) -> dict[str, Any] | None:
     """Refuse to mix two runs in one folder; return the checkpoint to resume from, if any."""
     existing = out_dir / "config.json"
     if resume:
@@ -361,7 +360,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
 
     out_dir = Path(out_dir)
     distributed = Distributed.from_environment(config.device)
-    checkpoint = prepare_out_dir(out_dir, config, resume, overwrite) if distributed.is_main else None
+    checkpoint = prepare_out_dir(out_dir, resume, overwrite) if distributed.is_main else None
     if distributed.world_size > 1:  # every rank resumes from rank 0's choice
         box = [checkpoint]
         dist.broadcast_object_list(box, src=0)
@@ -421,7 +420,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     loader = torch.utils.data.DataLoader(
         _KeyedPatches(patches), batch_sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda", persistent_workers=False
     )
-    state = RunState(step=step, total_steps=total_steps, out_dir=out_dir)
+    state = RunState(step=step, total_steps=total_steps)
     writer = _RunWriter(out_dir, config, enabled=distributed.is_main, start_step=step)
     rng = torch.Generator(device=device)
 
