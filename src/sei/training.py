@@ -285,16 +285,17 @@ class Distributed:
 
 
 def _device(config: TrainConfig, distributed: Distributed) -> torch.device:
-    if config.device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SeiUserError(f"--device {config.device} asked for CUDA, but no CUDA device is available; use --device cpu")
+    from sei.inference import resolve_device
+
+    device = resolve_device(config.device)  # CUDA asked but absent is the same one-line error everywhere
+    if device.type == "cuda":
         if distributed.world_size > 1:
             if config.device != "cuda":
                 raise SeiUserError(f"under torchrun pass --device cuda (each process takes cuda:LOCAL_RANK), not {config.device!r}")
             return torch.device("cuda", distributed.local_rank)
-    elif config.device != "cpu" and not config.device.startswith("mps"):
+    elif device.type not in ("cpu", "mps"):
         raise SeiUserError(f"unknown device {config.device!r}; use cpu, cuda or cuda:N")
-    return torch.device(config.device)
+    return device
 
 
 def _download_rank_by_rank(config: TrainConfig, distributed: Distributed) -> None:

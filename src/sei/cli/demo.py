@@ -25,15 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sei.cli.test import _device
+
     from sei.data import MeasuredImages, load_images
     from sei.errors import SeiUserError
     from sei.evaluation import image_metrics
     from sei.figures import image_grid
-    from sei.inference import load_reconstructor
+    from sei.inference import load_reconstructor, resolve_device
     from sei.weights import PRETRAINED
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     names = [name for name, cfg in PRETRAINED.items() if cfg.path.exists()]
     if not names:
         raise SeiUserError(f"no shipped models found in the package (expected some of {', '.join(PRETRAINED)})")

@@ -36,10 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sei.cli.test import _device, parse_options
+    from sei.cli.test import parse_options
     from sei.figures import image_grid
     from sei.imageio import MEASUREMENT_SUFFIXES, list_images, read_image, write_image
-    from sei.inference import load_reconstructor, tiled
+    from sei.inference import load_reconstructor, resolve_device, tiled
 
     if args.input.is_dir():
         sources = list_images(args.input, MEASUREMENT_SUFFIXES)
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         pairs = [(args.input, args.output)]
     else:
         raise SeiUserError(f"input not found: {args.input}")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     loaded = load_reconstructor(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level, device, parse_options(args.option))
     scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
     for source, target in pairs:

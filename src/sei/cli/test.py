@@ -19,8 +19,6 @@ import csv
 import json
 from pathlib import Path
 
-import torch
-
 from sei.cli.degrade import add_physics_arguments
 from sei.errors import SeiUserError
 
@@ -61,23 +59,14 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
     return options
 
 
-def _device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SeiUserError(f"--device {name} asked for CUDA, but no CUDA device is available; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise SeiUserError(f"unknown device {name!r}: {error}") from error
-
-
 def run(args: argparse.Namespace) -> int:
     from sei.data import MeasuredImages, load_images
     from sei.evaluation import Evaluation, image_metrics
     from sei.figures import image_grid
     from sei.imageio import write_image
-    from sei.inference import load_reconstructor, tiled
+    from sei.inference import load_reconstructor, resolve_device, tiled
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     loaded = load_reconstructor(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level, device, parse_options(args.option))
     physics = loaded.physics
     images = load_images(args.dataset, split="test", root=args.data_root, download=args.download, resize=args.resize or None)
