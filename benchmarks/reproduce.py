@@ -145,9 +145,11 @@ def execute(run: Run, args: argparse.Namespace) -> dict | None:
         if run.model_kind == "wiener":  # its regulariser is chosen on training photographs, never on test images
             run.extra["reg"] = wiener_reg(run, args.train_root)
             options += ["--option", f"reg={run.extra['reg']}"]
-        if run.model_kind == "dip":
-            options += ["--option", f"iterations={args.dip_iterations}"]
+        if run.model_kind == "dip":  # the paper's count for the task unless --dip_iterations says otherwise
+            run.extra["iterations"] = args.dip_iterations or (4000 if str(run.kernel).startswith("Gaussian") else 1000)
+            options += ["--option", f"iterations={run.extra['iterations']}"]
         sei("test", *run.task_flags(), *options, *test_flags, threads=args.threads, log=log)
+        run.extra["seconds"] = round(time.perf_counter() - started, 1)
     result = json.loads((folder / "test.json").read_text())
     summary = result["summary"]
     record = {
@@ -171,7 +173,7 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=[], help="run only keys containing this (repeatable)")
     parser.add_argument("--skip", action="append", default=[], help="skip keys containing this (repeatable)")
     parser.add_argument("--anchor", choices=("deepinv",), default=None, help="also run deepinv's own recipe (benchmarks/anchor_deepinv.py)")
-    parser.add_argument("--dip_iterations", type=int, default=1000, help="DIP iterations per image (the paper: 4000 for Gaussian blur, 1000 otherwise)")
+    parser.add_argument("--dip_iterations", type=int, default=None, help="DIP iterations per image (default: the paper's, 4000 for Gaussian blur, 1000 otherwise)")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     done = {r["key"] for r in load_records()}

@@ -88,6 +88,20 @@ def test_dip_defaults_follow_the_paper():
 
 
 @pytest.mark.slow
+def test_dip_mixed_precision_is_no_worse_than_float32(photo):
+    """bf16 autocast (the default on CPUs with native bf16) fits as well as float32: both beat the
+    measurement, and bf16 is not behind (benchmarks/dip_precision.py measures it on the test photos)."""
+    physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5)
+    y = physics.measure(photo, seed=1)
+    full, mixed = (create_reconstructor("dip", physics, iterations=500, lr=1e-2, amp=amp, progress=False)(y) for amp in ("none", "bf16"))
+    assert full.dtype == mixed.dtype == torch.float32
+    assert min(psnr(mixed, photo), psnr(full, photo)) > psnr(y, photo)
+    assert psnr(mixed, photo) > psnr(full, photo) - 0.3
+    with pytest.raises(SeiUserError, match="amp"):
+        create_reconstructor("dip", physics, amp="half")
+
+
+@pytest.mark.slow
 def test_dip_beats_id_with_a_reduced_budget(photo):
     """1000 iterations at lr 1e-2 instead of 4000 at 5e-3, to keep the test under a minute."""
     physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5)

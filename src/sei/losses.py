@@ -60,6 +60,7 @@ METHODS: dict[str, str] = {
 DEFAULT_BATCHED_SURE_PASSES: bool | None = None  # automatic: one 2B batch when that is exact
 AutocastDtype = torch.dtype | Literal["auto"] | None
 DEFAULT_AUTOCAST_DTYPE: AutocastDtype = "auto"
+AMP_DTYPES: dict[str, AutocastDtype] = {"auto": "auto", "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_CHANNELS_LAST = True
 
 
@@ -292,7 +293,7 @@ class CSSLoss(Loss):
         return _per_image_mean((estimate - target) ** 2)
 
 
-class _Runner:
+class NetworkRunner:
     """Calls ``model`` with the speed levers applied: inputs in channels-last memory format (the
     convolutions then run channels-last even with standard-format weights) and/or ``torch.autocast``.
     The output is returned as float32, so the physics and the loss arithmetic (the divergence is a
@@ -374,7 +375,7 @@ class Objective(torch.nn.Module):
         autocast_dtype = resolve_autocast_dtype(self.autocast_dtype, device)
         if autocast_dtype is None and not self.channels_last:
             return model
-        return _Runner(model, autocast_dtype, self.channels_last)
+        return NetworkRunner(model, autocast_dtype, self.channels_last)
 
     def forward(
         self,

@@ -126,8 +126,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     resolved = dataclasses.replace(config, **updates)
     if resolved.batch_size < 1 or resolved.patch_size < 8:
         raise SeiUserError("batch size must be >= 1 and patch size >= 8")
-    if resolved.amp not in AUTOCAST:
-        raise SeiUserError(f"--amp must be one of {', '.join(AUTOCAST)}, got {resolved.amp!r}")
+    from sei.losses import AMP_DTYPES
+
+    if resolved.amp not in AMP_DTYPES:
+        raise SeiUserError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {resolved.amp!r}")
     if resolved.measurements and resolved.method in ("sup", "supervised"):
         raise SeiUserError("the supervised method needs ground truth; --measurements gives measurements only")
     return resolved
@@ -135,7 +137,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
 # --amp -> the objective's autocast: "auto" is bf16 on CPUs with native bf16 (measured 2.1x per SEI
 # step, no PSNR loss; docs/performance.md) and float32 elsewhere until measured.
-AUTOCAST: dict[str, Any] = {"auto": "auto", "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def learning_rate(step: int, total_steps: int, base_lr: float) -> float:
@@ -354,7 +355,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     ``loss.png`` and the final ``weights.safetensors`` (with metadata to rebuild the model).
     """
     from sei.data import MeasuredImages, MeasurementFolder, PatchDataset, load_images
-    from sei.losses import build_method
+    from sei.losses import AMP_DTYPES, build_method
     from sei.models import create_model
     from sei.physics import make_physics
     from sei.weights import save_weights
@@ -391,7 +392,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
 
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = create_model(config.model, task=config.task, sr_factor=config.sr_factor, **config.model_options).to(device)
-    autocast_dtype = AUTOCAST[config.amp]
+    autocast_dtype = AMP_DTYPES[config.amp]
     # autocast covers the network passes only: physics and loss arithmetic stay in float32
     objective = build_method(
         config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors, autocast_dtype=autocast_dtype
