@@ -131,10 +131,10 @@ def figure_samples(records: list[dict], label: str = "gaussian_r2", identity: st
     return path
 
 
-def targets(records: list[dict]) -> list[str]:
+def targets(records: list[dict], title: str = "Targets") -> list[str]:
     """The issue's targets, checked against the records (met / missed, with the numbers)."""
     psnr = {(problem(r), what(r)): r["psnr_mean"] for r in records}
-    lines = ["## Targets", "", "| target | numbers | met |", "|---|---|---|"]
+    lines = [f"## {title}", "", "| target | numbers | met |", "|---|---|---|"]
 
     def row(text: str, numbers: str, ok: bool) -> None:
         lines.append(f"| {text} | {numbers} | {'yes' if ok else '**no**'} |")
@@ -165,7 +165,7 @@ def longer_budget(records: list[dict], main_steps: int) -> list[str]:
     longer = [r for r in records if r["method"] and r["steps"] != main_steps]
     if not longer:
         return []
-    lines = ["## Longer budget (Gaussian_R2 unless noted)", "", f"| method | {main_steps} steps | " + " | ".join(f"{s} steps" for s in sorted({r['steps'] for r in longer})) + " |"]
+    lines = ["## Longer budget", "", f"| method | {main_steps} steps | " + " | ".join(f"{s} steps" for s in sorted({r['steps'] for r in longer})) + " |"]
     lines.append("|---|---|" + "---|" * len({r["steps"] for r in longer}))
     by_key = {(problem(r), what(r), r["steps"]): r for r in records if r["method"]}
     for label, method in sorted({(problem(r), what(r)) for r in longer}, key=lambda k: (k[0], ORDER.index(k[1]))):
@@ -199,14 +199,21 @@ def main() -> None:
         table(records),
         "",
     ]
+    dips = [r for r in records if r["model_kind"] == "dip"]
+    if dips:
+        settings = ", ".join(f"{problem(r)} {r['extra'].get('iterations', '?')} iterations ({r['extra'].get('seconds', 0) / 60:.0f} min)" for r in dips)
+        lines += [f"DIP fits each test image from scratch with the paper's iteration counts (no early stopping on the test images): {settings} for the 10 images.", ""]
     plot = figure_psnr_vs_blur(records)
     if plot:
         lines += ["![PSNR against blur level](figures/psnr_vs_blur.png)", ""]
     grid = figure_samples(records)
     if grid:
         lines += ["Sample reconstructions (Gaussian_R2, kodim23):", "", "![samples](figures/samples_gaussian_r2.jpg)", ""]
-    lines += [*targets(records), ""]
+    lines += [*targets(records, f"Targets at {main_steps} steps"), ""]
     lines += [*longer_budget(everything, main_steps), ""]
+    free = [r for r in everything if not r["method"]]
+    for budget in sorted({r["steps"] for r in everything if r["method"]} - {main_steps}):
+        lines += [*targets([r for r in everything if r["method"] and r["steps"] == budget] + free, f"Targets at {budget} steps"), ""]
     notes = HERE / "results" / "notes.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
