@@ -44,6 +44,8 @@ class Run:
     method: str | None = None  # a training method, or None for a baseline
     model_kind: str | None = None  # a training-free baseline
     stop_gradient: bool = True
+    # the grid keeps the paper's estimator; "exact" runs are the ablation of sei.losses.SureLoss's fix
+    sure_divergence: str = "finite-difference"
     steps: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -54,7 +56,7 @@ class Run:
     @property
     def key(self) -> str:
         what = self.method or self.model_kind
-        suffix = "" if self.stop_gradient else "-no_stop_gradient"
+        suffix = ("" if self.stop_gradient else "-no_stop_gradient") + ("-exact_divergence" if self.sure_divergence == "exact" else "")
         return f"{self.label}/{what}{suffix}" + (f"@{self.steps}" if self.method else "")
 
     def task_flags(self) -> list[str]:
@@ -71,6 +73,8 @@ def grid(steps: int) -> list[Run]:
         runs += [Run(**problem, method=m, steps=steps) for m in ("sup", "proposed")]
     runs += [Run(task="sr", sr_factor=4, method=m, steps=steps) for m in ("sup", "proposed")]
     runs.append(Run(**blur, method="proposed", stop_gradient=False, steps=steps))
+    runs += [Run(**sr2, method=m, sure_divergence="exact", steps=steps) for m in ("proposed", "sure")]
+    runs.append(Run(**blur, method="proposed", sure_divergence="exact", steps=steps))
     for problem in (blur, {"task": "deblurring", "kernel": "Gaussian_R1"}, {"task": "deblurring", "kernel": "Gaussian_R3"}, {"task": "deblurring", "kernel": "Box_R3"}):
         runs += [Run(**problem, model_kind=k) for k in ("id", "wiener", "pnp", "bm3d", "dip")]
     for factor in (2, 4):
@@ -130,6 +134,7 @@ def execute(run: Run, args: argparse.Namespace) -> dict | None:
             "train", *run.task_flags(), "--method", run.method, "--dataset", str(args.train_root), "--val_dataset", "samples",
             "--val_images", "10", "--val_interval", str(max(run.steps // 8, 1)), "--max_steps", str(run.steps),
             "--checkpoint_interval", str(max(run.steps // 8, 1)), "--model", args.model, "--seed", "0", "--out_dir", str(folder), "--quiet",
+            "--sure_divergence", run.sure_divergence,
         ]
         if not run.stop_gradient:
             train_flags.append("--no-stop_gradient")

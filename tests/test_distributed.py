@@ -46,10 +46,12 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 LR = 5e-4
 STEPS = {"sup": 6, "proposed": 4}  # sup: room for a resume chain 1 -> 2 -> 1 process
 UNET = ("unet-small", {"channels": 8, "levels": 2, "blocks": 1})
-# The paper's SwinIR has stochastic depth, so the objective runs f(y), f(y + tau b) (replaying the
-# drop-path masks of f(y)) and f(y2) as three separate passes before the one backward: the case
-# where DDP could see parameters "marked ready twice". A tiny SwinIR with drop_path_rate > 0 keeps
-# that structure on CPU.
+# The paper's SwinIR has stochastic depth. With the exact SURE divergence (the default) the objective
+# runs f(y) (plus a vector-Jacobian product through it) and f(y2) before the one backward, which
+# then differentiates through that product (double backpropagation); with the paper's finite
+# difference it runs f(y), f(y + tau b) (replaying the drop-path masks of f(y)) and f(y2) as three
+# separate passes. Both are cases where DDP could see parameters "marked ready twice". A tiny SwinIR
+# with drop_path_rate > 0 keeps that structure on CPU.
 SWINIR = ("swinir-tiny", {"embed_dim": 12, "depths": [2], "num_heads": [2], "drop_path_rate": 0.1, "img_size": 16})
 MC_SEEDS = 12  # re-evaluations of the objective per step for the Monte-Carlo spread
 K_SIGMA = 5.0
@@ -257,7 +259,7 @@ def sup_runs(tmp_path_factory, photos) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def proposed_runs(tmp_path_factory, photos) -> dict[str, object]:
-    """``two``: 2 processes from scratch (three network passes, one backward, under DDP).
+    """``two``: 2 processes from scratch (two network passes, one double backward, under DDP).
     ``halves``: 1 process whose objective averages the two rank-seeded halves of each batch.
     ``one``: plain 1 process, with the Monte-Carlo spread recorded at every step."""
     tmp = tmp_path_factory.mktemp("proposed")
@@ -308,13 +310,26 @@ def test_resume_on_another_number_of_processes(sup_runs):
 
 
 def test_proposed_under_ddp_is_the_mean_of_rank_seeded_halves(proposed_runs):
-    assert proposed_runs["passes"] == [2 * 3] * STEPS["proposed"]  # per step: 2 halves x 3 separate network passes
+    assert proposed_runs["passes"] == [2 * 2] * STEPS["proposed"]  # per step: 2 halves x (f(y), f(y2))
     ddp, halves = _metrics(proposed_runs["two"]), _metrics(proposed_runs["halves"])
     assert _terms(ddp) == _terms(halves) == ["sure", "equivariance", "loss"]
     for a, b in zip(halves, ddp, strict=True):
         for term in _terms(ddp):
             assert float(b[term]) == pytest.approx(float(a[term]), rel=1e-5, abs=1e-9), (term, a, b)
     _assert_same_weights(_final_weights(proposed_runs["halves"]), _final_weights(proposed_runs["two"]))
+
+
+def test_finite_difference_sure_under_ddp_is_the_mean_of_rank_seeded_halves(tmp_path, photos):
+    """The paper's estimator: three separate passes (f(y + tau b) replays f(y)'s drop-path masks)."""
+    config = _config(photos, "proposed", SWINIR, sure_divergence="finite-difference")
+    _torchrun(tmp_path, config, tmp_path / "two")
+    passes = _train_in_process(config, tmp_path / "halves", world=2)
+    assert passes == [2 * 3] * STEPS["proposed"]
+    ddp, halves = _metrics(tmp_path / "two"), _metrics(tmp_path / "halves")
+    for a, b in zip(halves, ddp, strict=True):
+        for term in _terms(ddp):
+            assert float(b[term]) == pytest.approx(float(a[term]), rel=1e-5, abs=1e-9), (term, a, b)
+    _assert_same_weights(_final_weights(tmp_path / "halves"), _final_weights(tmp_path / "two"))
 
 
 def test_proposed_two_by_four_matches_one_by_eight_in_distribution(proposed_runs):

@@ -42,8 +42,9 @@ def _crop(image: torch.Tensor, size: int, top: int = 200, left: int = 180) -> to
     return image[None, :, top : top + size, left : left + size].contiguous()
 
 
+@pytest.mark.parametrize("divergence", ["exact", "finite-difference"])
 @pytest.mark.parametrize("task", ["deblurring", "sr"])
-def test_sure_is_unbiased_for_a_wiener_filter(task, astronaut):
+def test_sure_is_unbiased_for_a_wiener_filter(task, divergence, astronaut):
     physics = make_physics(task, noise_level=25)
     size = 40
     x = _crop(astronaut, size).double().repeat(400, 1, 1, 1)
@@ -54,7 +55,7 @@ def test_sure_is_unbiased_for_a_wiener_filter(task, astronaut):
         return physics.prox_l2(0, measurement, 30.0, img_size=(size, size))
 
     x_net = wiener(y)
-    sure = SureLoss()(x_net, None, y, physics, wiener, rng=generator)
+    sure = SureLoss(divergence=divergence)(x_net, None, y, physics, wiener, rng=generator)
     margin = physics.margin
     inside = (slice(None), slice(None), slice(margin, y.shape[-2] - margin), slice(margin, y.shape[-1] - margin))
     true_mse = ((physics.A(x_net) - physics.A(x))[inside] ** 2).flatten(1).mean(1)
@@ -66,6 +67,42 @@ def test_sure_is_unbiased_for_a_wiener_filter(task, astronaut):
     assert (residual - true_mse).mean().abs() > 5 * half_width
 
 
+def test_exact_divergence_cannot_be_gamed_by_a_network_that_detects_the_probe(astronaut):
+    """A network can tell y + tau b from y by its noise level and answer it differently. This one is
+    a Wiener filter that adds a Laplacian of its input whenever the input is noisier than the
+    measurements: on real measurements it is exactly the Wiener filter, yet the finite-difference
+    SURE reports far less than its true error (the network we trained learned to do this, see
+    SureLoss). The exact divergence sees only the function around y, so its SURE stays unbiased."""
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=25)
+    size, sigma, tau = 40, physics.sigma, 0.1
+    x = _crop(astronaut, size).double().repeat(200, 1, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+    y = physics(x, rng=generator)
+    laplacian = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64).expand(3, 1, 3, 3)
+
+    def high_pass(z: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(z, (1, 1, 1, 1), mode="circular"), laplacian, groups=3)
+
+    def cheat(z: torch.Tensor) -> torch.Tensor:
+        wiener = physics.prox_l2(0, z, 30.0, img_size=(size, size))
+        noisier = (high_pass(z) ** 2).flatten(1).mean(1) > 20 * sigma**2 * 1.5  # 20 sigma^2: the noise's energy
+        return wiener + noisier.view(-1, 1, 1, 1).double() * high_pass(z)
+
+    x_net = cheat(y)
+    assert torch.equal(x_net, physics.prox_l2(0, y, 30.0, img_size=(size, size)))  # never triggered on real data
+    margin = physics.margin
+    inside = (slice(None), slice(None), slice(margin, size - margin), slice(margin, size - margin))
+    true_mse = ((physics.A(x_net) - physics.A(x))[inside] ** 2).flatten(1).mean(1)
+    estimates = {
+        divergence: SureLoss(tau=tau, divergence=divergence)(x_net, None, y, physics, cheat, rng=torch.Generator().manual_seed(1))
+        for divergence in ("exact", "finite-difference")
+    }
+    exact_error = (estimates["exact"] - true_mse).detach()
+    assert exact_error.mean().abs() < 4 * exact_error.std() / len(exact_error) ** 0.5
+    gamed_error = (estimates["finite-difference"] - true_mse).detach()
+    assert gamed_error.mean() < -true_mse.mean()  # reports a negative error: below zero on average
+
+
 def test_partial_sure_ignores_the_border_exactly():
     physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5)
     margin = physics.margin
@@ -73,7 +110,7 @@ def test_partial_sure_ignores_the_border_exactly():
     generator = torch.Generator().manual_seed(0)
     y = torch.rand(2, 3, 30, 26)
     x_net, perturbed = torch.rand_like(y), torch.rand_like(y)
-    loss = SureLoss()
+    loss = SureLoss(divergence="finite-difference")
     probe = loss.draw_probe(y, physics, generator)
     assert torch.all(probe[..., :margin, :] == 0) and torch.all(probe[..., -margin:] == 0)
     assert torch.all(probe[..., margin:-margin, margin:-margin] != 0)
@@ -82,7 +119,7 @@ def test_partial_sure_ignores_the_border_exactly():
     corrupted[..., :, -margin:] = -3.0
     kwargs = {"probe": probe, "perturbed": perturbed}
     assert torch.equal(loss(x_net, None, y, physics, None, **kwargs), loss(x_net, None, corrupted, physics, None, **kwargs))
-    full = SureLoss(margin=0)
+    full = SureLoss(margin=0, divergence="finite-difference")
     assert not torch.allclose(full(x_net, None, y, physics, None, **kwargs), full(x_net, None, corrupted, physics, None, **kwargs))
     with pytest.raises(SeiUserError, match="no interior"):
         loss(x_net[..., :12, :12], None, y[..., :12, :12], physics, None, rng=generator)
@@ -104,7 +141,7 @@ def test_sure_passes_share_the_dropout_mask(astronaut):
     physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=10)
     y = physics(_crop(astronaut, 32).repeat(4, 1, 1, 1), rng=torch.Generator().manual_seed(0))
     model = NoisyIdentity()
-    loss = SureLoss()
+    loss = SureLoss(divergence="finite-difference")
 
     def sure(shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(0)  # the same mask for f(y) in every variant
@@ -218,7 +255,8 @@ def test_registry_names_inputs_and_errors():
         SupervisedLoss()(torch.rand(1, 3, 8, 8), None, None, physics, None)
 
 
-def test_batched_and_channels_last_match_the_plain_passes(astronaut):
+@pytest.mark.parametrize("divergence", ["exact", "finite-difference"])
+def test_batched_and_channels_last_match_the_plain_passes(divergence, astronaut):
     physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
     y = physics(_crop(astronaut, 24).repeat(3, 1, 1, 1), rng=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
@@ -227,7 +265,8 @@ def test_batched_and_channels_last_match_the_plain_passes(astronaut):
     plain = {"batched_sure_passes": False, "channels_last": False}
     for options in (plain, plain | {"batched_sure_passes": True}, plain | {"channels_last": True}):
         model.zero_grad()
-        terms = build_method("proposed", physics, autocast_dtype=None, **options)(model, y, physics, rng=torch.Generator().manual_seed(4))
+        objective = build_method("proposed", physics, autocast_dtype=None, sure_divergence=divergence, **options)
+        terms = objective(model, y, physics, rng=torch.Generator().manual_seed(4))
         terms["loss"].backward()
         results.append((terms["loss"].detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
     for loss, grad in results[1:]:
@@ -248,14 +287,15 @@ def test_batched_passes_only_where_exact(make_model):
     torch.manual_seed(0)
     model = make_model()
     with pytest.raises(SeiUserError, match="per-sample masks|batch statistics"):
-        build_method("proposed", physics, batched_sure_passes=True)(model, y, physics)
+        build_method("proposed", physics, batched_sure_passes=True, sure_divergence="finite-difference")(model, y, physics)
     # automatic (the default): falls back to the two mask-sharing passes, bit-identical to False
     values = []
     for batched in (None, False):
         torch.manual_seed(1)
-        values.append(build_method("proposed", physics, batched_sure_passes=batched)(model, y, physics, rng=torch.Generator().manual_seed(2))["loss"])
+        objective = build_method("proposed", physics, batched_sure_passes=batched, sure_divergence="finite-difference")
+        values.append(objective(model, y, physics, rng=torch.Generator().manual_seed(2))["loss"])
     assert torch.equal(values[0], values[1])
-    build_method("proposed", physics, batched_sure_passes=True)(model.eval(), y, physics)  # eval mode: exact, allowed
+    build_method("proposed", physics, batched_sure_passes=True, sure_divergence="finite-difference")(model.eval(), y, physics)  # eval mode: allowed
 
 
 def test_objective_is_reproducible_from_its_generator(astronaut):

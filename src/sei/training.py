@@ -58,6 +58,7 @@ class TrainConfig:
     alpha: float = 1.0  # weight of the equivariance term
     stop_gradient: bool = True  # detach the transformed estimate in the equivariance term
     scale_factors: tuple[float, ...] = (0.75, 0.5)  # shrink factors of the scale transform
+    sure_divergence: str = "exact"  # exact | finite-difference (the paper's, gets gamed: sei.losses.SureLoss)
     # model
     model: str | None = None  # registry name (None: the preset's)
     model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {"channels": 16}
@@ -126,8 +127,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     resolved = dataclasses.replace(config, **updates)
     if resolved.batch_size < 1 or resolved.patch_size < 8:
         raise SeiUserError("batch size must be >= 1 and patch size >= 8")
-    from sei.losses import AMP_DTYPES
+    from sei.losses import AMP_DTYPES, SURE_DIVERGENCES
 
+    if resolved.sure_divergence not in SURE_DIVERGENCES:
+        raise SeiUserError(f"--sure_divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {resolved.sure_divergence!r}")
     if resolved.amp not in AMP_DTYPES:
         raise SeiUserError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {resolved.amp!r}")
     if resolved.measurements and resolved.method in ("sup", "supervised"):
@@ -395,7 +398,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     autocast_dtype = AMP_DTYPES[config.amp]
     # autocast covers the network passes only: physics and loss arithmetic stay in float32
     objective = build_method(
-        config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors, autocast_dtype=autocast_dtype
+        config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors, autocast_dtype=autocast_dtype,
+        sure_divergence=config.sure_divergence,
     )
     if objective.uses_ground_truth and config.measurements:
         raise SeiUserError(f"method {config.method!r} needs ground truth, which --measurements does not have")
