@@ -103,6 +103,27 @@ def test_exact_divergence_cannot_be_gamed_by_a_network_that_detects_the_probe(as
     assert gamed_error.mean() < -true_mse.mean()  # reports a negative error: below zero on average
 
 
+@pytest.mark.parametrize("task", ["deblurring", "sr"])
+def test_exact_divergence_is_the_limit_of_the_finite_difference(task):
+    """Loss and parameter gradient of the exact SURE equal the finite difference's as tau -> 0
+    (float64, a ReLU network with pixel shuffle like unet-small): the double backpropagation is right."""
+    physics = make_physics(task, kernel="Gaussian_R1" if task == "deblurring" else None, sr_factor=2 if task == "sr" else None, noise_level=5)
+    torch.manual_seed(0)
+    layers = [torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 12 if task == "sr" else 3, 3, padding=1)]
+    model = torch.nn.Sequential(*layers, *([torch.nn.PixelShuffle(2)] if task == "sr" else [])).double()
+    y = torch.rand(2, 3, 20, 20, dtype=torch.float64)
+    results = []
+    for divergence, tau in (("exact", 0.01), ("finite-difference", 1e-7)):
+        model.zero_grad()
+        objective = build_method("sure", physics, tau=tau, sure_divergence=divergence, autocast_dtype=None, batched_sure_passes=False)
+        loss = objective(model, y, physics, rng=torch.Generator().manual_seed(3))["loss"]
+        loss.backward()
+        results.append((loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (exact, exact_grad), (limit, limit_grad) = results
+    assert torch.allclose(exact, limit, rtol=1e-8)
+    assert (exact_grad - limit_grad).norm() < 1e-6 * limit_grad.norm()
+
+
 def test_partial_sure_ignores_the_border_exactly():
     physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5)
     margin = physics.margin
