@@ -124,6 +124,22 @@ def test_exact_divergence_is_the_limit_of_the_finite_difference(task):
     assert (exact_grad - limit_grad).norm() < 1e-6 * limit_grad.norm()
 
 
+def test_exact_divergence_pass_ignores_autocast():
+    """The pass that is differentiated twice runs in float32 even when the objective autocasts to
+    bf16 (bf16 double backpropagation drifted in training): SURE alone then equals the float32 one."""
+    physics = make_physics("sr", sr_factor=2, noise_level=5)
+    torch.manual_seed(0)
+    model = TinyNet(factor=2)
+    y = torch.rand(2, 3, 16, 16)
+    results = []
+    for dtype in (None, torch.bfloat16):
+        model.zero_grad()
+        loss = build_method("sure", physics, autocast_dtype=dtype)(model, y, physics, rng=torch.Generator().manual_seed(0))["loss"]
+        loss.backward()
+        results.append((loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
 def test_partial_sure_ignores_the_border_exactly():
     physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5)
     margin = physics.margin
