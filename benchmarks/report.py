@@ -18,9 +18,10 @@ ANCHOR = HERE / "results" / "anchor_deepinv.json"
 DOCS = HERE.parent / "docs"
 FIGURES = DOCS / "figures"
 WORK = HERE / "work" / "reproduce"
-ORDER = ["sup", "proposed", "proposed-no_stop_gradient", "css", "ei-shift", "ei-rotate", "sure", "id", "up", "wiener", "pnp", "bm3d", "dip"]
+ORDER = ["sup", "proposed", "proposed-exact_divergence", "proposed-no_stop_gradient", "css", "ei-shift", "ei-rotate", "sure", "sure-exact_divergence", "id", "up", "wiener", "pnp", "bm3d", "dip"]
 NAMES = {
-    "sup": "supervised", "proposed": "SEI (proposed)", "proposed-no_stop_gradient": "SEI without stop-gradient", "css": "CSS",
+    "sup": "supervised", "proposed": "SEI (proposed)", "proposed-no_stop_gradient": "SEI without stop-gradient",
+    "proposed-exact_divergence": "SEI, exact SURE divergence", "sure-exact_divergence": "SURE only, exact divergence", "css": "CSS",
     "ei-shift": "EI-shift", "ei-rotate": "EI-rotate", "sure": "SURE only", "id": "measurement (id)", "up": "bicubic (up)",
     "wiener": "Wiener", "pnp": "PnP-HQS", "bm3d": "BM3D", "dip": "DIP",
 }
@@ -29,7 +30,8 @@ PROBLEMS = ["gaussian_r1", "gaussian_r2", "gaussian_r3", "box_r3", "sr_x2", "sr_
 
 def what(record: dict) -> str:
     name = record["method"] or record["model_kind"]
-    return name + ("" if record.get("stop_gradient", True) else "-no_stop_gradient")
+    exact = record.get("sure_divergence") == "exact"  # older records: the paper's finite difference
+    return name + ("" if record.get("stop_gradient", True) else "-no_stop_gradient") + ("-exact_divergence" if exact else "")
 
 
 def problem(record: dict) -> str:
