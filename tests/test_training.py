@@ -170,3 +170,41 @@ def test_train_on_measurements_only(photo_folder, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--method", "sup", *flags, "--overwrite"]) == 2  # supervised needs ground truth
     assert "ground truth" in capsys.readouterr().err
+
+
+class _MemorisingCheat(torch.nn.Module):
+    """A Wiener filter that recognises its training measurements and answers anything else (such as
+    y + tau b) with an added Laplacian: what the finite-difference SURE rewards (see SureLoss)."""
+
+    def __init__(self, physics, known: list[torch.Tensor], cheat: bool) -> None:
+        super().__init__()
+        self.physics, self.known, self.cheat = physics, known, cheat
+        self.laplacian = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).expand(3, 1, 3, 3)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._one(sample[None]) for sample in y])
+
+    def _one(self, y: torch.Tensor) -> torch.Tensor:
+        wiener = self.physics.prox_l2(0, y, 30.0, img_size=tuple(y.shape[-2:]))
+        if not self.cheat or any(torch.equal(y.detach(), k) for k in self.known):
+            return wiener
+        padded = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="circular")
+        return wiener + torch.nn.functional.conv2d(padded, self.laplacian, groups=3)
+
+
+def test_validation_flags_a_network_that_games_the_finite_difference():
+    from sei.data import MeasuredImages, load_images
+    from sei.losses import build_method
+    from sei.physics import make_physics
+    from sei.training import GAMING_GAP, validate
+
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    training = MeasuredImages([(name, image[:, :64, :64]) for name, image in list(load_images("samples", split="train"))[:2]], physics, seed=0)
+    known = [training[i][2][None] for i in range(len(training))]
+    objective = build_method("proposed", physics, sure_divergence="finite-difference")
+    gaps = {cheat: validate(_MemorisingCheat(physics, known, cheat), physics, None, training, objective, torch.device("cpu")) for cheat in (False, True)}
+    assert abs(gaps[False]["val_sure_gap"]) < 0.1  # honest: the two estimators agree
+    assert gaps[True]["val_sure_gap"] < GAMING_GAP < 0
+    assert gaps[True]["val_sure"] == pytest.approx(gaps[False]["val_sure"])  # the exact SURE is not fooled
+    exact = build_method("proposed", physics)  # the default exact divergence: nothing to compare
+    assert "val_sure_gap" not in validate(_MemorisingCheat(physics, known, True), physics, None, training, exact, torch.device("cpu"))

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -473,6 +474,12 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
                 record["train_seconds"] = round(time.perf_counter() - started - validation_seconds, 3)
                 state.validation.append(record)
                 writer.log_validation(record)
+                if record.get("val_sure_gap", 0.0) < GAMING_GAP:
+                    print(
+                        f"sei: warning: at step {step} the finite-difference SURE is {-record['val_sure_gap']:.1f} sigma^2 below the exact one: "
+                        "the network is gaming the estimator (docs/methods.md, defect 8); use --sure_divergence exact",
+                        file=sys.stderr, flush=True,
+                    )
         if step % config.checkpoint_interval == 0 or last:
             if distributed.is_main:
                 writer.checkpoint(step, model, optimizer, scaler, config, time.perf_counter() - started - validation_seconds)
@@ -499,8 +506,12 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
 @torch.no_grad()
 def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any, objective: Any, device: torch.device) -> dict[str, float]:
     """Validation PSNR on held-out images; with no ground truth anywhere, the SURE estimate of the
-    measurement-domain error on training measurements (an unbiased proxy, see docs/methods.md)."""
+    measurement-domain error on training measurements (exact divergence: an unbiased proxy, see
+    docs/methods.md). A method trained with the finite-difference divergence also gets
+    ``val_sure_gap``: finite-difference minus exact SURE on the same measurements and probes, in
+    units of sigma^2; about 0 for an honest network, strongly negative once it games the estimator."""
     from sei.evaluation import image_metrics
+    from sei.losses import SureLoss, build_method
 
     model.eval()
     record: dict[str, float] = {}
@@ -511,19 +522,26 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
             estimate = model(y[None].to(device))[0].float().cpu()
             psnrs.append(image_metrics(estimate, x)[0])
         record["val_psnr"] = sum(psnrs) / len(psnrs)
-    else:
-        from sei.losses import build_method
-
-        sure = build_method("sure", physics, margin=0, autocast_dtype=None)
+    finite_difference = any(isinstance(loss, SureLoss) and loss.divergence == "finite-difference" for loss in objective.losses.values())
+    estimates: dict[str, float] = {}
+    for divergence in ("exact", "finite-difference") if finite_difference else ("exact",) if "val_psnr" not in record else ():
+        sure = build_method("sure", physics, margin=0, autocast_dtype=None, sure_divergence=divergence)
+        generator = torch.Generator(device=device).manual_seed(0)  # the same probes for both estimators
         values = []
-        generator = torch.Generator(device=device).manual_seed(0)
         for index in range(min(len(training), 4)):
             _, _, y = training[index]
             with torch.enable_grad():
                 values.append(float(sure(model, y[None].to(device), physics, rng=generator)["loss"].detach()))
-        record["val_sure"] = sum(values) / len(values)
+        estimates[divergence] = sum(values) / len(values)
+    if "val_psnr" not in record:
+        record["val_sure"] = estimates["exact"]
+    if finite_difference:
+        record["val_sure_gap"] = (estimates["finite-difference"] - estimates["exact"]) / physics.sigma**2
     model.train()
     return record
+
+
+GAMING_GAP = -0.5  # val_sure_gap below this (sigma^2 units): honest networks measured within +-0.05, gamed ones -2 to -8
 
 
 class _RunWriter:
