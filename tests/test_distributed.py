@@ -46,10 +46,10 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 LR = 5e-4
 STEPS = {"sup": 6, "proposed": 4}  # sup: room for a resume chain 1 -> 2 -> 1 process
 UNET = ("unet-small", {"channels": 8, "levels": 2, "blocks": 1})
-# The paper's SwinIR has stochastic depth. With the exact SURE divergence (the default) the objective
+# The paper's SwinIR has stochastic depth. With the exact SURE divergence the objective
 # runs f(y) (plus a vector-Jacobian product through it) and f(y2) before the one backward, which
 # then differentiates through that product (double backpropagation); with the paper's finite
-# difference it runs f(y), f(y + tau b) (replaying the drop-path masks of f(y)) and f(y2) as three
+# difference (the default) it runs f(y), f(y + tau b) (replaying the drop-path masks of f(y)) and f(y2) as three
 # separate passes. Both are cases where DDP could see parameters "marked ready twice". A tiny SwinIR
 # with drop_path_rate > 0 keeps that structure on CPU.
 SWINIR = ("swinir-tiny", {"embed_dim": 12, "depths": [2], "num_heads": [2], "drop_path_rate": 0.1, "img_size": 16})
@@ -264,7 +264,7 @@ def proposed_runs(tmp_path_factory, photos) -> dict[str, object]:
     ``one``: plain 1 process, with the Monte-Carlo spread recorded at every step."""
     tmp = tmp_path_factory.mktemp("proposed")
     # --download on a folder downloads nothing, but runs the rank-by-rank download barriers
-    config = _config(photos, "proposed", SWINIR, download=True)
+    config = _config(photos, "proposed", SWINIR, download=True, sure_divergence="exact")
     logs, _ = _torchrun(tmp, config, tmp / "two")
     passes = _train_in_process(config, tmp / "halves", world=2)
     spread: list[dict[str, list[float]]] = []
