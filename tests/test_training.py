@@ -208,3 +208,38 @@ def test_validation_flags_a_network_that_games_the_finite_difference():
     assert gaps[True]["val_sure"] == pytest.approx(gaps[False]["val_sure"])  # the exact SURE is not fooled
     exact = build_method("proposed", physics, sure_divergence="exact")  # nothing to compare
     assert "val_sure_gap" not in validate(_MemorisingCheat(physics, known, True), physics, None, training, exact, torch.device("cpu"))
+
+
+def test_stop_on_gaming_keeps_the_weights_of_the_last_honest_validation(photo_folder, tmp_path, monkeypatch):
+    """Validations at steps 2, 4, 6: the gap opens at 6, so the run ends there with step 4's weights
+    (the checkpoint written at step 4 of the same trajectory)."""
+    import sei.training as training
+    from sei.weights import load_weights
+
+    real_validate = training.validate
+
+    def scripted(model, physics, held_out, source, objective, device):
+        record = real_validate(model, physics, held_out, source, objective, device)
+        record["val_sure_gap"] = -3.0 if training_steps[0] >= 6 else 0.0
+        return record
+
+    training_steps = [0]
+    original_log = training._RunWriter.log
+
+    def count(self, step, *args):
+        training_steps[0] = step
+        original_log(self, step, *args)
+
+    monkeypatch.setattr(training, "validate", scripted)
+    monkeypatch.setattr(training._RunWriter, "log", count)
+    config = _config(photo_folder, method="proposed", max_steps=8, val_interval=2, checkpoint_interval=2, stop_on_gaming=True)
+    state = train(config, tmp_path / "run", progress=False)
+    assert state.stopped_early and state.step == 4
+    model, metadata = load_weights(tmp_path / "run" / "weights.safetensors")
+    assert metadata["steps"] == 4
+    at_four = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000004.pt")["model"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, at_four[key]), key
+    assert not (tmp_path / "run" / "checkpoints" / "step_00000006.pt").exists()  # nothing gamed is kept as a checkpoint
+    with pytest.raises(SeiUserError, match="val_interval"):
+        train(dataclasses.replace(config, val_interval=0), tmp_path / "other", progress=False)

@@ -60,6 +60,7 @@ class TrainConfig:
     stop_gradient: bool = True  # detach the transformed estimate in the equivariance term
     scale_factors: tuple[float, ...] = (0.75, 0.5)  # shrink factors of the scale transform
     sure_divergence: str = "finite-difference"  # the paper's | exact (cannot be gamed: sei.losses.SureLoss)
+    stop_on_gaming: bool = False  # end at the last validation before the network games the finite difference
     # model
     model: str | None = None  # registry name (None: the preset's)
     model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {"channels": 16}
@@ -333,6 +334,7 @@ class RunState:
     total_steps: int = 0
     last_terms: dict[str, float] = field(default_factory=dict)
     validation: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False  # --stop_on_gaming ended the run; the weights are those of ``step``
 
 
 def prepare_out_dir(out_dir: Path, resume: str | None, overwrite: bool) -> dict[str, Any] | None:
@@ -375,6 +377,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         config = TrainConfig.from_dict({**checkpoint["config"], "device": config.device, "num_workers": config.num_workers})
     config = resolve_config(config)
     device = _device(config, distributed)
+    if config.stop_on_gaming and (distributed.world_size > 1 or not config.val_interval):
+        raise SeiUserError("--stop_on_gaming needs one process and a --val_interval (it decides at each validation)")
     if config.download and distributed.world_size > 1 and not config.measurements:
         _download_rank_by_rank(config, distributed)
 
@@ -439,6 +443,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, desc=f"{config.method} {config.task}")
     started = time.perf_counter()
     validation_seconds = -float(checkpoint.get("train_seconds", 0.0)) if checkpoint else 0.0  # excluded from the logged training time
+    last_honest: tuple[int, dict[str, torch.Tensor]] | None = None  # --stop_on_gaming: (step, weights) of the last good validation
     for batch in loader:
         lr = learning_rate(step, total_steps, config.lr)
         for group in optimizer.param_groups:
@@ -474,12 +479,21 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
                 record["train_seconds"] = round(time.perf_counter() - started - validation_seconds, 3)
                 state.validation.append(record)
                 writer.log_validation(record)
-                if record.get("val_sure_gap", 0.0) < GAMING_GAP:
+                gamed = record.get("val_sure_gap", 0.0) < GAMING_GAP
+                if gamed:
                     print(
                         f"sei: warning: at step {step} the finite-difference SURE is {-record['val_sure_gap']:.1f} sigma^2 below the exact one: "
-                        "the network is gaming the estimator (docs/methods.md, defect 8); use --sure_divergence exact",
+                        "the network is gaming the estimator (docs/methods.md, defect 8); use --sure_divergence exact or --stop_on_gaming",
                         file=sys.stderr, flush=True,
                     )
+                if config.stop_on_gaming and not gamed:
+                    last_honest = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                elif config.stop_on_gaming and last_honest is not None:
+                    step, weights = last_honest
+                    model.load_state_dict(weights)
+                    state.step, state.stopped_early = step, True
+                    print(f"sei: stopping: keeping the weights of step {step}, the last validation before the gaming", file=sys.stderr, flush=True)
+                    break
         if step % config.checkpoint_interval == 0 or last:
             if distributed.is_main:
                 writer.checkpoint(step, model, optimizer, scaler, config, time.perf_counter() - started - validation_seconds)

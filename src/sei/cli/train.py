@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stop_gradient", "--no-stop-gradient", dest="stop_gradient", action="store_false", default=None, help="let gradients flow through the transformed estimate")
     parser.add_argument("--alpha", type=float, default=None, help="weight of the equivariance term (default 1)")
     parser.add_argument("--sure_divergence", "--sure-divergence", choices=("exact", "finite-difference"), default=None, help="SURE's divergence: finite-difference (the paper's, default; validation warns if the network games it) or exact")
+    parser.add_argument("--stop_on_gaming", "--stop-on-gaming", action="store_true", default=None, help="end training at the last validation before the network games SURE's finite difference (one process)")
     parser.add_argument("--dataset", default=None, help="div2k, urban100, ct, samples (default) or a folder of images")
     parser.add_argument("--measurements", default=None, help="train on a folder of measurements only (no ground truth)")
     parser.add_argument("--data_root", "--data-root", default=None, help="dataset folder (default $SEI_DATA_ROOT or ~/.cache/sei/data)")
