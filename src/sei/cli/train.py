@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
     if state.validation:
-        print(f"validation at step {state.step}: {state.validation[-1]}")
-    print(f"trained {state.step} steps; weights: {out_dir / 'weights.safetensors'}")
+        last = state.validation[-1]
+        print(f"validation at step {last['step']}: {', '.join(f'{k} {v:.4g}' for k, v in last.items() if k != 'step')}")
+    kept = f" (stopped on gaming: the weights of step {state.step})" if state.stopped_early else ""
+    print(f"trained {state.step} steps{kept}; weights: {out_dir / 'weights.safetensors'}")
     return 0
