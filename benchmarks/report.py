@@ -180,7 +180,8 @@ def longer_budget(records: list[dict], main_steps: int) -> list[str]:
 def main() -> None:
     everything = json.loads(RESULTS.read_text())
     budgets = [r["steps"] for r in everything if r["method"]]
-    main_steps = max(set(budgets), key=budgets.count)  # the grid's budget: the most common one
+    supervised = lambda b: len({problem(r) for r in everything if r["method"] == "sup" and r["steps"] == b})  # noqa: E731
+    main_steps = max(set(budgets), key=lambda b: (supervised(b), budgets.count(b)))  # the grid's budget: the most complete one
     records = [r for r in everything if not r["method"] or r["steps"] == main_steps]
     trained = [r for r in records if r["method"]]
     steps = sorted({r["steps"] for r in trained})
