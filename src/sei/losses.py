@@ -65,6 +65,8 @@ SURE_DIVERGENCES = ("exact", "finite-difference")
 # The paper's finite difference stays the default: it was faster and, on SR x2, better within the
 # budgets measured; the exact divergence cannot be gamed (SureLoss's docstring, docs/methods.md).
 DEFAULT_SURE_DIVERGENCE = "finite-difference"
+# --amp -> autocast of the network passes: "auto" is bf16 on CPUs with native bf16 (measured 2.1x per
+# SEI step, no PSNR loss; docs/performance.md) and float32 elsewhere until measured.
 AMP_DTYPES: dict[str, AutocastDtype] = {"auto": "auto", "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_CHANNELS_LAST = True
 
@@ -153,9 +155,9 @@ class SureLoss(Loss):
     tell :math:`y + \tau M b` from :math:`y` by its noise level (:math:`\sqrt{\sigma^2 + \tau^2}`
     against :math:`\sigma`) and learn to answer perturbed inputs differently, which drives the
     estimated divergence, and SURE, far below their true values. We measured it: SR x2, unet-small,
-    after ~2000 steps the finite-difference divergence at :math:`\tau = 0.01` was -0.25 while the
+    after ~2000 steps the finite-difference divergence at :math:`\tau = 0.01` was -0.60 while the
     exact one was +0.56 (and the finite difference at :math:`\tau` = 0.003 or 0.03 agreed with the exact
-    one), SURE reported :math:`-1.0\sigma^2` for a true error of :math:`+0.62\sigma^2`, and the test
+    one), SURE reported :math:`-1.73\sigma^2` for a true error of :math:`+0.58\sigma^2`, and the test
     PSNR fell after its peak (docs/results.md). The exact divergence has nothing to detect. It is not
     the default: per step it costs 2.7-3x the finite difference on a bf16 CPU (its pass runs in
     float32, see :class:`Objective`), and within 3000 steps it was better on Gaussian_R2 but worse on

@@ -140,9 +140,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     return resolved
 
 
-# --amp -> the objective's autocast: "auto" is bf16 on CPUs with native bf16 (measured 2.1x per SEI
-# step, no PSNR loss; docs/performance.md) and float32 elsewhere until measured.
-
 
 def learning_rate(step: int, total_steps: int, base_lr: float) -> float:
     """The paper's schedule: constant for the first half, then linear decay to 1% of the start.
@@ -538,8 +535,11 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
         record["val_psnr"] = sum(psnrs) / len(psnrs)
     losses = getattr(objective, "losses", {})  # an Objective; anything else is validated without the gap
     finite_difference = any(isinstance(loss, SureLoss) and loss.divergence == "finite-difference" for loss in losses.values())
+    divergences = ["exact"] if finite_difference or "val_psnr" not in record else []
+    if finite_difference:
+        divergences.append("finite-difference")
     estimates: dict[str, float] = {}
-    for divergence in ("exact", "finite-difference") if finite_difference else ("exact",) if "val_psnr" not in record else ():
+    for divergence in divergences:
         sure = build_method("sure", physics, margin=0, autocast_dtype=None, sure_divergence=divergence)
         generator = torch.Generator(device=device).manual_seed(0)  # the same probes for both estimators
         values = []

@@ -25,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from sei.data import MeasuredImages, load_images
     from sei.errors import SeiUserError
     from sei.evaluation import image_metrics
