@@ -8,12 +8,19 @@ chosen photographs and the packages' copyright files, cuts each photograph into 
 side is 256, bicubic with antialiasing, exactly as ``sei.data.load_images`` does. Tiles with almost
 no detail (open sky, an out-of-focus background) are left out: they teach a deblurring network nothing.
 
+Ten photographs (``HELD_OUT``) are never cut into training tiles: they are the test images of the
+own-measurements benchmark (benchmarks/own_measurements.py), real photographs that no shipped model saw.
+They are exported whole, resized (bicubic, antialiased, aspect kept) so that each is about 1 MP, as 8-bit
+PNGs in a sibling folder (``<output>_held_out/``, by default ``benchmarks/photo_pool_held_out/``) with
+their own manifest and attribution. The folder is a sibling, not a subfolder, because loaders read every
+image below ``--dataset`` (recursively).
+
 The output folder holds the PNG tiles, ``manifest.json`` (tile -> photograph, package, licence) and
 ``ATTRIBUTION.md`` generated from the packages' ``debian/copyright``; it is git-ignored and must never
 be committed. Running the script again does nothing when the pool is complete and up to date.
 
 usage:
-  python benchmarks/photo_pool.py                   # -> benchmarks/photo_pool/
+  python benchmarks/photo_pool.py                   # -> benchmarks/photo_pool/ (+ photo_pool_held_out/)
   python benchmarks/photo_pool.py --output /data/pool --keep-cache
 then train or test on it with ``--dataset benchmarks/photo_pool``.
 """
@@ -37,7 +44,8 @@ from PIL import Image, ImageOps
 from sei.imageio import resize_short_side, to_uint8
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "photo_pool"
-FORMAT_VERSION = 2  # bump when the tiling changes, so that existing pools are rebuilt
+FORMAT_VERSION = 3  # bump when the tiling changes, so that existing pools are rebuilt (3: HELD_OUT left out)
+HELD_OUT_PIXELS = 1_000_000  # each held-out photograph is resized to about this many pixels
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,39 @@ PACKAGES = (
          "RainDrops.jpg", "Storm.jpg", "TwoWings.jpg", "Wood.jpg", "YellowFlower.jpg"),
     ),
 )
+
+
+# Test photographs of benchmarks/own_measurements.py: never training tiles. Varied content with detail:
+# textures and objects, animals, landscapes, flowers (file names are unique across the packages).
+HELD_OUT = (
+    "Picture_1A_by_freespace.jpg",  # paint brushes: fine texture, saturated colours
+    "Wine_by_Jakkub_Mede.jpg",  # an interior: objects, wood, glass
+    "friends_by_Aitzol_Berasategi.jpg",  # two dogs at a door, fur and planks
+    "Kleiber_by_Lukas_Baubkus.jpg",  # a nuthatch on tree bark
+    "LadyBird.jpg",  # a ladybird on forget-me-nots
+    "life_by_Aitzol_Berasategi.jpg",  # a stream through a forest, rocks
+    "picosdeeuropa_by_Aitzol_Berasategi.jpg",  # mountain landscape, a path
+    "Dune.jpg",  # dune grass against the sea
+    "flowers.png",  # a meadow of wild flowers
+    "YellowFlower.jpg",  # a yellow flower, petals and pollen
+)
+
+
+def held_out_folder(output: Path) -> Path:
+    """Where the held-out photographs go: next to the pool, never inside it (loaders recurse)."""
+    return output.with_name(f"{output.name}_held_out")
+
+
+def training_photos(package: Package) -> tuple[str, ...]:
+    """The package's photographs that are cut into training tiles: all but the held-out ones."""
+    return tuple(photo for photo in package.photos if photo not in HELD_OUT)
+
+
+def held_out_size(width: int, height: int, pixels: int | None = None) -> int:
+    """The shorter side that makes a ``width x height`` photograph about ``pixels`` pixels (default
+    ``HELD_OUT_PIXELS``; never enlarged)."""
+    scale = min(1.0, ((pixels or HELD_OUT_PIXELS) / (width * height)) ** 0.5)
+    return round(min(width, height) * scale)
 
 
 # --- fetch and extract -------------------------------------------------------------------------
@@ -174,6 +215,18 @@ def detail(tile: torch.Tensor) -> float:
     return (luma.diff(dim=0).abs().mean() + luma.diff(dim=1).abs().mean()).item()
 
 
+def export_held_out(photo: Path, stem: str, folder: Path) -> tuple[str, list[int], list[int]]:
+    """Write one held-out photograph whole at about 1 MP; return its name, original and saved (W, H)."""
+    with Image.open(photo) as opened:
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    name = f"{stem}.png"
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
+    resized = resize_short_side(pixels, held_out_size(image.width, image.height))
+    if not (folder / name).is_file():
+        save_png(resized, folder / name)
+    return name, [image.width, image.height], [resized.shape[2], resized.shape[1]]
+
+
 def cut_tiles(photo: Path, stem: str, output: Path, tile_short: int, size: int, min_detail: float) -> tuple[list[str], int]:
     """Write the tiles of one photograph; return their names and the number of flat tiles left out."""
     with Image.open(photo) as opened:
@@ -196,17 +249,23 @@ def cut_tiles(photo: Path, stem: str, output: Path, tile_short: int, size: int, 
 
 
 def build(output: Path, tile_short: int, size: int, min_detail: float, keep_cache: bool) -> dict:
-    settings = {"format": FORMAT_VERSION, "tile_short": tile_short, "size": size, "min_detail": min_detail}
+    settings = {"format": FORMAT_VERSION, "tile_short": tile_short, "size": size, "min_detail": min_detail,
+                "held_out": list(HELD_OUT), "held_out_pixels": HELD_OUT_PIXELS}
     manifest_path = output / "manifest.json"
+    held_folder = held_out_folder(output)
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("settings") == settings and all((output / t["file"]).is_file() for t in manifest["tiles"]):
-            print(f"{output}: up to date, {len(manifest['tiles'])} tiles from {manifest['photos']} photographs")
+        complete = all((output / t["file"]).is_file() for t in manifest["tiles"]) and all(
+            (held_folder / h["file"]).is_file() for h in manifest.get("held_out", [{"file": "?"}]))
+        if manifest.get("settings") == settings and complete:
+            print(f"{output}: up to date, {len(manifest['tiles'])} tiles from {manifest['photos']} photos, "
+                  f"{len(manifest['held_out'])} held out in {held_folder}")
             return manifest
     output.mkdir(parents=True, exist_ok=True)
+    held_folder.mkdir(parents=True, exist_ok=True)
     cache = output / ".cache"  # hidden: image loaders skip it
     cache.mkdir(exist_ok=True)
-    tiles, attributions, flat_total, photo_count = [], [], 0, 0
+    tiles, held_out, attributions, flat_total, photo_count = [], [], [], 0, 0
     for package in PACKAGES:
         deb = download_deb(package.name, cache)
         version = deb_version(deb)
@@ -220,27 +279,41 @@ def build(output: Path, tile_short: int, size: int, min_detail: float, keep_cach
         notice = (root / package.notice).read_text(encoding="utf-8", errors="replace").strip() if package.notice else None
         for photo in package.photos:
             stem = f"{package.name}__{Path(photo).stem}"
-            names, flat = cut_tiles(root / package.folder / photo, stem, output, tile_short, size, min_detail)
             rights = credit(paragraphs, f"{package.upstream_folder}/{photo}")
             if notice:  # the upstream notice is more specific than debian/copyright's catch-all paragraph
                 rights["license"] += " (see the upstream notice below)"
+            entry = {"photo": photo, "package": package.name, "version": version, **rights, "notice": notice}
+            if photo in HELD_OUT:  # a test image: exported whole, never tiled
+                name, original, saved = export_held_out(root / package.folder / photo, stem, held_folder)
+                held_out.append({"file": name, "photo": photo, "package": package.name,
+                                 "original_size": original, "size": saved, **rights})
+                attributions.append({**entry, "tiles": f"held out ({saved[0]}x{saved[1]})"})
+                continue
+            names, flat = cut_tiles(root / package.folder / photo, stem, output, tile_short, size, min_detail)
             tiles += [{"file": name, "photo": photo, "package": package.name, **rights} for name in names]
-            attributions.append({"photo": photo, "package": package.name, "version": version, "tiles": len(names), **rights,
-                                 "notice": notice})
+            attributions.append({**entry, "tiles": len(names)})
             flat_total += flat
             photo_count += 1
     expected = {tile["file"] for tile in tiles}
     for stale in output.glob("*.png"):  # tiles of an earlier setting
         if stale.name not in expected:
             stale.unlink()
-    manifest = {"settings": settings, "photos": photo_count, "flat_tiles_left_out": flat_total, "tiles": tiles}
+    for stale in held_folder.glob("*.png"):
+        if stale.name not in {h["file"] for h in held_out}:
+            stale.unlink()
+    manifest = {"settings": settings, "photos": photo_count, "flat_tiles_left_out": flat_total,
+                "tiles": tiles, "held_out": held_out}
     write_attribution(output / "ATTRIBUTION.md", attributions)
+    write_attribution(held_folder / "ATTRIBUTION.md", attributions)
+    held_manifest = {"settings": settings, "photos": held_out}
+    (held_folder / "manifest.json").write_text(json.dumps(held_manifest, indent=1))
     temporary = manifest_path.with_name(".manifest.json.tmp")
     temporary.write_text(json.dumps(manifest, indent=1))
     os.replace(temporary, manifest_path)  # written last: its presence means the pool is complete
     if not keep_cache:
         shutil.rmtree(cache)
-    print(f"{output}: {len(tiles)} tiles from {photo_count} photographs ({flat_total} flat tiles left out)")
+    print(f"{output}: {len(tiles)} tiles from {photo_count} photographs ({flat_total} flat tiles left out); "
+          f"{len(held_out)} photographs held out in {held_folder}")
     return manifest
 
 
@@ -250,6 +323,7 @@ def write_attribution(path: Path, attributions: list[dict]) -> None:
         "",
         "Tiles (cut and resized, a modification) of photographs shipped by Debian packages; copyright and",
         "licence as stated in each package's debian/copyright. Do not redistribute without this file.",
+        "Held-out photographs (test images, never tiled) are resized whole to about 1 MP (a modification).",
         "",
         "| photograph | package (version) | tiles | copyright | licence |",
         "|---|---|---|---|---|",
@@ -263,7 +337,8 @@ def write_attribution(path: Path, attributions: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="pool folder (default benchmarks/photo_pool)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="pool folder (default benchmarks/photo_pool); held-out photos go to <output>_held_out")
     parser.add_argument("--tile", type=int, default=1024, help="tile height in photograph pixels (width 1.5x)")
     parser.add_argument("--size", type=int, default=256, help="shorter side of the saved tiles")
     parser.add_argument("--min-detail", type=float, default=0.006, help="leave out tiles whose mean |luma gradient| is below this")

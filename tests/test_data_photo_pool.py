@@ -52,3 +52,77 @@ def test_detail_separates_flat_from_textured():
 def test_every_package_lists_distinct_photographs():
     photos = [(p.name, photo) for p in photo_pool.PACKAGES for photo in p.photos]
     assert len(photos) == len(set(photos)) == 38
+
+
+def test_held_out_photographs_are_pool_photographs_never_cut_into_tiles():
+    every = {photo for package in photo_pool.PACKAGES for photo in package.photos}
+    assert len(photo_pool.HELD_OUT) == len(set(photo_pool.HELD_OUT)) == 10 and set(photo_pool.HELD_OUT) <= every
+    training = {photo for package in photo_pool.PACKAGES for photo in photo_pool.training_photos(package)}
+    assert training.isdisjoint(photo_pool.HELD_OUT) and training | set(photo_pool.HELD_OUT) == every
+
+
+def test_held_out_folder_is_beside_the_pool_not_inside():
+    pool = Path("/data/photo_pool")  # loaders read every image below --dataset, so inside would leak them
+    assert photo_pool.held_out_folder(pool) == Path("/data/photo_pool_held_out")
+    assert not photo_pool.held_out_folder(pool).is_relative_to(pool)
+
+
+def test_held_out_photographs_are_about_one_megapixel_and_never_enlarged():
+    short = photo_pool.held_out_size(6028, 3391)
+    assert abs(short * round(6028 * short / 3391) - 1e6) < 2e3
+    assert photo_pool.held_out_size(900, 600) == 600
+
+
+def test_build_keeps_held_out_photographs_out_of_the_tiles(tmp_path, monkeypatch):
+    """The whole build on two fake photographs, one of them held out: it is exported whole, never tiled."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from sei.data import load_images
+
+    held, kept = photo_pool.HELD_OUT[0], "kept.jpg"
+    package = photo_pool.Package("fake-wallpapers", "usr/share/backgrounds", "bg", (kept, held))
+    output = tmp_path / "pool"
+    root = output / ".cache" / package.name
+    (root / package.folder).mkdir(parents=True)
+    (root / "usr/share/doc" / package.name).mkdir(parents=True)
+    (root / "usr/share/doc" / package.name / "copyright").write_text(COPYRIGHT)
+    generator = np.random.default_rng(0)
+    for name in (kept, held):
+        pixels = generator.integers(0, 256, (120, 180, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / package.folder / name, format="PNG")  # any suffix: PIL reads it
+    monkeypatch.setattr(photo_pool, "PACKAGES", (package,))
+    monkeypatch.setattr(photo_pool, "download_deb", lambda name, cache: cache / f"{name}_1_all.deb")
+    monkeypatch.setattr(photo_pool, "deb_version", lambda deb: "1")
+    monkeypatch.setattr(photo_pool, "extract", lambda deb, members, destination: None)
+    monkeypatch.setattr(photo_pool, "HELD_OUT_PIXELS", 6000)
+    manifest = photo_pool.build(output, tile_short=1024, size=32, min_detail=0.0, keep_cache=True)
+    assert {tile["photo"] for tile in manifest["tiles"]} == {kept}
+    assert [h["photo"] for h in manifest["held_out"]] == [held] and manifest["held_out"][0]["size"] == [94, 63]
+    stem = Path(held).stem
+    assert not any(stem in path.name for path in output.rglob("*.png"))
+    assert not any(stem in identity for identity, _ in load_images(str(output), split="train"))
+    held_folder = photo_pool.held_out_folder(output)
+    assert (held_folder / manifest["held_out"][0]["file"]).is_file()
+    assert json.loads((held_folder / "manifest.json").read_text())["photos"][0]["photo"] == held
+    assert "held out (94x63)" in (held_folder / "ATTRIBUTION.md").read_text()
+
+
+def test_a_built_pool_holds_no_held_out_photograph():
+    manifest_path = photo_pool.DEFAULT_OUTPUT / "manifest.json"
+    if not manifest_path.is_file():
+        import pytest
+
+        pytest.skip("no photo pool built here (python benchmarks/photo_pool.py)")
+    import json
+
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["settings"].get("format") != photo_pool.FORMAT_VERSION:
+        import pytest
+
+        pytest.skip("the photo pool here is of an older format: rebuild it")
+    assert not {tile["photo"] for tile in manifest["tiles"]} & set(photo_pool.HELD_OUT)
+    stems = [Path(photo).stem for photo in photo_pool.HELD_OUT]
+    assert not [p.name for p in photo_pool.DEFAULT_OUTPUT.rglob("*.png") if any(f"__{s}_y" in p.name for s in stems)]
