@@ -143,6 +143,12 @@ def read_image(path: str | Path, channels: int | None = 3, dicom_window: tuple[f
                 array = _pil_to_array(ImageOps.exif_transpose(image))
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
             raise SeiUserError(f"cannot read image {path}: {error}") from error
+    finite = np.isfinite(array)
+    if not finite.all():  # a float file with holes: restoring it would spread NaN over the output
+        raise SeiUserError(
+            f"{path} contains {int((~finite).sum())} NaN or infinite value(s); fill or mask them before restoring "
+            "(sei needs a finite measurement everywhere)"
+        )
     return array_to_tensor(array, channels)
 
 

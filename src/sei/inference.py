@@ -39,15 +39,6 @@ def resolve_device(name: str) -> torch.device:
         raise SeiUserError(f"unknown device {name!r}: {error}") from error
 
 
-def _pick(flag: Any, stored: Any, name: str) -> Any:
-    """The weights' own value wins when the flag is absent; a conflicting flag is an error."""
-    if flag is None:
-        return stored
-    if stored is not None and str(flag).lower() != str(stored).lower():
-        raise SeiUserError(f"these weights were trained for {name}={stored}, but {name}={flag} was asked; drop the flag or use other weights")
-    return flag
-
-
 def load_reconstructor(
     weights: str | None,
     model_kind: str | None,
@@ -79,21 +70,14 @@ def load_reconstructor(
             raise SeiUserError(f"--model_kind {model_kind} is a network: give its trained --weights (a file or a pretrained name)")
     if not weights:
         weights = default_weights(task, kernel, sr_factor, noise_level)
-    from sei.weights import load_weights
+    from sei.weights import load_weights_with_physics
 
-    network, metadata = load_weights(weights, device=str(device), task=task, kernel=kernel, sr_factor=sr_factor)
+    network, metadata, physics = load_weights_with_physics(
+        weights, device=str(device), task=task, kernel=kernel, sr_factor=sr_factor, noise_level=noise_level
+    )
     stored_model = (metadata.get("model") or {}).get("name")
     if model_kind is not None and stored_model not in (None, model_kind):
         raise SeiUserError(f"--model_kind {model_kind} does not match the weights, which hold a {stored_model} network; drop --model_kind")
-    task = _pick(task, metadata.get("task"), "task") or "deblurring"
-    if task == "deblurring":
-        kernel = _pick(kernel, metadata.get("kernel"), "kernel")
-    else:
-        stored = metadata.get("sr_factor")
-        sr_factor = _pick(sr_factor, int(stored) if stored is not None else None, "sr_factor")
-    stored_noise = metadata.get("noise_level")
-    noise = float(stored_noise) if noise_level is None and stored_noise is not None else (5.0 if noise_level is None else noise_level)
-    physics = make_physics(task, kernel=kernel if task == "deblurring" else None, sr_factor=sr_factor if task == "sr" else None, noise_level=noise).to(device)
     network = network.to(device).eval()
 
     @torch.no_grad()
@@ -103,17 +87,37 @@ def load_reconstructor(
     return Loaded(reconstruct, physics, {"weights": str(weights), **metadata}, network)
 
 
-def default_weights(task: str | None, kernel: str | None, sr_factor: int | None, noise_level: float | None) -> str:
-    """The shipped model for a task, e.g. ``sei-gaussian_r2-noise5``; an error if there is none."""
+def default_weights(task: str | None, kernel: Any, sr_factor: int | None, noise_level: float | None) -> str:
+    """The shipped model for a task, e.g. ``sei-gaussian_r2-noise5`` (a kernel file holding the same PSF
+    as a shipped model's kernel finds it too); an error if there is none."""
+    name = closest_shipped(task, kernel, sr_factor, noise_level, same_kernel=True)
+    if name is None:
+        raise SeiUserError("no shipped model for this task; pass --weights FILE_OR_NAME or a --model_kind such as wiener or pnp "
+                           "(or train one on your measurements: sei restore)")
+    return name
+
+
+def closest_shipped(task: str | None, kernel: Any, sr_factor: int | None, noise_level: float | None, same_kernel: bool = False) -> str | None:
+    """The shipped model nearest to a problem: same task (and SR factor), the same kernel by value when
+    there is one (any kernel unless ``same_kernel``), then the nearest noise level; ``None`` if none fits."""
+    from sei.physics import get_kernel
+    from sei.physics.state import kernels_match
     from sei.weights import PRETRAINED
 
     task = task or "deblurring"
-    noise = 5 if noise_level is None else noise_level
-    suffix = f"noise{int(noise)}" if float(noise).is_integer() else f"noise{noise}"
-    name = f"sei-{(kernel or 'Gaussian_R2').lower()}-{suffix}" if task == "deblurring" else f"sei-sr_x{sr_factor or 2}-{suffix}"
-    if name not in PRETRAINED:
-        raise SeiUserError(f"no shipped model for this task ({name}); pass --weights FILE_OR_NAME or a --model_kind such as wiener or pnp")
-    return name
+    wanted = get_kernel(kernel if kernel is not None else "Gaussian_R2") if task == "deblurring" else None
+    noise = 5.0 if noise_level is None else float(noise_level)
+    candidates = []
+    for name, cfg in PRETRAINED.items():
+        if cfg.task != task or (task == "sr" and cfg.sr_factor != (sr_factor or 2)):
+            continue
+        matches = wanted is None or kernels_match(get_kernel(cfg.kernel), wanted)
+        if same_kernel and not matches:
+            continue
+        if same_kernel and noise_level is not None and abs(cfg.noise_level - noise) > 1e-9:
+            continue
+        candidates.append((not matches, abs(cfg.noise_level - noise), name))
+    return min(candidates)[2] if candidates else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ import torch
 import torch.distributed as dist
 
 from sei.errors import SeiUserError
+from sei.physics.noise import parse_noise_level
+from sei.runtime import parse_duration
 
 # ---------------------------------------------------------------------------------------------
 # configuration
@@ -42,7 +44,8 @@ class TrainConfig:
     task: str = "deblurring"  # "deblurring" or "sr"
     kernel: str | None = None  # deblurring kernel name or file (None: Gaussian_R2)
     sr_factor: int | None = None  # SR factor (None: 2)
-    noise_level: float = 5.0  # Gaussian noise std in 8-bit units
+    noise_level: float | str = 5.0  # Gaussian noise std in 8-bit units, or "auto": estimated from --measurements
+    noise_estimate: float | None = None  # with "auto": the estimate, filled in by the run (a resumed run keeps it)
     # data
     dataset: str = "samples"  # div2k | urban100 | ct | samples | a folder of images
     measurements: str | None = None  # a folder of measurements only (no ground truth anywhere)
@@ -64,10 +67,12 @@ class TrainConfig:
     # model
     model: str | None = None  # registry name (None: the preset's)
     model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {"channels": 16}
+    init: str | None = None  # start from these weights (a file or a shipped / paper name); architecture from its metadata
     # optimisation
     lr: float | None = None  # Adam learning rate (None: the preset's, per task)
     epochs: float | None = None  # passes over the training images (used when max_steps is None)
     max_steps: int | None = None  # optimizer steps; wins over epochs
+    time_limit: float | None = None  # wall-clock budget in seconds: the step count is planned to fit it
     seed: int = 0
     # bookkeeping
     checkpoint_interval: int = 500  # steps between checkpoints
@@ -92,6 +97,10 @@ class TrainConfig:
         if unknown:
             raise SeiUserError(f"unknown configuration key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
         data = dict(data)
+        if isinstance(data.get("time_limit"), str):
+            data["time_limit"] = parse_duration(data["time_limit"])
+        if isinstance(data.get("noise_level"), str):
+            data["noise_level"] = parse_noise_level(data["noise_level"])
         if "scale_factors" in data and data["scale_factors"] is not None:
             data["scale_factors"] = tuple(float(s) for s in data["scale_factors"])
         return cls(**data)
@@ -117,7 +126,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         updates["model"] = preset["model"] or DEFAULT_CPU_MODEL
     if config.lr is None:
         updates["lr"] = preset["lr"][config.task]
-    if config.max_steps is None and config.epochs is None:
+    if config.max_steps is None and config.epochs is None and config.time_limit is None:  # a budget plans its own steps
         if "max_steps" in preset:
             updates["max_steps"] = preset["max_steps"]
         else:
@@ -187,8 +196,10 @@ class StepBatches(torch.utils.data.Sampler):
         return [(p // self.n, int(self._permutation(p // self.n)[p % self.n])) for p in range(first, first + share)]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start_step, self.total_steps):
+        step = self.start_step
+        while step < self.total_steps:  # read each time: a time budget re-plans the total during the run
             yield self.keys(step)
+            step += 1
 
     def __len__(self) -> int:
         return self.total_steps - self.start_step
@@ -332,6 +343,54 @@ class RunState:
     last_terms: dict[str, float] = field(default_factory=dict)
     validation: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False  # --stop_on_gaming ended the run; the weights are those of ``step``
+    noise_level: float | None = None  # the level the run trained with (estimated for --noise_level auto)
+    out_of_time: bool = False  # --time_limit ended the run before its planned steps
+
+
+class TimeBudget:
+    """Plans how many steps fit a wall-clock budget, so that the learning-rate schedule still decays
+    to its end inside it. The first plan comes after a few timed steps; the plan is revised every
+    ``replan_every`` steps from the measured time per step, and the time that validations take is
+    charged to the budget. The run also stops when the budget is spent, whatever the plan said.
+
+    Budget runs are not bitwise reproducible (the step count depends on the machine's speed); runs
+    with ``--max_steps`` are.
+    """
+
+    first_plan_after = 4  # steps timed before the first plan (the very first step pays one-time costs)
+    replan_every = 25
+    reserve_fraction = 0.02  # of the budget, kept for the final validation, weights and figure
+
+    def __init__(self, seconds: float, start_step: int, cap: int | None, started: float) -> None:
+        self.seconds, self.deadline = float(seconds), started + float(seconds)
+        self.start_step, self.cap = start_step, cap
+        self.timed_from: tuple[int, float] | None = None  # (step, time) after the first step of this session
+        self.validation_seconds = 0.0
+        self.last_validation_seconds = 0.0
+
+    def initial_total(self) -> int:
+        return self.cap if self.cap is not None else 1 << 40  # unknown until timed: the schedule is flat until then
+
+    def validated(self, seconds: float) -> None:
+        self.validation_seconds += seconds
+        self.last_validation_seconds = seconds
+
+    def plan(self, step: int, total: int, val_interval: int, now: float) -> int:
+        """The total step count to aim for, as known at ``step``."""
+        if self.timed_from is None:
+            self.timed_from = (step, now)
+            self.validation_seconds = 0.0
+        done = step - self.timed_from[0]
+        if now >= self.deadline - self.reserve_fraction * self.seconds:
+            return step  # out of time: this step is the last
+        if done < self.first_plan_after or (done - self.first_plan_after) % self.replan_every:
+            return total
+        per_step = max(now - self.timed_from[1] - self.validation_seconds, 1e-9) / done
+        remaining = self.deadline - now - self.reserve_fraction * self.seconds - self.last_validation_seconds
+        validations_per_step = 1.0 / val_interval if val_interval else 0.0
+        affordable = step + max(0, int(remaining / (per_step + validations_per_step * self.last_validation_seconds)))
+        planned = max(step + 1, affordable)
+        return min(planned, self.cap) if self.cap is not None else planned
 
 
 def prepare_out_dir(out_dir: Path, resume: str | None, overwrite: bool) -> dict[str, Any] | None:
@@ -351,18 +410,91 @@ def prepare_out_dir(out_dir: Path, resume: str | None, overwrite: bool) -> dict[
     return None
 
 
+GAMING_GAP = -0.5  # val_sure_gap below this (sigma^2 units): honest networks measured within +-0.1, gamed ones -2 to -8
+
+
+RESUME_OVERRIDES = ("device", "num_workers", "max_steps", "epochs", "time_limit")  # what a resumed run may change
+
+
+def resumed_config(stored: dict[str, Any], given: TrainConfig) -> TrainConfig:
+    """The configuration of a resumed run: the checkpoint's, with the device and workers of this
+    session and, when given, a new budget (``max_steps``, ``epochs``, ``time_limit``). A longer budget
+    re-plans the learning-rate schedule for the new total (docs/training.md, "Resuming")."""
+    updates = {"device": given.device, "num_workers": given.num_workers}
+    for name in ("max_steps", "epochs", "time_limit"):
+        if getattr(given, name) is not None:
+            updates[name] = getattr(given, name)
+    if given.max_steps is not None and "epochs" not in updates:
+        updates["epochs"] = None
+    return TrainConfig.from_dict({**stored, **updates})
+
+
+def init_model_config(config: TrainConfig) -> TrainConfig:
+    """``--init``: the architecture comes from the weights' metadata; a different task or SR factor is
+    refused (the network's output size would be wrong), a different kernel or noise level is fine-tuning."""
+    _, metadata, _ = _load_init(config)
+    stored = dict(metadata.get("model") or {})
+    name = stored.pop("name", None)
+    for key in ("task", "sr_factor"):
+        stored.pop(key, None)
+    if config.model is not None and config.model != name:
+        raise SeiUserError(f"--init {config.init} holds a {name} network, but --model {config.model} was asked; drop --model")
+    unknown = {k: v for k, v in config.model_options.items() if stored.get(k) != v}
+    if unknown:
+        raise SeiUserError(f"--init {config.init} fixes the network's options; drop model_options {sorted(unknown)}")
+    return dataclasses.replace(config, model=name, model_options=stored)
+
+
+def _load_init(config: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any], Any]:
+    from sei.weights import load_weights_with_physics
+
+    try:
+        return load_weights_with_physics(config.init, task=config.task, sr_factor=config.sr_factor if config.task == "sr" else None,
+                                         kernel=None)
+    except SeiUserError as error:
+        raise SeiUserError(f"--init {config.init}: {error}") from error
+
+
+def _training_data(config: TrainConfig, physics: Any) -> tuple[Any, Any]:
+    """The training measurements (with ground truth when simulated) and the held-out validation set."""
+    from sei.data import MeasuredImages, MeasurementFolder, load_images
+
+    if config.measurements:
+        return MeasurementFolder(config.measurements), None
+    images = load_images(config.dataset, split="train", root=config.data_root, download=config.download, resize=config.resize)
+    source = MeasuredImages(images, physics, seed=config.seed)
+    if not config.val_images:
+        return source, None
+    held_out = load_images(config.val_dataset or config.dataset, split="test", root=config.data_root, download=config.download, resize=config.resize)
+    return source, MeasuredImages(list(held_out)[: config.val_images], physics, seed=config.seed)
+
+
+def _estimate_noise(config: TrainConfig, source: Any, physics: Any) -> float:
+    """``--noise_level auto``: the level estimated from the training measurements themselves, printed."""
+    from sei.noise_estimation import estimate_noise_level
+
+    estimate = estimate_noise_level([y for _, _, y in source], physics=physics)
+    print(f"sei: estimated noise level {estimate.level:.3g} (8-bit units) from {len(source)} measurement(s) "
+          f"({estimate.method})", file=sys.stderr, flush=True)
+    return float(estimate.level)
+
+
 def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, overwrite: bool = False, progress: bool = True) -> RunState:
     """Train a network as ``config`` says, writing everything under ``out_dir``.
 
     Outputs: ``config.json``, ``checkpoints/step_*.pt``, ``metrics.csv``, ``validation.csv``,
-    ``loss.png`` and the final ``weights.safetensors`` (with metadata to rebuild the model).
+    ``loss.png`` and the final ``weights.safetensors`` (with metadata and the forward model's tensors).
+    On resume the checkpoint's configuration and forward model are used (the kernel travels inside the
+    checkpoint); ``config`` contributes only :data:`RESUME_OVERRIDES`.
     """
-    from sei.data import MeasuredImages, MeasurementFolder, PatchDataset, load_images
+    from sei.data import PatchDataset
     from sei.losses import AMP_DTYPES, build_method
     from sei.models import create_model
     from sei.physics import make_physics
+    from sei.physics.state import physics_from_state
     from sei.weights import save_weights
 
+    started = time.perf_counter()
     out_dir = Path(out_dir)
     distributed = Distributed.from_environment(config.device)
     checkpoint = prepare_out_dir(out_dir, resume, overwrite) if distributed.is_main else None
@@ -371,7 +503,16 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         dist.broadcast_object_list(box, src=0)
         checkpoint = box[0]
     if checkpoint is not None:
-        config = TrainConfig.from_dict({**checkpoint["config"], "device": config.device, "num_workers": config.num_workers})
+        config = resumed_config(checkpoint["config"], config)
+        if config.max_steps is not None and config.max_steps < int(checkpoint["step"]):
+            raise SeiUserError(f"the run is already at step {checkpoint['step']}; --max_steps {config.max_steps} cannot shorten it")
+    elif config.init:
+        config = init_model_config(config)
+    if config.time_limit is not None and not config.time_limit > 0:
+        raise SeiUserError(f"the time limit must be positive, got {config.time_limit} s")
+    if config.noise_level == "auto" and not config.measurements:
+        raise SeiUserError("--noise_level auto estimates the level of given --measurements; with --dataset the measurements "
+                           "are simulated, at a --noise_level you choose")
     config = resolve_config(config)
     device = _device(config, distributed)
     if config.stop_on_gaming and (distributed.world_size > 1 or not config.val_interval):
@@ -380,29 +521,35 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         _download_rank_by_rank(config, distributed)
 
     # --- problem, data, model, method
-    physics = make_physics(config.task, kernel=config.kernel, sr_factor=config.sr_factor, noise_level=config.noise_level).to(device)
-    if config.measurements:
-        source = MeasurementFolder(config.measurements)
-        validation_source = None
+    nominal_noise = (config.noise_estimate or 5.0) if config.noise_level == "auto" else float(config.noise_level)
+    if checkpoint is not None and "physics" in checkpoint:  # the kernel itself, not a path that may not resolve here
+        physics = physics_from_state(checkpoint["physics"]["metadata"], checkpoint["physics"]["tensors"])
     else:
-        images = load_images(config.dataset, split="train", root=config.data_root, download=config.download, resize=config.resize)
-        source = MeasuredImages(images, physics, seed=config.seed)
-        held_out = load_images(config.val_dataset or config.dataset, split="test", root=config.data_root, download=config.download, resize=config.resize)
-        validation_source = MeasuredImages(list(held_out)[: config.val_images], physics, seed=config.seed) if config.val_images else None
+        physics = make_physics(config.task, kernel=config.kernel, sr_factor=config.sr_factor, noise_level=nominal_noise)
+    physics = physics.to(device)
+    source, validation_source = _training_data(config, physics)
     if len(source) == 0:
         raise SeiUserError("the training set is empty")
+    if config.noise_level == "auto" and config.noise_estimate is None:
+        level = _estimate_noise(config, source, physics) if distributed.is_main else 0.0
+        if distributed.world_size > 1:
+            box = [level]
+            dist.broadcast_object_list(box, src=0)
+            level = box[0]
+        config = dataclasses.replace(config, noise_estimate=round(level, 4))
+    if config.noise_level == "auto" and checkpoint is None:
+        physics = physics_from_state(*_state_of(physics), noise_level=config.noise_estimate).to(device)
     patches = PatchDataset(source, patch_size=config.patch_size, seed=config.seed)
     steps_per_epoch = len(source) / config.batch_size
-    total_steps = config.max_steps if config.max_steps is not None else max(1, math.ceil(config.epochs * steps_per_epoch))
 
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = create_model(config.model, task=config.task, sr_factor=config.sr_factor, **config.model_options).to(device)
     autocast_dtype = AMP_DTYPES[config.amp]
     # autocast covers the network passes only: physics and loss arithmetic stay in float32
     objective = build_method(
-        config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors, autocast_dtype=autocast_dtype,
-        sure_divergence=config.sure_divergence,
-    )
+        config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors,
+        autocast_dtype=autocast_dtype, sure_divergence=config.sure_divergence,
+    ).to(device)
     if objective.uses_ground_truth and config.measurements:
         raise SeiUserError(f"method {config.method!r} needs ground truth, which --measurements does not have")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
@@ -410,7 +557,12 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if "objective" in checkpoint:
+            objective.load_state_dict(checkpoint["objective"])
         step = int(checkpoint["step"])
+    elif config.init:
+        initial, _, _ = _load_init(config)
+        model.load_state_dict(initial.state_dict())
     network = model
     if config.compile:
         network = torch.compile(network)
@@ -424,11 +576,23 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     if checkpoint is not None and "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])
 
+    budget = TimeBudget(config.time_limit, step, config.max_steps, started) if config.time_limit else None
+    if budget is not None and config.max_steps is None and config.epochs is not None:
+        budget.cap = max(1, math.ceil(config.epochs * steps_per_epoch))
+    if budget is not None:
+        total_steps = budget.initial_total()
+    elif checkpoint is not None and checkpoint["config"].get("time_limit") and config.max_steps is None and "total_steps" in checkpoint:
+        total_steps = int(checkpoint["total_steps"])  # a budget run resumed without a new budget: finish its plan
+    else:
+        total_steps = config.max_steps if config.max_steps is not None else max(1, math.ceil(config.epochs * steps_per_epoch))
+    if step >= total_steps and distributed.is_main:
+        print(f"sei: the run already reached its {step} steps; pass a larger --max_steps (or a --time_limit) to train more",
+              file=sys.stderr, flush=True)
     sampler = StepBatches(len(source), config.batch_size, config.seed, step, total_steps, distributed.rank, distributed.world_size)
     loader = torch.utils.data.DataLoader(
         _KeyedPatches(patches), batch_sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda", persistent_workers=False
     )
-    state = RunState(step=step, total_steps=total_steps)
+    state = RunState(step=step, total_steps=total_steps, noise_level=float(physics.noise_level))
     writer = _RunWriter(out_dir, config, enabled=distributed.is_main, start_step=step)
     rng = torch.Generator(device=device)
 
@@ -437,11 +601,13 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     if progress and distributed.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, desc=f"{config.method} {config.task}")
-    started = time.perf_counter()
+        bar = tqdm(total=None if budget else total_steps, initial=step, unit="step", dynamic_ncols=True, desc=f"{config.method} {config.task}")
+    loop_started = time.perf_counter()
     validation_seconds = -float(checkpoint.get("train_seconds", 0.0)) if checkpoint else 0.0  # excluded from the logged training time
     last_honest: tuple[int, dict[str, torch.Tensor]] | None = None  # --stop_on_gaming: (step, weights) of the last good validation
     for batch in loader:
+        if step >= total_steps:  # the budget shortened the plan after the loader fetched this batch
+            break
         lr = learning_rate(step, total_steps, config.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -461,19 +627,32 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         state.last_terms = distributed.mean(terms)
         if not all(math.isfinite(v) for v in state.last_terms.values()):
             raise RuntimeError(f"training diverged at step {step}: {state.last_terms}; try a lower --lr")
+        if budget is not None:
+            planned = budget.plan(step, total_steps, config.val_interval, time.perf_counter())
+            if distributed.world_size > 1:  # every rank follows rank 0's plan
+                box = [planned]
+                dist.broadcast_object_list(box, src=0)
+                planned = box[0]
+            state.out_of_time = planned == step and step < total_steps
+            total_steps = sampler.total_steps = state.total_steps = planned
+            if bar is not None and total_steps < (1 << 40):
+                bar.total = total_steps
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{state.last_terms['loss']:.3g}", refresh=False)
         if step % config.log_interval == 0 or step == total_steps:
-            writer.log(step, step / steps_per_epoch, lr, time.perf_counter() - started - validation_seconds, state.last_terms)
+            writer.log(step, step / steps_per_epoch, lr, time.perf_counter() - loop_started - validation_seconds, state.last_terms)
         last = step == total_steps
         if (config.val_interval and step % config.val_interval == 0) or last:
             if distributed.is_main:
                 validation_started = time.perf_counter()
                 record = validate(model, physics, validation_source, source, objective, device)
-                validation_seconds += time.perf_counter() - validation_started
+                spent = time.perf_counter() - validation_started
+                validation_seconds += spent
+                if budget is not None:
+                    budget.validated(spent)
                 record["step"] = step
-                record["train_seconds"] = round(time.perf_counter() - started - validation_seconds, 3)
+                record["train_seconds"] = round(time.perf_counter() - loop_started - validation_seconds, 3)
                 state.validation.append(record)
                 writer.log_validation(record)
                 gamed = record.get("val_sure_gap", 0.0) < GAMING_GAP
@@ -493,19 +672,23 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
                     break
         if step % config.checkpoint_interval == 0 or last:
             if distributed.is_main:
-                writer.checkpoint(step, model, optimizer, scaler, config, time.perf_counter() - started - validation_seconds)
+                writer.checkpoint(step, total_steps, model, optimizer, scaler, objective, physics, config,
+                                  time.perf_counter() - loop_started - validation_seconds)
+        if last:
+            break
     if bar is not None:
         bar.close()
     if distributed.is_main:
         metadata = {
-            **physics.describe(),
             "method": objective.name,
             "stop_gradient": config.stop_gradient,
             "steps": step,
             "dataset": config.measurements or config.dataset,
             "seed": config.seed,
+            "noise_level_estimated": config.noise_level == "auto",
+            **({"init": config.init} if config.init else {}),
         }
-        save_weights(model, out_dir / "weights.safetensors", metadata)
+        save_weights(model, out_dir / "weights.safetensors", metadata, physics=physics)
         writer.figure()
     if distributed.world_size > 1:
         dist.barrier()
@@ -514,13 +697,39 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     return state
 
 
+def _state_of(physics: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from sei.physics.state import physics_state
+
+    return physics_state(physics)
+
+
+VALIDATION_MEASUREMENTS = 4  # training measurements that the measurement-domain validation scores
+VALIDATION_CROP = 256  # their centre crop, in measurement pixels: validation must not cost as much as training
+
+
+def validation_crops(training: Any, margin: int, circular: bool) -> list[tuple[torch.Tensor, int]]:
+    """``(y, margin)`` pairs for the SURE validation: the centre crop of the first few training
+    measurements. A whole simulated measurement is circular, so SURE needs no margin there; a crop,
+    or a user's measurement (the scene continues past its frame), gets the operator's border margin."""
+    crops = []
+    for index in range(min(len(training), VALIDATION_MEASUREMENTS)):
+        _, _, y = training[index]
+        height, width = y.shape[-2:]
+        top, left = max(0, (height - VALIDATION_CROP) // 2), max(0, (width - VALIDATION_CROP) // 2)
+        crop = y[..., top : top + VALIDATION_CROP, left : left + VALIDATION_CROP]
+        whole = crop.shape[-2:] == y.shape[-2:]
+        crops.append((crop, 0 if whole and circular else margin))
+    return crops
+
+
 @torch.no_grad()
 def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any, objective: Any, device: torch.device) -> dict[str, float]:
     """Validation PSNR on held-out images; with no ground truth anywhere, the SURE estimate of the
-    measurement-domain error on training measurements (exact divergence: an unbiased proxy, see
-    docs/methods.md). A method trained with the finite-difference divergence also gets
+    measurement-domain error on (centre crops of) training measurements (exact divergence: an unbiased
+    proxy, see docs/methods.md). A method trained with the finite-difference divergence also gets
     ``val_sure_gap``: finite-difference minus exact SURE on the same measurements and probes, in
     units of sigma^2; about 0 for an honest network, strongly negative once it games the estimator."""
+    from sei.data import MeasuredImages
     from sei.evaluation import image_metrics
     from sei.losses import SureLoss, build_method
 
@@ -538,13 +747,13 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
     divergences = ["exact"] if finite_difference or "val_psnr" not in record else []
     if finite_difference:
         divergences.append("finite-difference")
+    crops = validation_crops(training, physics.margin, circular=isinstance(training, MeasuredImages)) if divergences else []
     estimates: dict[str, float] = {}
     for divergence in divergences:
-        sure = build_method("sure", physics, margin=0, autocast_dtype=None, sure_divergence=divergence)
         generator = torch.Generator(device=device).manual_seed(0)  # the same probes for both estimators
         values = []
-        for index in range(min(len(training), 4)):
-            _, _, y = training[index]
+        for y, margin in crops:
+            sure = build_method("sure", physics, margin=margin, autocast_dtype=None, sure_divergence=divergence)
             with torch.enable_grad():
                 values.append(float(sure(model, y[None].to(device), physics, rng=generator)["loss"].detach()))
         estimates[divergence] = sum(values) / len(values)
@@ -554,9 +763,6 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
         record["val_sure_gap"] = (estimates["finite-difference"] - estimates["exact"]) / physics.sigma**2
     model.train()
     return record
-
-
-GAMING_GAP = -0.5  # val_sure_gap below this (sigma^2 units): honest networks measured within +-0.1, gamed ones -2 to -8
 
 
 class _RunWriter:
@@ -595,13 +801,24 @@ class _RunWriter:
         if self.enabled:
             self._append("validation.csv", {"step": record["step"], **{k: v for k, v in record.items() if k != "step"}})
 
-    def checkpoint(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, config: TrainConfig, seconds: float) -> None:
+    def checkpoint(
+        self, step: int, total_steps: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, objective: torch.nn.Module,
+        physics: Any, config: TrainConfig, seconds: float,
+    ) -> None:
+        """Everything a resumed run needs, including the forward model itself (the kernel tensor, so the
+        run resumes from any folder) and the objective's state (e.g. a learned noise level)."""
+        from sei.physics.state import physics_state
+
+        metadata, tensors = physics_state(physics)
         state = {
             "train_seconds": seconds,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
+            "objective": objective.state_dict(),
+            "physics": {"metadata": metadata, "tensors": tensors},
             "step": step,
+            "total_steps": total_steps,
             "config": config.to_dict(),
         }
         atomic_save(state, checkpoint_path(self.out_dir, step))

@@ -40,6 +40,7 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 METADATA_KEY = "sei"
 FORMAT = "sei-weights/1"
 LOCAL_SUFFIXES = (".safetensors", ".pt", ".pth")
+PHYSICS_PREFIX = "physics."  # tensors of the forward model (the blur kernel), beside the network's
 
 
 @dataclass(frozen=True)
@@ -119,15 +120,20 @@ def parse_paper_name(name: str) -> dict[str, Any] | None:
 # --- saving ---------------------------------------------------------------------------------------
 
 
-def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, Any]) -> Path:
+def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, Any], physics: Any = None) -> Path:
     """Write ``model``'s weights and metadata to a ``.safetensors`` file, atomically (tmp + rename).
 
     :param model: a network from :func:`sei.models.create_model` (it must carry ``sei_config``).
     :param metadata: JSON-serialisable facts about the training: ``kernel``, ``noise_level``,
         ``method``, ``steps``... The model's config is added under ``"model"`` and its task and SR
         factor are taken from it.
+    :param physics: the operator the model was trained for: its description joins the metadata and
+        its tensors (the blur kernel itself) are stored as ``physics.<name>``, so the file rebuilds
+        the forward model anywhere (:func:`load_weights_with_physics`).
     """
     from safetensors.torch import save_file
+
+    from sei.physics.state import physics_state
 
     config = getattr(model, "sei_config", None)
     if config is None:
@@ -135,10 +141,13 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, Any]
     path = Path(path)
     if path.suffix != ".safetensors":
         raise SeiUserError(f"weights are written as .safetensors files, got {path}")
-    record = {**dict(metadata), "format": FORMAT, "model": dict(config), "task": config["task"], "sr_factor": config["sr_factor"]}
+    physics_metadata, physics_tensors = physics_state(physics) if physics is not None else ({}, {})
+    record = {**physics_metadata, **dict(metadata), "format": FORMAT, "model": dict(config), "task": config["task"],
+              "sr_factor": config["sr_factor"]}
     text = json.dumps(record, sort_keys=True)
     # safetensors refuses tensors that share storage; cloning also detaches from the training graph
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in learned_state_dict(model).items()}
+    tensors.update({PHYSICS_PREFIX + k: v.clone() for k, v in physics_tensors.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -266,20 +275,29 @@ def _check(field: str, stored: Any, requested: Any, source: str) -> None:
         )
 
 
-def load_weights(
-    spec: str | Path, device: str | torch.device = "cpu", task: str | None = None, kernel: str | None = None,
-    sr_factor: int | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the network a weights file was trained as, and load it (eval mode, on ``device``).
+def load_weights_with_physics(
+    spec: str | Path, device: str | torch.device = "cpu", task: str | None = None, kernel: Any = None,
+    sr_factor: int | None = None, noise_level: float | None = None,
+) -> tuple[nn.Module, dict[str, Any], Any]:
+    """Rebuild the network a weights file was trained as, load it (eval mode, on ``device``), and
+    rebuild the forward model it was trained for.
 
     :param spec: a local file or a pretrained name (see :func:`resolve_weights`).
     :param task: the task the caller needs; a file trained for another task is an error.
-    :param kernel: the caller's kernel name, checked against the file's when both are known.
+    :param kernel: the caller's kernel (name, file or tensor): compared by value with the kernel the
+        file holds (the same PSF under another path passes; another PSF is an error). Files written
+        before kernels travelled with the weights hold only a name: a kernel named by a file is then
+        taken from ``kernel``.
     :param sr_factor: the caller's SR factor, checked likewise (and used for paper files).
-    :return: ``(model, metadata)``; for paper files the metadata comes from the name and the keys.
+    :param noise_level: the noise level of the returned physics (default: the one stored).
+    :return: ``(model, metadata, physics)``; for paper files the metadata comes from the name and the keys.
     """
+    from sei.physics import make_physics
+    from sei.physics.state import check_kernel, physics_from_state
+
     path, name_info = resolve_weights(spec)
     tensors, metadata = read_weights(path)
+    physics_tensors = {k[len(PHYSICS_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(PHYSICS_PREFIX)}
     if metadata is None:  # a paper SwinIR file: the keys tell the task, the name the rest
         key_task, key_factor = infer_swinir_task(tensors)
         metadata = {**name_info, "task": key_task, "sr_factor": key_factor, "method": name_info.get("method"),
@@ -289,8 +307,43 @@ def load_weights(
     _check("task", metadata.get("task"), task, str(spec))
     if metadata.get("task") == "sr":
         _check("sr_factor", metadata.get("sr_factor"), sr_factor, str(spec))
-    if metadata.get("task") == "deblurring":
-        _check("kernel", metadata.get("kernel"), kernel, str(spec))
+    noise = float(metadata.get("noise_level", 5.0) if noise_level is None else noise_level)
+    if metadata.get("task") == "deblurring" and "kernel" in physics_tensors:
+        check_kernel(physics_tensors["kernel"], kernel, str(spec))
+        physics = physics_from_state(metadata, physics_tensors, noise_level=noise)
+    elif metadata.get("task") == "deblurring":  # an older file or a paper file: the kernel is only named
+        physics = _physics_of_named_kernel(metadata.get("kernel"), kernel, noise, str(spec))
+    else:
+        physics = make_physics("sr", sr_factor=metadata.get("sr_factor"), noise_level=noise)
     model = create_model(**metadata["model"])
     load_state_dict_checked(model, tensors, str(path))
-    return model.to(device).eval(), metadata
+    return model.to(device).eval(), metadata, physics.to(device)
+
+
+def _physics_of_named_kernel(stored: str | None, requested: Any, noise: float, source: str) -> Any:
+    """The blur of a file that names its kernel without holding it (written before sei 0.2, or the paper's)."""
+    from sei.physics import get_kernel, kernel_name, make_physics
+    from sei.physics.kernels import is_kernel_name
+    from sei.physics.state import check_kernel
+
+    if stored is not None and is_kernel_name(stored):
+        if requested is not None:
+            check_kernel(get_kernel(stored), requested, source)
+        return make_physics("deblurring", kernel=stored, noise_level=noise)
+    if requested is None:
+        raise SeiUserError(
+            f"{source} was trained for the kernel file {stored!r} but does not hold the kernel itself (an older "
+            "weights file); pass --kernel PATH_TO_THAT_FILE"
+        )
+    if stored is not None and not isinstance(requested, torch.Tensor) and kernel_name(requested) != stored:
+        raise SeiUserError(f"{source} was trained for the kernel file {stored!r}, not {requested}; pass that file with --kernel")
+    return make_physics("deblurring", kernel=requested, noise_level=noise)
+
+
+def load_weights(
+    spec: str | Path, device: str | torch.device = "cpu", task: str | None = None, kernel: Any = None,
+    sr_factor: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of :func:`load_weights_with_physics` and the file's metadata."""
+    model, metadata, _ = load_weights_with_physics(spec, device, task, kernel, sr_factor)
+    return model, metadata

@@ -29,12 +29,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("png", "npy"), default="png", help="file type written into an output folder")
 
 
-def add_physics_arguments(parser: argparse.ArgumentParser) -> None:
-    """The task flags shared by every command (names as in the original README)."""
+def add_physics_arguments(parser: argparse.ArgumentParser, auto_noise: bool = False) -> None:
+    """The task flags shared by every command (names as in the original README); ``auto_noise``: the
+    command also takes ``--noise_level auto`` (estimated from the measurements)."""
     parser.add_argument("--task", choices=("deblurring", "sr"), default="deblurring")
     parser.add_argument("--kernel", default=None, help="deblurring kernel: Gaussian_R<std>, Box_R<radius> or a file (default Gaussian_R2)")
     parser.add_argument("--sr_factor", "--sr-factor", type=int, default=None, help="super-resolution factor 2, 3, 4 or 8 (default 2)")
-    parser.add_argument("--noise_level", "--noise-level", type=float, default=5.0, help="noise std in 8-bit units (default 5)")
+    if auto_noise:
+        parser.add_argument("--noise_level", "--noise-level", type=_noise_level_flag, default=None,
+                            help="noise std in 8-bit units, or auto: estimated from the measurements")
+    else:
+        parser.add_argument("--noise_level", "--noise-level", type=float, default=5.0, help="noise std in 8-bit units (default 5)")
+
+
+def _noise_level_flag(text: str) -> float | str:
+    from sei.physics.noise import parse_noise_level
+
+    try:
+        return parse_noise_level(text)
+    except SeiUserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run(args: argparse.Namespace) -> int:

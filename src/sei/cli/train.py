@@ -9,7 +9,9 @@ examples:
   sei train --method sup --task sr --sr_factor 2 --max_steps 500 --out_dir runs/sup_x2
   sei train --method proposed --dataset div2k --download --device cuda:0 --preset paper --out_dir runs/paper
   sei train --measurements my_blurry_photos/ --kernel psf.npy --noise_level 3 --out_dir runs/mine
+  sei train --measurements my_blurry_photos/ --kernel psf.npy --noise_level auto --init sei-gaussian_r2-noise5 --time_limit 5m
   sei train --resume runs/sei_g2                      # continue exactly where it stopped
+  sei train --resume runs/sei_g2 --max_steps 4000     # train more (the schedule is re-planned for 4000 steps)
   torchrun --nproc_per_node 4 -m sei train --device cuda --preset paper --out_dir runs/ddp
 """
 
@@ -26,7 +28,7 @@ from sei.errors import SeiUserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_physics_arguments(parser)
+    add_physics_arguments(parser, auto_noise=True)
     parser.set_defaults(task=None, noise_level=None)  # None: not given, the config file or preset decides
     parser.add_argument("--method", default=None, help="proposed (alias sei), sup, css, ei-shift, ei-rotate or sure (default proposed)")
     parser.add_argument("--no-stop_gradient", "--no-stop-gradient", dest="stop_gradient", action="store_false", default=None, help="let gradients flow through the transformed estimate")
@@ -40,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resize", type=int, default=None, help="short side of training images (0 keeps native size; default 256)")
     parser.add_argument("--val_dataset", "--val-dataset", default=None, help="held-out images for validation (default: the test split of --dataset)")
     parser.add_argument("--val_images", "--val-images", type=int, default=None, help="how many held-out images to validate on (default 4; 0 disables)")
-    parser.add_argument("--model", default=None, help="network name (see `sei weights list`); default: the preset's")
+    parser.add_argument("--model", default=None, help="network name (unet-small, dncnn-small, swinir, swinir-light, swinir-tiny); default: the preset's")
+    parser.add_argument("--init", default=None, help="start from these weights: a shipped or paper name, or a .safetensors file (fine-tuning; the network comes from its metadata)")
+    parser.add_argument("--time_limit", "--time-limit", default=None, help="wall-clock budget, e.g. 90s, 10m, 1h30m: the step count is planned to fit it")
     parser.add_argument("--preset", choices=("cpu", "paper"), default=None, help="default hyper-parameters: cpu (fast network) or paper (SwinIR); default paper on CUDA, cpu otherwise")
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--max_steps", "--max-steps", type=int, default=None, help="stop after this many optimizer steps (wins over --epochs)")
@@ -97,28 +101,71 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
             values[name] = value
     if values.get("resize") == 0:
         values["resize"] = None
-    if "preset" not in values:
-        values["preset"] = "paper" if str(values.get("device", "cpu")).startswith("cuda") else "cpu"
     if values.get("measurements") and "dataset" in values:
         raise SeiUserError("give either --dataset or --measurements, not both")
     return values
 
 
+def check_resume_flags(values: dict[str, Any], checkpoint: dict[str, Any], source: str) -> None:
+    """A resumed run continues with its own configuration: a flag that would change it is refused
+    (never dropped silently); the budget, the device and the workers may change."""
+    from sei.physics.state import check_kernel
+    from sei.training import RESUME_OVERRIDES
+
+    stored = checkpoint["config"]
+    for name, value in values.items():
+        if name in RESUME_OVERRIDES or name in ("config",):
+            continue
+        if name == "kernel" and "physics" in checkpoint and "kernel" in checkpoint["physics"]["tensors"]:
+            check_kernel(checkpoint["physics"]["tensors"]["kernel"], value, source)  # the same PSF by value passes
+            continue
+        if name in stored and _same(stored[name], value):
+            continue
+        flag = name if name in stored else f"{name} (not part of the run's configuration)"
+        raise SeiUserError(
+            f"--{flag} {value} differs from the resumed run's {stored.get(name)!r}; a resumed run keeps its configuration "
+            f"(only {', '.join('--' + n for n in RESUME_OVERRIDES)} may change): drop the flag, or start a new run "
+            f"from its weights with --init {Path(source).parent.parent / 'weights.safetensors'}"
+        )
+
+
+def _same(stored: Any, given: Any) -> bool:
+    if isinstance(stored, list) and isinstance(given, tuple | list):
+        return [float(v) for v in stored] == [float(v) for v in given]
+    if isinstance(stored, int | float) and isinstance(given, int | float) and not isinstance(given, bool):
+        return float(stored) == float(given)
+    return stored == given
+
+
 def run(args: argparse.Namespace) -> int:
-    from sei.training import TrainConfig, resolve_config, train
+    from sei.losses import METHODS
+    from sei.training import TrainConfig, latest_checkpoint, load_checkpoint, resolve_config, train
 
     values = build_config(args)
-    config = TrainConfig.from_dict(values)
-    config = resolve_config(config)
-    from sei.losses import build_method  # validate the method before any data is touched
-    from sei.physics import make_physics
-
-    build_method(config.method, make_physics(config.task, config.kernel, config.sr_factor, config.noise_level))
     out_dir = args.out_dir
-    if out_dir is None and args.resume not in (None, "auto"):
-        location = Path(args.resume)
-        out_dir = location if location.is_dir() else location.parent.parent  # OUT/checkpoints/step_N.pt
-    out_dir = out_dir or Path("runs") / f"{config.method}_{config.task}"
+    if args.resume is not None:
+        location = Path(args.resume) if args.resume != "auto" else out_dir
+        if location is None:
+            raise SeiUserError("--resume needs a run folder or checkpoint file (or --out_dir)")
+        path = latest_checkpoint(location)
+        if path is None:
+            raise SeiUserError(f"nothing to resume in {location}: no checkpoint found")
+        check_resume_flags(values, load_checkpoint(path), str(path))
+        if out_dir is None:
+            out_dir = location if location.is_dir() else location.parent.parent  # OUT/checkpoints/step_N.pt
+        config = TrainConfig.from_dict({k: v for k, v in values.items() if k in ("device", "num_workers", "max_steps", "epochs", "time_limit")})
+    else:
+        if "preset" not in values:
+            values["preset"] = "paper" if str(values.get("device", "cpu")).startswith("cuda") else "cpu"
+        config = TrainConfig.from_dict(values)
+        if config.method not in METHODS:  # fail before any data or weights are touched
+            raise SeiUserError(f"unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
+        resolve_config(config)
+        if config.kernel is not None and config.task != "sr":
+            from sei.physics import get_kernel
+
+            get_kernel(config.kernel)
+        out_dir = out_dir or Path("runs") / f"{config.method}_{config.task}"
     state = train(config, out_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
@@ -126,5 +173,6 @@ def run(args: argparse.Namespace) -> int:
         last = state.validation[-1]
         print(f"validation at step {last['step']}: {', '.join(f'{k} {v:.4g}' for k, v in last.items() if k != 'step')}")
     kept = f" (stopped on gaming: the weights of step {state.step})" if state.stopped_early else ""
-    print(f"trained {state.step} steps{kept}; weights: {out_dir / 'weights.safetensors'}")
+    timed = " (the time limit was reached)" if state.out_of_time else ""
+    print(f"trained {state.step} steps{kept}{timed}; weights: {out_dir / 'weights.safetensors'}")
     return 0

@@ -114,6 +114,15 @@ def get_kernel(spec: str | Path | torch.Tensor) -> torch.Tensor:
     raise SeiUserError(f"unknown kernel {text!r}. Valid forms: {KERNEL_FORMS}")
 
 
+def is_kernel_name(text: str) -> bool:
+    """Whether ``text`` names a built-in kernel (``Gaussian_R2``, ``box_r3``) rather than a file.
+
+    >>> is_kernel_name("Gaussian_R1.5"), is_kernel_name("psf.npy")
+    (True, False)
+    """
+    return bool(_NAME.match(str(text)))
+
+
 def kernel_name(spec: str | Path | torch.Tensor) -> str:
     """A canonical label for metadata: ``Gaussian_R2``, ``Box_R3``, or the file name."""
     if isinstance(spec, torch.Tensor):
