@@ -178,8 +178,24 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return array.transpose(1, 2, 0)
 
 
-def write_image(image: torch.Tensor, path: str | Path) -> None:
-    """Save ``(C, H, W)``: 8-bit PNG/JPEG/TIFF, or unclipped float32 ``(H, W, C)`` for ``.npy``."""
+def bit_depth(path: str | Path) -> int:
+    """The integer bit depth a file stores (8 or 16); 32 for float images and ``.npy`` measurements."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        return 32
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return 16
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+    except (UnidentifiedImageError, OSError) as error:
+        raise SeiUserError(f"cannot read image {path}: {error}") from error
+    return 16 if mode.startswith("I;16") or mode == "I" else 32 if mode == "F" else 8
+
+
+def write_image(image: torch.Tensor, path: str | Path, bits: int = 8) -> None:
+    """Save ``(C, H, W)``: 8-bit PNG/JPEG/TIFF (16-bit grayscale PNG/TIFF with ``bits=16``), or unclipped
+    float32 ``(H, W, C)`` for ``.npy``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if image.ndim == 4:
@@ -189,8 +205,20 @@ def write_image(image: torch.Tensor, path: str | Path) -> None:
     if path.suffix.lower() == ".npy":
         np.save(path, image.detach().float().cpu().numpy().transpose(1, 2, 0))
         return
+    if bits == 16:
+        _write_16_bit(image, path)
+        return
     array = to_uint8(image)
     Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+
+
+def _write_16_bit(image: torch.Tensor, path: Path) -> None:
+    """16-bit grayscale PNG/TIFF, so a 16-bit input keeps its precision. (Pillow reads 16-bit colour PNGs
+    as 8-bit, so such inputs arrive here as 8-bit and are written back as 8-bit.)"""
+    if image.shape[0] != 1:
+        raise SeiUserError(f"16-bit output is grayscale here; write {path.stem}.npy for float colour output")
+    array = image.detach().double().clamp(0, 1).mul(65535).round().cpu().numpy()[0].astype(np.uint16)
+    Image.fromarray(array).save(path)
 
 
 def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:

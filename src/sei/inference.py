@@ -8,6 +8,7 @@ matches whole-image inference where both fit.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,35 @@ def load_reconstructor(
         return network(y)
 
     return Loaded(reconstruct, physics, {"weights": str(weights), **metadata}, network)
+
+
+def load_for_measurements(
+    weights: str | None, model_kind: str | None, task: str | None, kernel: Any, sr_factor: int | None,
+    noise_level: float | str | None, device: torch.device, options: dict[str, Any] | None,
+    measurements: Callable[[Any], list[torch.Tensor]],
+) -> tuple[Loaded, float | None]:
+    """:func:`load_reconstructor` with ``--noise_level auto`` resolved: the level is estimated from
+    ``measurements(physics)`` (printed) and a training-free method is told it; a network keeps the
+    level it was trained for, with a warning when the measurements look much noisier or cleaner.
+    Returns the reconstructor and the estimate (``None`` without ``auto``)."""
+    from sei.physics.noise import AUTO
+
+    if noise_level != AUTO:
+        return load_reconstructor(weights, model_kind, task, kernel, sr_factor, noise_level, device, options), None
+    from sei.noise_estimation import estimate_noise_level
+
+    loaded = load_reconstructor(weights, model_kind, task, kernel, sr_factor, None, device, options)
+    ys = measurements(loaded.physics)
+    estimate = estimate_noise_level(ys, physics=loaded.physics)
+    print(f"sei: estimated noise level {estimate.level:.3g} (8-bit units) from {len(ys)} measurement(s) ({estimate.method})",
+          file=sys.stderr, flush=True)
+    if loaded.network is None:
+        return load_reconstructor(None, model_kind, task, kernel, sr_factor, estimate.level, device, options), estimate.level
+    trained = float(loaded.physics.noise_level)
+    if abs(estimate.level - trained) > max(1.0, 0.5 * trained):
+        print(f"sei: warning: these weights were trained for noise level {trained:g}, the measurements look like {estimate.level:.2g}; "
+              "fine-tune on them (sei restore, or sei train --init) for better results", file=sys.stderr, flush=True)
+    return loaded, estimate.level
 
 
 def default_weights(task: str | None, kernel: Any, sr_factor: int | None, noise_level: float | None) -> str:

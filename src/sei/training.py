@@ -413,6 +413,8 @@ def prepare_out_dir(out_dir: Path, resume: str | None, overwrite: bool) -> dict[
 GAMING_GAP = -0.5  # val_sure_gap below this (sigma^2 units): honest networks measured within +-0.1, gamed ones -2 to -8
 
 
+clock = time.perf_counter  # the loop's clock (tests replace it to make time budgets deterministic)
+
 RESUME_OVERRIDES = ("device", "num_workers", "max_steps", "epochs", "time_limit")  # what a resumed run may change
 
 
@@ -494,7 +496,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     from sei.physics.state import physics_from_state
     from sei.weights import save_weights
 
-    started = time.perf_counter()
+    started = clock()
     out_dir = Path(out_dir)
     distributed = Distributed.from_environment(config.device)
     checkpoint = prepare_out_dir(out_dir, resume, overwrite) if distributed.is_main else None
@@ -602,7 +604,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         from tqdm.auto import tqdm
 
         bar = tqdm(total=None if budget else total_steps, initial=step, unit="step", dynamic_ncols=True, desc=f"{config.method} {config.task}")
-    loop_started = time.perf_counter()
+    loop_started = clock()
     validation_seconds = -float(checkpoint.get("train_seconds", 0.0)) if checkpoint else 0.0  # excluded from the logged training time
     last_honest: tuple[int, dict[str, torch.Tensor]] | None = None  # --stop_on_gaming: (step, weights) of the last good validation
     for batch in loader:
@@ -628,7 +630,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         if not all(math.isfinite(v) for v in state.last_terms.values()):
             raise RuntimeError(f"training diverged at step {step}: {state.last_terms}; try a lower --lr")
         if budget is not None:
-            planned = budget.plan(step, total_steps, config.val_interval, time.perf_counter())
+            planned = budget.plan(step, total_steps, config.val_interval, clock())
             if distributed.world_size > 1:  # every rank follows rank 0's plan
                 box = [planned]
                 dist.broadcast_object_list(box, src=0)
@@ -641,18 +643,18 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
             bar.update(1)
             bar.set_postfix(loss=f"{state.last_terms['loss']:.3g}", refresh=False)
         if step % config.log_interval == 0 or step == total_steps:
-            writer.log(step, step / steps_per_epoch, lr, time.perf_counter() - loop_started - validation_seconds, state.last_terms)
+            writer.log(step, step / steps_per_epoch, lr, clock() - loop_started - validation_seconds, state.last_terms)
         last = step == total_steps
         if (config.val_interval and step % config.val_interval == 0) or last:
             if distributed.is_main:
-                validation_started = time.perf_counter()
+                validation_started = clock()
                 record = validate(model, physics, validation_source, source, objective, device)
-                spent = time.perf_counter() - validation_started
+                spent = clock() - validation_started
                 validation_seconds += spent
                 if budget is not None:
                     budget.validated(spent)
                 record["step"] = step
-                record["train_seconds"] = round(time.perf_counter() - loop_started - validation_seconds, 3)
+                record["train_seconds"] = round(clock() - loop_started - validation_seconds, 3)
                 state.validation.append(record)
                 writer.log_validation(record)
                 gamed = record.get("val_sure_gap", 0.0) < GAMING_GAP
@@ -673,7 +675,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         if step % config.checkpoint_interval == 0 or last:
             if distributed.is_main:
                 writer.checkpoint(step, total_steps, model, optimizer, scaler, objective, physics, config,
-                                  time.perf_counter() - loop_started - validation_seconds)
+                                  clock() - loop_started - validation_seconds)
         if last:
             break
     if bar is not None:

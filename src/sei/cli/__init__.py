@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 
 from sei.errors import SeiUserError
 
@@ -20,12 +21,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "degrade": ("sei.cli.degrade", "blur or downsample images and add seeded noise (make measurements)"),
     "train": ("sei.cli.train", "train a network (proposed/SEI, sup, css, ei-shift, ei-rotate, sure)"),
     "test": ("sei.cli.test", "evaluate a model or a training-free method: PSNR and SSIM"),
+    "restore": ("sei.cli.restore", "restore your own degraded images: fine-tune on them within a time budget, then reconstruct"),
     "reconstruct": ("sei.cli.reconstruct", "deblur or upsample your own images with trained weights"),
     "weights": ("sei.cli.weights", "list, inspect or fetch pretrained weights"),
     "data": ("sei.cli.data", "download and check datasets"),
 }
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+STARTED = time.perf_counter()  # when the command began (this module loads first): a --time_limit counts from here
 
 
 def _overview() -> str:
@@ -37,6 +40,9 @@ def _overview() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global STARTED
+    if argv is not None:  # called from Python: the budget starts now (as a process, it started with the interpreter)
+        STARTED = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_overview())

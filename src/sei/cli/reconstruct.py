@@ -7,6 +7,7 @@ examples:
   sei reconstruct blurry.png sharp.png --weights sei-gaussian_r2-noise5
   sei reconstruct lowres/ upscaled/ --weights runs/sei_x2/weights.safetensors --tile 256
   sei reconstruct blurry.png sharp.png --model_kind wiener --kernel Gaussian_R2
+  sei reconstruct blurry/ sharp/ --model_kind pnp --kernel psf.npy --noise_level auto
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sei.errors import SeiUserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="a measurement image (or .npy) or a folder of them")
     parser.add_argument("output", type=Path, help="output file or folder")
-    add_physics_arguments(parser)
+    add_physics_arguments(parser, auto_noise=True)
     parser.set_defaults(task=None, noise_level=None)
     parser.add_argument("--weights", default=None, help="a .safetensors/.pt file or a pretrained name (default: the shipped model for the task)")
     parser.add_argument("--model_kind", "--model-kind", default=None, help="a training-free method instead of weights: wiener, pnp, bm3d, dip, up, id")
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from sei.cli.test import parse_options
     from sei.figures import image_grid
     from sei.imageio import MEASUREMENT_SUFFIXES, list_images, read_image, write_image
-    from sei.inference import load_reconstructor, resolve_device, tiled
+    from sei.inference import load_for_measurements, resolve_device, tiled
 
     if args.input.is_dir():
         sources = list_images(args.input, MEASUREMENT_SUFFIXES)
@@ -53,10 +54,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise SeiUserError(f"input not found: {args.input}")
     device = resolve_device(args.device)
-    loaded = load_reconstructor(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level, device, parse_options(args.option))
+    measurements = [read_image(source) for source, _ in pairs]  # all first: a bad file fails before anything is written
+    loaded, _ = load_for_measurements(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level,
+                                      device, parse_options(args.option), lambda physics: measurements)
     scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
-    for source, target in pairs:
-        y = read_image(source)[None].to(device)
+    for (source, target), y in zip(pairs, measurements, strict=True):
+        y = y[None].to(device)
         with torch.no_grad():
             estimate = tiled(loaded.reconstruct, y, scale, args.tile, args.overlap) if args.tile else loaded.reconstruct(y)
         write_image(estimate[0].cpu(), target)

@@ -24,7 +24,7 @@ from sei.errors import SeiUserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_physics_arguments(parser)
+    add_physics_arguments(parser, auto_noise=True)
     parser.set_defaults(task=None, noise_level=None)
     parser.add_argument("--dataset", default="samples", help="div2k, urban100, ct, samples (default) or a folder of images")
     parser.add_argument("--data_root", "--data-root", default=None)
@@ -64,14 +64,21 @@ def run(args: argparse.Namespace) -> int:
     from sei.evaluation import Evaluation, image_metrics
     from sei.figures import image_grid
     from sei.imageio import write_image
-    from sei.inference import load_reconstructor, resolve_device, tiled
+    from sei.inference import load_for_measurements, resolve_device, tiled
 
     device = resolve_device(args.device)
-    loaded = load_reconstructor(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level, device, parse_options(args.option))
-    physics = loaded.physics
     images = load_images(args.dataset, split="test", root=args.data_root, download=args.download, resize=args.resize or None)
     images = list(images)[: args.max_images] if args.max_images else images
-    measured = MeasuredImages(images, physics, seed=args.seed)
+    simulated: dict[str, MeasuredImages] = {}
+
+    def measure(physics: object) -> list:  # --noise_level auto: measured at the nominal level, estimated from them
+        simulated["measured"] = MeasuredImages(images, physics, seed=args.seed)
+        return [y for _, _, y in simulated["measured"]]
+
+    loaded, _ = load_for_measurements(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level,
+                                      device, parse_options(args.option), measure)
+    physics = loaded.physics
+    measured = simulated.get("measured") or MeasuredImages(images, physics, seed=args.seed)
     scale = physics.factor if physics.task == "sr" else 1
     shave = scale if args.protocol == "sr-literature" else 0
     evaluation = Evaluation(protocol=args.protocol)
