@@ -551,7 +551,9 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     objective = build_method(
         config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors,
         autocast_dtype=autocast_dtype, sure_divergence=config.sure_divergence,
-    ).to(device)
+    )
+    if isinstance(objective, torch.nn.Module):
+        objective.to(device)
     if objective.uses_ground_truth and config.measurements:
         raise SeiUserError(f"method {config.method!r} needs ground truth, which --measurements does not have")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
@@ -559,7 +561,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        if "objective" in checkpoint:
+        if checkpoint.get("objective"):
             objective.load_state_dict(checkpoint["objective"])
         step = int(checkpoint["step"])
     elif config.init:
@@ -817,7 +819,7 @@ class _RunWriter:
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
-            "objective": objective.state_dict(),
+            "objective": objective.state_dict() if isinstance(objective, torch.nn.Module) else {},
             "physics": {"metadata": metadata, "tensors": tensors},
             "step": step,
             "total_steps": total_steps,
