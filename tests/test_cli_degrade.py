@@ -65,3 +65,21 @@ def test_degrade_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["degrade", str(good), str(tmp_path / "o.png"), "--kernel", "Nope_R2"]) == 2
     assert "unknown kernel" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_degrade_valid_boundary_blurs_like_a_camera(astronaut_path, tmp_path, capsys):
+    """--boundary valid: a 'valid' convolution, kernel size - 1 smaller, the circular blur's centre."""
+    from sei.physics import valid_crop
+
+    out = tmp_path / "y.npy"
+    command = ["degrade", astronaut_path, str(out), "--kernel", "Gaussian_R2", "--noise_level", "0"]
+    assert main([*command, "--boundary", "valid"]) == 0
+    array = np.load(out)
+    assert array.shape == (500, 500, 3)
+    physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=0)
+    circular = valid_crop(physics.A(read_image(astronaut_path)[None]), (13, 13))[0].permute(1, 2, 0).numpy()
+    assert np.abs(array - circular).max() < 1e-5
+    assert main(["degrade", astronaut_path, str(tmp_path / "n.npy"), "--boundary", "valid"]) == 0
+    assert np.load(tmp_path / "n.npy").shape == (500, 500, 3)
+    assert main(["degrade", astronaut_path, str(tmp_path / "s.png"), "--task", "sr", "--boundary=valid"]) == 2
+    assert "applies to deblurring" in capsys.readouterr().err

@@ -218,3 +218,50 @@ def test_cuda_matches_cpu():
         assert torch.allclose(physics.A(x.cuda()).cpu(), physics.A(x), atol=1e-5)
         y = physics.A(x)
         assert torch.allclose(physics.A_adjoint(y.cuda()).cpu(), physics.A_adjoint(y), atol=1e-5)
+
+
+# --- 'Valid' (non-circular) convolution: how a camera blurs, and the smooth periodic extension ----------
+
+
+@pytest.mark.parametrize("shape", [(13, 13), (6, 5), (1, 4)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_valid_blur_equals_direct_convolution(shape):
+    from scipy.signal import convolve2d
+
+    from sei.physics import valid_blur
+
+    kernel = torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    kernel = kernel / kernel.sum()  # asymmetric, and even sizes
+    x = torch.rand(2, 3, 37, 31, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = valid_blur(x, kernel)
+    assert y.shape == (2, 3, 37 - shape[0] + 1, 31 - shape[1] + 1)
+    expected = np.stack([[convolve2d(c, kernel.numpy(), mode="valid") for c in image] for image in x.numpy()])
+    assert np.abs(y.numpy() - expected).max() < 1e-12
+    direct = F.conv2d(x, kernel.flip(0, 1)[None, None].expand(3, 1, -1, -1), groups=3)  # torch, no padding
+    assert torch.allclose(y, direct, atol=1e-12)
+    assert valid_blur(x.float(), kernel).dtype == torch.float32
+
+
+@pytest.mark.parametrize("kernel", ["Gaussian_R2", "Box_R4"])
+def test_valid_blur_centre_equals_the_circular_blur_centre(kernel):
+    from sei.physics import valid_blur, valid_crop
+
+    physics = make_physics("deblurring", kernel=kernel, noise_level=0)
+    x = torch.rand(1, 3, 40, 33, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y = valid_blur(x, physics.kernel)
+    assert torch.allclose(y, valid_crop(physics.A(x), physics.kernel_size), atol=1e-12)
+    assert valid_crop(x, physics.kernel_size).shape == y.shape
+    with pytest.raises(ValueError, match="no valid pixel"):
+        valid_blur(x[..., :8, :8], physics.kernel)
+
+
+def test_smooth_periodic_extension_keeps_the_image_and_closes_the_wrap():
+    from sei.physics.functional import crop_border, smooth_periodic_extension, wrap_jump_ratio
+
+    rows = torch.linspace(0, 1, 30, dtype=torch.float64)
+    y = (rows[:, None] + 0 * rows[None, :25])[None, None].expand(1, 2, 30, 25)  # a ramp: a jump at the wrap
+    extended = smooth_periodic_extension(y, 7)
+    assert extended.shape == (1, 2, 44, 39)
+    assert torch.equal(crop_border(extended, 7), y)
+    assert wrap_jump_ratio(y) > 100 and wrap_jump_ratio(extended) < 2
+    blurred = make_physics("deblurring", kernel="Gaussian_R1", noise_level=0).A(torch.rand(1, 3, 32, 32))
+    assert wrap_jump_ratio(blurred) < 2  # a circular blur has no jump at the wrap

@@ -7,6 +7,7 @@ examples:
   sei degrade photo.png blurry.png --task deblurring --kernel Gaussian_R2 --noise_level 5
   sei degrade photos/ lowres/ --task sr --sr_factor 4 --seed 1
   sei degrade photo.png measurement.npy --kernel my_psf.npy
+  sei degrade photo.png blurry.png --boundary valid     # as a camera blurs: k - 1 pixels smaller
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import torch
 
 from sei.errors import SeiUserError
 from sei.imageio import list_images, read_image, write_image
-from sei.physics import make_physics, measurement_seed
+from sei.physics import make_physics, measurement_seed, valid_blur
+
+BOUNDARIES = ("circular", "valid")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_physics_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="base seed of the noise (per-image seeds derive from it and the file name)")
     parser.add_argument("--format", choices=("png", "npy"), default="png", help="file type written into an output folder")
+    parser.add_argument(
+        "--boundary", choices=BOUNDARIES, default="circular",
+        help="deblurring only. circular (default, the paper's protocol): the image wraps around and "
+             "the output has its size. valid: blur the way a camera does, the input standing for a scene "
+             "that continues past the output's frame: only pixels whose whole kernel lies inside the input "
+             "are kept, so the output is (kernel size - 1) pixels smaller per axis (12 for Gaussian_R2)",
+    )
 
 
 def add_physics_arguments(parser: argparse.ArgumentParser, auto_noise: bool = False) -> None:
@@ -51,8 +61,20 @@ def _noise_level_flag(text: str) -> float | str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def measure_valid(physics, image: torch.Tensor, seed: int) -> torch.Tensor:
+    """``physics.measure`` with a 'valid' convolution instead of the circular blur (same noise draw)."""
+    clean = valid_blur(image, physics.kernel)
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
+    return clean + physics.sigma * noise.to(device=clean.device, dtype=clean.dtype)
+
+
 def run(args: argparse.Namespace) -> int:
     physics = make_physics(args.task, kernel=args.kernel, sr_factor=args.sr_factor, noise_level=args.noise_level)
+    boundary = getattr(args, "boundary", "circular")
+    if boundary == "valid" and args.task != "deblurring":
+        raise SeiUserError("--boundary valid applies to deblurring: super-resolution downsamples without "
+                           "wrap-around")
     if args.input.is_dir():
         sources = list_images(args.input)
         if not sources:
@@ -68,9 +90,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise SeiUserError(f"input not found: {args.input}")
     images = [read_image(source) for source, _ in pairs]  # read all first: fail before writing anything
+    if boundary == "valid":
+        kh, kw = physics.kernel_size
+        for (source, _), image in zip(pairs, images, strict=True):
+            if image.shape[-2] < kh or image.shape[-1] < kw:
+                raise SeiUserError(f"{source} ({image.shape[-2]}x{image.shape[-1]}) is smaller than the "
+                                   f"{kh}x{kw} kernel: --boundary valid leaves no pixel")
     with torch.no_grad():
         for (_, target), name, image in zip(pairs, names, images, strict=True):
-            measurement = physics.measure(image[None], seed=measurement_seed(name, args.seed))
+            seed = measurement_seed(name, args.seed)
+            if boundary == "valid":
+                measurement = measure_valid(physics, image[None], seed)
+            else:
+                measurement = physics.measure(image[None], seed=seed)
             write_image(measurement[0], target)
     print(f"wrote {len(pairs)} measurement(s) to {args.output}")
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from sei.models.baselines import RECONSTRUCTORS, create_reconstructor
+from sei.models.baselines import BOUNDARIES, RECONSTRUCTORS, create_reconstructor
 from sei.models.cpu import DnCNN, ResUNet
 from sei.models.registry import create_model, list_models, model_summary, register_model
 from sei.models.swinir import SwinIR
@@ -26,6 +26,7 @@ DEFAULT_GPU_MODEL = "swinir"
 DEFAULT_CPU_MODEL = "unet-small"
 
 __all__ = [
+    "BOUNDARIES",
     "DEFAULT_CPU_MODEL",
     "DEFAULT_GPU_MODEL",
     "RECONSTRUCTORS",

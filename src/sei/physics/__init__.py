@@ -1,6 +1,8 @@
 """Forward models: kernels, circular FFT blur, bicubic super-resolution, Gaussian noise.
 
 ``make_physics(task, kernel=None, sr_factor=None, noise_level=5)`` is the entry point.
+``valid_blur(x, kernel)`` blurs the way a camera does (a 'valid', non-circular convolution, ``k - 1``
+pixels smaller per axis); ``valid_crop`` cuts the matching region out of the sharp image.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 import torch
 
 from sei.errors import SeiUserError
+from sei.physics.functional import valid_blur, valid_crop
 from sei.physics.kernels import KERNEL_FORMS, box_kernel, gaussian_kernel, get_kernel, kernel_name
 from sei.physics.operators import BicubicSR, Blur, gaussian_like
 
@@ -32,6 +35,8 @@ __all__ = [
     "kernel_name",
     "make_physics",
     "measurement_seed",
+    "valid_blur",
+    "valid_crop",
 ]
 
 

@@ -67,3 +67,66 @@ def downsampling_matrix(length: int, factor: int, dtype: torch.dtype, device: to
 def separable_apply(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``rows @ x @ cols^T`` on the last two axes."""
     return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
+def valid_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """'Valid' (non-circular) convolution ``k * x``: how a camera blurs a scene that continues past the
+    frame. Only the output pixels whose whole support lies inside ``x`` are kept, so the output is
+    ``(H - kh + 1) x (W - kw + 1)``; it equals :func:`valid_crop` of the circular blur (computed that way,
+    through the FFT) and ``scipy.signal.convolve2d(x, k, mode="valid")``.
+    """
+    kh, kw = kernel.shape
+    height, width = x.shape[-2:]
+    if kh > height or kw > width:
+        raise ValueError(f"a {kh}x{kw} kernel leaves no valid pixel of a {height}x{width} image")
+    precision = torch.float64 if x.dtype == torch.float64 else torch.float32
+    otf = psf_to_otf(kernel.to(device=x.device, dtype=torch.float64), height, width)
+    complex_dtype = torch.complex128 if precision == torch.float64 else torch.complex64
+    return valid_crop(fft_blur(x.to(precision), otf.to(complex_dtype)), (kh, kw)).to(x.dtype)
+
+
+def valid_crop(x: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
+    """The part of an image (or of its circular blur) that :func:`valid_blur` keeps: ``kh - 1 - kh // 2``
+    rows at the top and ``kh // 2`` at the bottom go (and likewise for columns), the kernel's centre
+    being at index ``k // 2`` as in :func:`psf_to_otf`."""
+    kh, kw = kernel_size
+    height, width = x.shape[-2:]
+    return x[..., kh - 1 - kh // 2 : height - kh // 2, kw - 1 - kw // 2 : width - kw // 2]
+
+
+def smooth_periodic_extension(y: torch.Tensor, margin: int) -> torch.Tensor:
+    """Pad ``y`` by ``margin`` pixels on every side so that the result is smooth *across the wrap-around*
+    (Liu and Jia 2008, "Reducing boundary artifacts in image deconvolution"; deepinv's ``liu_jia_pad``).
+
+    An FFT treats an image as periodic, so a measurement whose opposite borders differ (any real photo)
+    has a jump at the wrap that a deconvolution turns into ringing. The added band interpolates smoothly
+    (harmonic inpainting) from each border to the opposite one; deconvolve the extended image and crop
+    ``margin`` pixels off every side with :func:`crop_border`. Output ``(H + 2 margin, W + 2 margin)``.
+    """
+    from deepinv.physics.functional import liu_jia_pad
+
+    if margin <= 0:
+        return y
+    working = y if y.dtype in (torch.float32, torch.float64) else y.float()
+    return liu_jia_pad(working, padding=(margin, margin)).to(y.dtype)
+
+
+def crop_border(x: torch.Tensor, margin: int) -> torch.Tensor:
+    """Undo :func:`smooth_periodic_extension`: drop ``margin`` pixels on every side."""
+    if margin <= 0:
+        return x
+    return x[..., margin:-margin, margin:-margin]
+
+
+def wrap_jump_ratio(y: torch.Tensor) -> float:
+    """How much larger the jump across the wrap-around (first vs last row, first vs last column) is than
+    the differences between neighbouring pixels next to the borders (mean squares over the batch).
+
+    About 1 for a circular blur (the first and last rows are neighbours on the torus); much larger for
+    a measurement of a scene that continues past the frame, whose opposite borders are unrelated.
+    """
+    y = y.double()
+    wrap = ((y[..., 0, :] - y[..., -1, :]) ** 2).mean() + ((y[..., :, 0] - y[..., :, -1]) ** 2).mean()
+    near = (((y[..., 0, :] - y[..., 1, :]) ** 2).mean() + ((y[..., -1, :] - y[..., -2, :]) ** 2).mean()
+            + ((y[..., :, 0] - y[..., :, 1]) ** 2).mean() + ((y[..., :, -1] - y[..., :, -2]) ** 2).mean()) / 2
+    return float(wrap / near.clamp_min(1e-20))
