@@ -16,6 +16,7 @@ from the ``rng`` passed in (torch's global RNG when ``None``), so a run is repro
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -69,6 +70,12 @@ DEFAULT_SURE_DIVERGENCE = "finite-difference"
 # SEI step, no PSNR loss; docs/performance.md) and float32 elsewhere until measured.
 AMP_DTYPES: dict[str, AutocastDtype] = {"auto": "auto", "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_CHANNELS_LAST = True
+# UNSURE (SureLoss(unsure=True)): gradient ascent on the noise variance eta with momentum, as in
+# deepinv's SureGaussianLoss (momentum 0.9, step 1e-4 there). Our step is relative to the initial
+# eta, so it means the same at every noise level: deepinv's absolute 1e-4 at its sigma = 0.1 is a
+# relative 0.01. docs/methods.md, "Unknown noise level: UNSURE".
+DEFAULT_UNSURE_STEP_SIZE = 0.01
+DEFAULT_UNSURE_MOMENTUM = 0.9
 
 
 def _native_bfloat16_cpu() -> bool:
@@ -164,10 +171,30 @@ class SureLoss(Loss):
     SR x2 (docs/results.md). Training validation measures the gap between the two estimators and
     warns when it opens (``sei.training.validate``).
 
+    **UNSURE** (``unsure=True``; Tachella, Davies, Jacques, ICLR 2025): the noise level is unknown.
+    :math:`\sigma^2` becomes a variable :math:`\eta` (initialised from ``sigma``, else
+    ``physics.sigma``), the loss :math:`\frac1m \|M(A\hat x - y)\|^2 + 2\eta\,\mathrm{div} - \eta`
+    is minimised over the network and :math:`\mathcal{L}_\eta = \frac1m \|M(A\hat x - y)\|^2
+    + 2\eta\,\mathrm{div}` is maximised over :math:`\eta` (linear in :math:`\eta`: its saddle point
+    constrains the expected divergence to zero). Each training call (module in training mode, grad
+    enabled) takes one ascent step with momentum on the batch-mean gradient
+    :math:`g = 2\,\overline{\mathrm{div}}` (all-reduced to its mean over the processes under
+    ``torch.distributed``):
+    :math:`v \leftarrow \mu v + (1-\mu) g`, :math:`\eta \leftarrow \max(0, \eta + s\,\eta_0\, v)`,
+    where :math:`\eta_0` is the initial value (the step is relative to it). The value returned
+    uses the :math:`\eta` from before the step. :math:`\eta`, :math:`\eta_0` and :math:`v` are buffers
+    (``eta``, ``eta_initial``, ``eta_velocity``), so ``state_dict()`` captures them; :attr:`noise_std` is
+    the current estimate :math:`\sqrt\eta`. The learned :math:`\eta` estimates :math:`\sigma^2` from
+    above (docs/methods.md, "Unknown noise level: UNSURE").
+
     :param float tau: probe step :math:`\tau` of the finite difference.
     :param int | None margin: border width; ``None`` takes ``physics.margin``.
-    :param float | None sigma: noise std; ``None`` takes ``physics.sigma``.
+    :param float | None sigma: noise std; ``None`` takes ``physics.sigma``. With ``unsure``: the
+        initial guess only.
     :param str divergence: ``"finite-difference"`` (the paper's, default) or ``"exact"``.
+    :param bool unsure: learn the noise variance (UNSURE) instead of using ``sigma``.
+    :param float step_size: UNSURE ascent step :math:`s`, relative to the initial :math:`\eta`.
+    :param float momentum: UNSURE momentum :math:`\mu \in [0, 1)`.
 
     Extra keyword arguments of ``forward``: ``rng`` (generator of the probe), ``randomness`` (a
     :class:`ModelRandomness` taken before ``x_net = model(y)``: the probe pass replays it, so both
@@ -180,7 +207,14 @@ class SureLoss(Loss):
     uses_ground_truth = False
 
     def __init__(
-        self, tau: float = 0.01, margin: int | None = None, sigma: float | None = None, divergence: str = DEFAULT_SURE_DIVERGENCE
+        self,
+        tau: float = 0.01,
+        margin: int | None = None,
+        sigma: float | None = None,
+        divergence: str = DEFAULT_SURE_DIVERGENCE,
+        unsure: bool = False,
+        step_size: float = DEFAULT_UNSURE_STEP_SIZE,
+        momentum: float = DEFAULT_UNSURE_MOMENTUM,
     ) -> None:
         super().__init__()
         if tau <= 0:
@@ -191,6 +225,49 @@ class SureLoss(Loss):
         self.divergence = divergence
         self.margin = margin
         self.sigma = sigma
+        self.unsure = bool(unsure)
+        if self.unsure:
+            if not math.isfinite(step_size) or step_size <= 0:
+                raise SeiUserError(f"UNSURE step size must be positive, got {step_size}")
+            if not 0 <= momentum < 1:
+                raise SeiUserError(f"UNSURE momentum must be in [0, 1), got {momentum}")
+            if sigma is not None and (not math.isfinite(sigma) or sigma <= 0):
+                raise SeiUserError(f"UNSURE needs a positive initial noise std, got {sigma}")
+            self.step_size, self.momentum = float(step_size), float(momentum)
+            # nan: initialised from physics.sigma at the first call
+            initial = float("nan") if sigma is None else float(sigma) ** 2
+            self.register_buffer("eta", torch.tensor(initial))
+            self.register_buffer("eta_initial", torch.tensor(initial))
+            self.register_buffer("eta_velocity", torch.tensor(0.0))
+
+    @property
+    def noise_std(self) -> torch.Tensor | None:
+        r"""UNSURE: the current noise-std estimate :math:`\sqrt{\eta}` (a detached 0-d tensor, ``nan``
+        before the first call when initialised from the physics); ``None`` otherwise."""
+        return self.eta.detach().clamp_min(0).sqrt() if self.unsure else None
+
+    def _variance(self, physics: Physics, device: torch.device) -> torch.Tensor | float:
+        """sigma^2 of the divergence term: the fixed one, or (UNSURE) a copy of eta on ``device``."""
+        if not self.unsure:
+            return float(physics.sigma if self.sigma is None else self.sigma) ** 2
+        if torch.isnan(self.eta):  # first call without an initial guess: start from the physics' sigma
+            if not physics.sigma > 0:
+                raise SeiUserError("UNSURE needs a positive initial noise level; the physics has sigma = 0")
+            self.eta.fill_(float(physics.sigma) ** 2)
+            self.eta_initial.fill_(float(physics.sigma) ** 2)
+        if self.eta.device != device:  # follow the data, so the ascent step needs no host transfer
+            for name in ("eta", "eta_initial", "eta_velocity"):
+                setattr(self, name, getattr(self, name).to(device))
+        return self.eta.clone()  # the ascent updates the buffer in place; autograd keeps this copy
+
+    def _ascend(self, divergence: torch.Tensor) -> None:
+        r"""One UNSURE ascent step on :math:`\eta` from the per-image divergences of this batch."""
+        gradient = 2 * divergence.detach().mean().to(self.eta.dtype)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(gradient)  # every rank takes the same step
+            gradient = gradient / torch.distributed.get_world_size()
+        self.eta_velocity.mul_(self.momentum).add_((1 - self.momentum) * gradient)
+        self.eta.add_(self.step_size * self.eta_initial * self.eta_velocity).clamp_(min=0)
 
     def _margin(self, physics: Physics) -> int:
         return int(physics.margin if self.margin is None else self.margin)
@@ -213,7 +290,7 @@ class SureLoss(Loss):
         inputs: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        sigma = float(physics.sigma if self.sigma is None else self.sigma)
+        variance = self._variance(physics, y.device)
         mask = interior_mask(y, self._margin(physics))
         interior = mask.sum() * y.shape[1]
         if probe is None:
@@ -223,7 +300,7 @@ class SureLoss(Loss):
             back_projected = physics.A_adjoint(probe, img_size=tuple(x_net.shape[-2:]))
         if self.divergence == "exact":
             divergence = self._exact_divergence(x_net, y, model, probe, back_projected, inputs, randomness) / interior
-            return fidelity + 2 * sigma**2 * divergence - sigma**2
+            return self._combine(fidelity, divergence, variance)
         if perturbed is None:
             if randomness is None:
                 perturbed = model(y + self.tau * probe)
@@ -233,7 +310,15 @@ class SureLoss(Loss):
         # (Mb)^T A (f(y + tau Mb) - f(y)) = (A^T Mb)^T (f(y + tau Mb) - f(y)): the adjoint applies to a
         # constant, so the divergence costs one operator pass without gradient instead of two with.
         divergence = (back_projected * (perturbed - x_net)).flatten(1).sum(1) / (self.tau * interior)
-        return fidelity + 2 * sigma**2 * divergence - sigma**2
+        return self._combine(fidelity, divergence, variance)
+
+    def _combine(
+        self, fidelity: torch.Tensor, divergence: torch.Tensor, variance: torch.Tensor | float
+    ) -> torch.Tensor:
+        value = fidelity + 2 * variance * divergence - variance
+        if self.unsure and self.training and torch.is_grad_enabled():
+            self._ascend(divergence)
+        return value
 
     @staticmethod
     def _exact_divergence(
@@ -260,7 +345,8 @@ class EquivarianceLoss(Loss):
         x_2 = T(\operatorname{sg}(\hat x)), \quad y_2 = A x_2 + n', \quad
         \mathcal{L}_{\mathrm{EQ}} = \frac1n \|f(y_2) - x_2\|^2
 
-    with :math:`n'` fresh Gaussian noise of the physics' :math:`\sigma`. With ``stop_gradient`` the
+    with :math:`n'` fresh Gaussian noise of the physics' :math:`\sigma`, or of the std given as
+    ``noise_std`` (the :class:`Objective` passes UNSURE's current estimate). With ``stop_gradient`` the
     transform runs under ``no_grad`` **and** its output is detached: ``no_grad`` alone leaks the
     graph when the transform returns its input (deepinv issue 262). Without it, gradients also flow
     through :math:`x_2` into :math:`\hat x`.
@@ -285,6 +371,7 @@ class EquivarianceLoss(Loss):
         physics: Physics,
         model: Model,
         rng: torch.Generator | None = None,
+        noise_std: torch.Tensor | float | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
         if self.stop_gradient:
@@ -293,7 +380,11 @@ class EquivarianceLoss(Loss):
             target = target.detach()
         else:
             target = self.transform(x_net, rng=rng)
-        remeasured = physics.noise(physics.A(target), rng=rng)
+        if noise_std is None:
+            remeasured = physics.noise(physics.A(target), rng=rng)
+        else:
+            clean = physics.A(target)
+            remeasured = clean + noise_std * gaussian_like(clean, rng)
         return _per_image_mean((model(remeasured) - target) ** 2)
 
 
@@ -412,6 +503,19 @@ class Objective(torch.nn.Module):
     def _sure(self) -> SureLoss | None:
         return next((loss for loss in self.losses.values() if isinstance(loss, SureLoss)), None)
 
+    @property
+    def unsure(self) -> bool:
+        """Whether the method learns the noise level (UNSURE)."""
+        sure = self._sure()
+        return sure is not None and sure.unsure
+
+    def noise_level(self) -> float | None:
+        """UNSURE's current noise-std estimate in 8-bit units (``sqrt(eta) * 255``); ``None`` when the
+        noise level is not learned, ``nan`` before the first call if no initial guess was given. It
+        lives in the objective's buffers: checkpoint ``objective.state_dict()`` to resume exactly."""
+        sure = self._sure()
+        return None if sure is None or not sure.unsure else float(sure.noise_std) * 255.0
+
     def _batch_sure_passes(self, model: Model) -> bool:
         coupling = _batch_coupling_layer(model) if self.batched_sure_passes is not False else None
         if self.batched_sure_passes and coupling is not None:
@@ -459,8 +563,15 @@ class Objective(torch.nn.Module):
             sure_inputs = {"randomness": randomness}
         total = torch.zeros((), device=y.device)
         terms: dict[str, torch.Tensor] = {}
+        noise_std: torch.Tensor | None = None
+        # UNSURE: re-measure with the estimate the SURE term uses (from before its ascent step)
+        if sure is not None and sure.unsure:
+            sure._variance(physics, y.device)
+            noise_std = sure.noise_std.clone()
         for key, loss in self.losses.items():
             extra = sure_inputs if loss is sure else {}
+            if noise_std is not None and isinstance(loss, EquivarianceLoss):
+                extra = {"noise_std": noise_std}
             value = loss(x_net=x_net, x=x, y=y, physics=physics, model=run, rng=rng, **extra).mean()
             total = total + self.weights[key] * value
             terms[key] = value.detach()
@@ -501,6 +612,10 @@ def build_method(
     autocast_dtype: AutocastDtype = DEFAULT_AUTOCAST_DTYPE,
     channels_last: bool = DEFAULT_CHANNELS_LAST,
     sure_divergence: str = DEFAULT_SURE_DIVERGENCE,
+    unsure: bool = False,
+    unsure_init: float | None = None,
+    unsure_step_size: float = DEFAULT_UNSURE_STEP_SIZE,
+    unsure_momentum: float = DEFAULT_UNSURE_MOMENTUM,
 ) -> Objective:
     r"""Build a training method of the paper.
 
@@ -521,6 +636,13 @@ def build_method(
     :param autocast_dtype: see :class:`Objective`.
     :param bool channels_last: see :class:`Objective`.
     :param str sure_divergence: the paper's ``"finite-difference"`` (default) or ``"exact"`` (see :class:`SureLoss`).
+    :param bool unsure: learn the noise level (UNSURE, see :class:`SureLoss`): the SURE term's
+        :math:`\sigma^2` becomes the learned :math:`\eta`, and the equivariance term re-measures with
+        noise of std :math:`\sqrt\eta`. Read the estimate with :meth:`Objective.noise_level`.
+    :param float | None unsure_init: initial noise-std guess in 8-bit units; ``None`` takes the
+        physics' nominal one.
+    :param float unsure_step_size: ascent step, relative to the initial :math:`\eta`.
+    :param float unsure_momentum: ascent momentum.
 
     :Examples:
 
@@ -532,13 +654,31 @@ def build_method(
     if name not in METHODS:
         raise SeiUserError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
     canonical = METHODS[name]
+    if unsure and canonical in ("sup", "css"):
+        raise SeiUserError(
+            f"unsure learns the noise level of the SURE term, and method {canonical!r} has none"
+        )
+    if not unsure and unsure_init is not None:
+        raise SeiUserError("unsure_init is the initial guess of UNSURE; pass unsure=True")
     losses: dict[str, tuple[Loss, float]]
     if canonical == "sup":
         losses = {"supervised": (SupervisedLoss(), 1.0)}
     elif canonical == "css":
         losses = {"css": (CSSLoss(), 1.0)}
     else:
-        losses = {"sure": (SureLoss(tau=tau, margin=margin, divergence=sure_divergence), 1.0)}
+        if not unsure:
+            sure = SureLoss(tau=tau, margin=margin, divergence=sure_divergence)
+        else:
+            initial = physics.sigma if unsure_init is None else float(unsure_init) / 255.0
+            if not math.isfinite(initial) or initial <= 0:
+                raise SeiUserError(
+                    f"UNSURE needs a positive initial noise level, got {initial * 255:g} (8-bit units)"
+                )
+            sure = SureLoss(
+                tau=tau, margin=margin, sigma=initial, divergence=sure_divergence, unsure=True,
+                step_size=unsure_step_size, momentum=unsure_momentum,
+            )
+        losses = {"sure": (sure, 1.0)}
         transform = {
             "proposed": lambda: Scale(factors=scale_factors),
             "ei-shift": Shift,
