@@ -4,7 +4,12 @@ Copies ``RUN/weights.safetensors`` to ``src/sei/pretrained/<name>.safetensors`` 
 run, evaluates each shipped model by name (offline, as a user would) on the 10 test photographs of
 ``samples``, and writes docs/model_card.md with the training facts from the run folder.
 
+The facts of each shipped model (training seconds, flags, training data) are kept in
+``src/sei/pretrained/TRAINING.json`` (not packaged), so that models shipped earlier, whose run folders
+are gone, keep their rows of the model card when another model is re-shipped.
+
     python benchmarks/ship_models.py                 # runs under benchmarks/work/shipped/
+    python benchmarks/ship_models.py --only sei-gaussian_r2-noise5   # re-ship one, keep the others
 """
 
 from __future__ import annotations
@@ -25,6 +30,36 @@ from sei.weights import PRETRAINED, PRETRAINED_DIR
 
 HERE = Path(__file__).resolve().parent
 RUNS = {"sei-gaussian_r2-noise5": "gaussian_r2", "sei-sr_x2-noise5": "sr_x2", "sei-sr_x4-noise5": "sr_x4"}
+FACTS = PRETRAINED_DIR / "TRAINING.json"
+CONFIG_KEYS = ("batch_size", "patch_size", "lr", "seed", "max_steps", "stop_on_gaming", "sure_divergence",
+               "dataset")
+
+
+def load_facts() -> dict:
+    return json.loads(FACTS.read_text()) if FACTS.exists() else {}
+
+
+def training_data(dataset: str | None) -> str:
+    """What the run trained on, from the pool's manifest (benchmarks/photo_pool.py) when there is one."""
+    manifest_path = HERE.parent / str(dataset) / "manifest.json"
+    if not dataset or not manifest_path.is_file():
+        return str(dataset)
+    manifest = json.loads(manifest_path.read_text())
+    held = len(manifest.get("held_out", []))
+    text = (f"{len(manifest['tiles'])} tiles from {manifest['photos']} photographs "
+            f"(pool format {manifest['settings']['format']}")
+    return text + (f"; the {held} held-out photographs of docs/own_measurements.md left out)" if held else ")")
+
+
+def run_facts(folder: Path) -> dict:
+    """Training facts of a finished run folder."""
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    seconds = None
+    if (folder / "metrics.csv").exists():
+        with open(folder / "metrics.csv") as handle:
+            seconds = round(float(list(csv.DictReader(handle))[-1]["seconds"]))
+    return {"train_seconds": seconds, "config": {k: config.get(k) for k in CONFIG_KEYS},
+            "training_data": training_data(config.get("dataset"))}
 
 
 def write_checksums() -> None:
@@ -51,24 +86,26 @@ def evaluate(name: str) -> tuple[dict, dict, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=Path, default=HERE / "work" / "shipped")
+    parser.add_argument("--only", action="append", choices=list(RUNS),
+                        help="ship only this run (repeatable); the other models stay as they are, with their facts")
     args = parser.parse_args()
-    rows = []
+    rows, facts = [], load_facts()
     for name, folder in RUNS.items():
         source = args.runs / folder / "weights.safetensors"
-        if source.exists():
+        if source.exists() and (not args.only or name in args.only):
             PRETRAINED_DIR.mkdir(exist_ok=True)
             shutil.copyfile(source, PRETRAINED[name].path)
+            facts[name] = run_facts(args.runs / folder)
+            FACTS.write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
         if not PRETRAINED[name].path.exists():
             continue
         write_checksums()
         summary, baseline, metadata = evaluate(name)
-        config = json.loads((args.runs / folder / "config.json").read_text()) if (args.runs / folder / "config.json").exists() else {}
-        seconds = ""
-        if (args.runs / folder / "metrics.csv").exists():
-            with open(args.runs / folder / "metrics.csv") as handle:
-                seconds = f"{float(list(csv.DictReader(handle))[-1]['seconds']):.0f}"
+        known = facts.get(name, {})
+        config = known.get("config", {})
+        seconds = "" if known.get("train_seconds") is None else str(known["train_seconds"])
         size_mb = PRETRAINED[name].path.stat().st_size / 1e6
-        rows.append((name, metadata, config, summary, baseline, seconds, size_mb))
+        rows.append((name, metadata, config, summary, baseline, seconds, size_mb, known.get("training_data")))
         print(f"{name}: PSNR {summary['psnr_mean']:.2f} dB (input {baseline['psnr_mean']:.2f}), SSIM {summary['ssim_mean']:.4f}")
     lines = [
         "# Model card: the shipped SEI models",
@@ -80,7 +117,7 @@ def main() -> None:
         "| name | task | network | steps | train CPU s | size | test PSNR | input PSNR | gain | test SSIM |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, metadata, _, summary, baseline, seconds, size_mb in rows:
+    for name, metadata, _, summary, baseline, seconds, size_mb, _ in rows:
         task = metadata.get("kernel") or f"SR x{metadata.get('sr_factor')}"
         lines.append(
             f"| `{name}` | {task}, noise {metadata.get('noise_level'):g} | {metadata['model']['name']} | {metadata.get('steps')} | {seconds} | "
@@ -90,9 +127,10 @@ def main() -> None:
     example = rows[0][2] if rows else {}
     lines += [
         "",
-        "- **Training data**: the offline DIV2K-like pool of 74 tiles from 38 Debian wallpaper photographs",
-        "  (`benchmarks/photo_pool.py`, attribution generated there), short side 256; one fixed noisy measurement",
-        "  per image; the ground truth was never used by the loss.",
+        "- **Training data**: the offline DIV2K-like pool of Debian wallpaper photographs",
+        "  (`benchmarks/photo_pool.py`, attribution generated there), tiles of short side 256; one fixed noisy",
+        "  measurement per image; the ground truth was never used by the loss. Per model:",
+        *[f"  - `{name}`: {data}" for name, *_, data in rows if data],
         f"- **Recipe**: batch {example.get('batch_size')} of {example.get('patch_size')}x{example.get('patch_size')} measurement patches, "
         f"Adam lr {example.get('lr')}, constant for half of the steps then linear decay to 1%, seed {example.get('seed')}, "
         "bf16 autocast of the network passes (the CPU default, `--amp auto`). Reproduce with the `sei train` line in",
