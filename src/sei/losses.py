@@ -138,7 +138,8 @@ class ModelRandomness:
 
 
 class SureLoss(Loss):
-    r"""Partial Stein's unbiased risk estimate for Gaussian noise, Monte-Carlo divergence with one probe.
+    r"""Partial Stein's unbiased risk estimate for Gaussian (and Poisson-Gaussian) noise, Monte-Carlo divergence
+    with one probe.
 
     With :math:`M` the mask that is 1 inside and 0 on a border of width ``margin``, :math:`m` the
     number of interior entries, :math:`b \sim \mathcal{N}(0, I)` drawn as :math:`Mb` and
@@ -187,6 +188,23 @@ class SureLoss(Loss):
     the current estimate :math:`\sqrt\eta`. The learned :math:`\eta` estimates :math:`\sigma^2` from
     above (docs/methods.md, "Unknown noise level: UNSURE").
 
+    **PG-SURE** (Poisson-Gaussian noise, :math:`y = \gamma\,\mathcal{P}(Ax/\gamma) + \mathcal{N}(0, \sigma^2)`;
+    Le Montagner et al. 2014; used whenever the physics' ``gain`` :math:`\gamma` is non-zero, or a ``gain``
+    is given): the noise variance of entry :math:`i` is :math:`\gamma (Ax)_i + \sigma^2`, estimated without
+    bias by :math:`v_i = \gamma y_i + \sigma^2`, and
+
+    .. math::
+
+        \mathcal{L}_{\mathrm{PG}} = \frac1m \|M(A\hat x - y)\|^2
+        + \frac{2}{m\tau}\, (M v \odot b)^\top \big(A f(y + \tau M b) - A\hat x\big) - \frac1m \mathbf 1^\top M v
+
+    (with ``divergence="exact"``, the limit :math:`\tau \to 0`). For :math:`\gamma = 0` it is the Gaussian
+    SURE above. It is unbiased for every estimator whose second derivatives vanish (e.g. any linear one)
+    and otherwise up to the terms of the Poisson finite difference beyond first order (of order
+    :math:`\gamma\sigma^2 \partial^2 f` and :math:`\gamma^2 \partial^2 f`), which deepinv's ``SurePGLoss``
+    also leaves out by default (``second_derivative=False``): the same estimator with a Gaussian probe
+    instead of a Rademacher one, and our border mask. UNSURE is Gaussian only.
+
     :param float tau: probe step :math:`\tau` of the finite difference.
     :param int | None margin: border width; ``None`` takes ``physics.margin``.
     :param float | None sigma: noise std; ``None`` takes ``physics.sigma``. With ``unsure``: the
@@ -195,6 +213,8 @@ class SureLoss(Loss):
     :param bool unsure: learn the noise variance (UNSURE) instead of using ``sigma``.
     :param float step_size: UNSURE ascent step :math:`s`, relative to the initial :math:`\eta`.
     :param float momentum: UNSURE momentum :math:`\mu \in [0, 1)`.
+    :param float | None gain: Poisson gain :math:`\gamma` in [0, 1] units; ``None`` takes ``physics.gain``
+        (0, Gaussian SURE, for Gaussian physics). ``0`` forces the Gaussian SURE.
 
     Extra keyword arguments of ``forward``: ``rng`` (generator of the probe), ``randomness`` (a
     :class:`ModelRandomness` taken before ``x_net = model(y)``: the probe pass replays it, so both
@@ -215,6 +235,7 @@ class SureLoss(Loss):
         unsure: bool = False,
         step_size: float = DEFAULT_UNSURE_STEP_SIZE,
         momentum: float = DEFAULT_UNSURE_MOMENTUM,
+        gain: float | None = None,
     ) -> None:
         super().__init__()
         if tau <= 0:
@@ -225,6 +246,12 @@ class SureLoss(Loss):
         self.divergence = divergence
         self.margin = margin
         self.sigma = sigma
+        if gain is not None and (not math.isfinite(gain) or gain < 0):
+            raise SeiUserError(f"the Poisson gain of PG-SURE must be >= 0, got {gain}")
+        if unsure and gain:
+            raise SeiUserError("UNSURE learns a Gaussian noise level; for Poisson-Gaussian noise give the gain and "
+                               "noise level, or estimate them with --gain auto --noise_level auto")
+        self.gain = gain
         self.unsure = bool(unsure)
         if self.unsure:
             if not math.isfinite(step_size) or step_size <= 0:
@@ -269,6 +296,14 @@ class SureLoss(Loss):
         self.eta_velocity.mul_(self.momentum).add_((1 - self.momentum) * gradient)
         self.eta.add_(self.step_size * self.eta_initial * self.eta_velocity).clamp_(min=0)
 
+    def _gain(self, physics: Physics) -> float:
+        r"""The Poisson gain :math:`\gamma` in [0, 1] units: the fixed one, else the physics' (0 for Gaussian noise)."""
+        gain = float(getattr(physics, "gain", 0.0) if self.gain is None else self.gain)
+        if self.unsure and gain:
+            raise SeiUserError("UNSURE learns a Gaussian noise level and the physics has Poisson-Gaussian noise; give "
+                               "the gain and noise level, or estimate them (--gain auto --noise_level auto)")
+        return gain
+
     def _margin(self, physics: Physics) -> int:
         return int(physics.margin if self.margin is None else self.margin)
 
@@ -291,16 +326,20 @@ class SureLoss(Loss):
         **kwargs: Any,
     ) -> torch.Tensor:
         variance = self._variance(physics, y.device)
+        gain = self._gain(physics)
         mask = interior_mask(y, self._margin(physics))
         interior = mask.sum() * y.shape[1]
         if probe is None:
             probe = gaussian_like(y, rng) * mask
         fidelity = (mask * (physics.A(x_net) - y) ** 2).flatten(1).sum(1) / interior
+        # PG-SURE: the divergence is weighted by each entry's noise variance, estimated as gain * y + sigma^2
+        weights = None if gain == 0 else (gain * y.detach() + variance) * mask
         with torch.no_grad():
-            back_projected = physics.A_adjoint(probe, img_size=tuple(x_net.shape[-2:]))
+            weighted_probe = probe if weights is None else probe * weights
+            back_projected = physics.A_adjoint(weighted_probe, img_size=tuple(x_net.shape[-2:]))
         if self.divergence == "exact":
             divergence = self._exact_divergence(x_net, y, model, probe, back_projected, inputs, randomness) / interior
-            return self._combine(fidelity, divergence, variance)
+            return self._combine(fidelity, divergence, variance, weights, interior)
         if perturbed is None:
             if randomness is None:
                 perturbed = model(y + self.tau * probe)
@@ -310,11 +349,14 @@ class SureLoss(Loss):
         # (Mb)^T A (f(y + tau Mb) - f(y)) = (A^T Mb)^T (f(y + tau Mb) - f(y)): the adjoint applies to a
         # constant, so the divergence costs one operator pass without gradient instead of two with.
         divergence = (back_projected * (perturbed - x_net)).flatten(1).sum(1) / (self.tau * interior)
-        return self._combine(fidelity, divergence, variance)
+        return self._combine(fidelity, divergence, variance, weights, interior)
 
     def _combine(
-        self, fidelity: torch.Tensor, divergence: torch.Tensor, variance: torch.Tensor | float
+        self, fidelity: torch.Tensor, divergence: torch.Tensor, variance: torch.Tensor | float,
+        weights: torch.Tensor | None = None, interior: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if weights is not None:  # PG-SURE: the divergence is already weighted; the offset is the mean variance
+            return fidelity + 2 * divergence - weights.flatten(1).sum(1) / interior
         value = fidelity + 2 * variance * divergence - variance
         if self.unsure and self.training and torch.is_grad_enabled():
             self._ascend(divergence)
@@ -345,7 +387,8 @@ class EquivarianceLoss(Loss):
         x_2 = T(\operatorname{sg}(\hat x)), \quad y_2 = A x_2 + n', \quad
         \mathcal{L}_{\mathrm{EQ}} = \frac1n \|f(y_2) - x_2\|^2
 
-    with :math:`n'` fresh Gaussian noise of the physics' :math:`\sigma`, or of the std given as
+    with :math:`n'` fresh noise of the physics' model (Gaussian of its :math:`\sigma`, or Poisson-Gaussian), or
+    Gaussian noise of the std given as
     ``noise_std`` (the :class:`Objective` passes UNSURE's current estimate). With ``stop_gradient`` the
     transform runs under ``no_grad`` **and** its output is detached: ``no_grad`` alone leaks the
     graph when the transform returns its input (deepinv issue 262). Without it, gradients also flow
@@ -619,6 +662,9 @@ def build_method(
 ) -> Objective:
     r"""Build a training method of the paper.
 
+    The SURE term follows the physics' noise model: Gaussian SURE for Gaussian noise, PG-SURE for
+    Poisson-Gaussian noise (see :class:`SureLoss`); the equivariance and CSS terms re-measure with that model.
+
     - ``proposed`` (``sei``): partial SURE :math:`+\ \alpha` scale equivariance.
     - ``ei-shift`` / ``ei-rotate``: partial SURE :math:`+\ \alpha` shift / rotation equivariance.
     - ``sure``: partial SURE alone.
@@ -658,6 +704,9 @@ def build_method(
         raise SeiUserError(
             f"unsure learns the noise level of the SURE term, and method {canonical!r} has none"
         )
+    if unsure and getattr(physics, "poisson", False):
+        raise SeiUserError("unsure learns a Gaussian noise level; with Poisson-Gaussian noise give --gain and "
+                           "--noise_level, or estimate both (auto)")
     if not unsure and unsure_init is not None:
         raise SeiUserError("unsure_init is the initial guess of UNSURE; pass unsure=True")
     losses: dict[str, tuple[Loss, float]]

@@ -292,7 +292,6 @@ def load_weights_with_physics(
     :param noise_level: the noise level of the returned physics (default: the one stored).
     :return: ``(model, metadata, physics)``; for paper files the metadata comes from the name and the keys.
     """
-    from sei.physics import make_physics
     from sei.physics.state import check_kernel, physics_from_state
 
     path, name_info = resolve_weights(spec)
@@ -313,8 +312,8 @@ def load_weights_with_physics(
         physics = physics_from_state(metadata, physics_tensors, noise_level=noise)
     elif metadata.get("task") == "deblurring":  # an older file or a paper file: the kernel is only named
         physics = _physics_of_named_kernel(metadata.get("kernel"), kernel, noise, str(spec))
-    else:
-        physics = make_physics("sr", sr_factor=metadata.get("sr_factor"), noise_level=noise)
+    else:  # through the stored state, so the noise model (Gaussian or Poisson-Gaussian) comes back too
+        physics = physics_from_state({**metadata, "task": "sr"}, {}, noise_level=noise)
     model = create_model(**metadata["model"])
     load_state_dict_checked(model, tensors, str(path))
     return model.to(device).eval(), metadata, physics.to(device)

@@ -1,4 +1,4 @@
-"""Make measurements: blur or downsample images and add seeded Gaussian noise.
+"""Make measurements: blur or downsample images and add seeded Gaussian or Poisson-Gaussian noise.
 
 INPUT and OUTPUT are both files or both folders. PNG/JPEG/TIFF outputs are 8-bit; an output
 ending in .npy stores the float32 measurement (H, W, C), unclipped.
@@ -8,6 +8,7 @@ examples:
   sei degrade photos/ lowres/ --task sr --sr_factor 4 --seed 1
   sei degrade photo.png measurement.npy --kernel my_psf.npy
   sei degrade photo.png blurry.png --boundary valid     # as a camera blurs: k - 1 pixels smaller
+  sei degrade photo.png lowlight.npy --noise poisson-gaussian --gain 2.55 --noise_level 1   # ~100 photons at full scale
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ BOUNDARIES = ("circular", "valid")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="an image file or a folder of images")
     parser.add_argument("output", type=Path, help="output file (.png, .npy, ...) or folder")
-    add_physics_arguments(parser)
+    add_physics_arguments(parser, noise_model=True)
     parser.add_argument("--seed", type=int, default=0, help="base seed of the noise (per-image seeds derive from it and the file name)")
     parser.add_argument("--format", choices=("png", "npy"), default="png", help="file type written into an output folder")
     parser.add_argument(
@@ -39,9 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_physics_arguments(parser: argparse.ArgumentParser, auto_noise: bool = False) -> None:
+def add_physics_arguments(parser: argparse.ArgumentParser, auto_noise: bool = False, noise_model: bool = False) -> None:
     """The task flags shared by every command (names as in the original README); ``auto_noise``: the
-    command also takes ``--noise_level auto`` (estimated from the measurements)."""
+    command also takes ``--noise_level auto`` (estimated from the measurements); ``noise_model``: it
+    takes ``--noise gaussian|poisson-gaussian`` and ``--gain`` (and ``--gain auto`` with ``auto_noise``)."""
     parser.add_argument("--task", choices=("deblurring", "sr"), default="deblurring")
     parser.add_argument("--kernel", default=None, help="deblurring kernel: Gaussian_R<std>, Box_R<radius> or a file (default Gaussian_R2)")
     parser.add_argument("--sr_factor", "--sr-factor", type=int, default=None, help="super-resolution factor 2, 3, 4 or 8 (default 2)")
@@ -50,6 +52,15 @@ def add_physics_arguments(parser: argparse.ArgumentParser, auto_noise: bool = Fa
                             help="noise std in 8-bit units, or auto: estimated from the measurements")
     else:
         parser.add_argument("--noise_level", "--noise-level", type=float, default=5.0, help="noise std in 8-bit units (default 5)")
+    if noise_model:
+        from sei.physics.noise import NOISE_MODELS
+
+        parser.add_argument("--noise", choices=NOISE_MODELS, default=None,
+                            help="noise model: gaussian (default) or poisson-gaussian, y = gain * Poisson(Ax / gain) + "
+                                 "N(0, noise_level^2); Poisson alone is --noise_level 0")
+        parser.add_argument("--gain", type=_gain_flag if auto_noise else _fixed_gain_flag, default=None,
+                            help="Poisson gain in 8-bit units: one photon's intensity (255 / gain photons at full scale; "
+                                 "2.55 = 100 photons)" + (", or auto: estimated from the measurements" if auto_noise else ""))
 
 
 def _noise_level_flag(text: str) -> float | str:
@@ -61,16 +72,34 @@ def _noise_level_flag(text: str) -> float | str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _gain_flag(text: str) -> float | str:
+    from sei.physics.noise import parse_gain
+
+    try:
+        return parse_gain(text)
+    except SeiUserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _fixed_gain_flag(text: str) -> float:
+    value = _gain_flag(text)
+    if value == "auto":
+        raise argparse.ArgumentTypeError("--gain auto estimates the gain of given measurements; give a number here")
+    return value
+
+
 def measure_valid(physics, image: torch.Tensor, seed: int) -> torch.Tensor:
     """``physics.measure`` with a 'valid' convolution instead of the circular blur (same noise draw)."""
-    clean = valid_blur(image, physics.kernel)
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
-    return clean + physics.sigma * noise.to(device=clean.device, dtype=clean.dtype)
+    if physics.poisson:
+        from sei.physics.noise import check_nonnegative
+
+        check_nonnegative(image)
+    return physics.seeded_noise(valid_blur(image, physics.kernel), seed)
 
 
 def run(args: argparse.Namespace) -> int:
-    physics = make_physics(args.task, kernel=args.kernel, sr_factor=args.sr_factor, noise_level=args.noise_level)
+    physics = make_physics(args.task, kernel=args.kernel, sr_factor=args.sr_factor, noise_level=args.noise_level,
+                           noise_model=args.noise or "gaussian", gain=args.gain)
     boundary = getattr(args, "boundary", "circular")
     if boundary == "valid" and args.task != "deblurring":
         raise SeiUserError("--boundary valid applies to deblurring: super-resolution downsamples without "

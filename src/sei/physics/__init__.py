@@ -1,6 +1,7 @@
-"""Forward models: kernels, circular FFT blur, bicubic super-resolution, Gaussian noise.
+"""Forward models: kernels, circular FFT blur, bicubic super-resolution, Gaussian or Poisson-Gaussian noise.
 
-``make_physics(task, kernel=None, sr_factor=None, noise_level=5)`` is the entry point.
+``make_physics(task, kernel=None, sr_factor=None, noise_level=5, noise_model="gaussian", gain=None)`` is
+the entry point.
 ``valid_blur(x, kernel)`` blurs the way a camera does (a 'valid', non-circular convolution, ``k - 1``
 pixels smaller per axis); ``valid_crop`` cuts the matching region out of the sharp image.
 """
@@ -15,6 +16,7 @@ import torch
 from sei.errors import SeiUserError
 from sei.physics.functional import valid_blur, valid_crop
 from sei.physics.kernels import KERNEL_FORMS, box_kernel, gaussian_kernel, get_kernel, kernel_name
+from sei.physics.noise import DEFAULT_NOISE_MODEL, NOISE_MODELS
 from sei.physics.operators import BicubicSR, Blur, gaussian_like
 
 TASKS = ("deblurring", "sr")
@@ -24,6 +26,7 @@ DEFAULT_SR_FACTOR = 2
 
 __all__ = [
     "KERNEL_FORMS",
+    "NOISE_MODELS",
     "SR_FACTORS",
     "TASKS",
     "BicubicSR",
@@ -45,6 +48,8 @@ def make_physics(
     kernel: str | Path | torch.Tensor | None = None,
     sr_factor: int | None = None,
     noise_level: float = 5.0,
+    noise_model: str = DEFAULT_NOISE_MODEL,
+    gain: float | None = None,
 ) -> Blur | BicubicSR:
     """Build the forward operator of a task.
 
@@ -52,6 +57,8 @@ def make_physics(
     :param kernel: deblurring kernel name (``Gaussian_R2``), file path or tensor; default Gaussian_R2.
     :param int sr_factor: super-resolution factor (2, 3, 4 or 8); default 2.
     :param float noise_level: Gaussian noise std in 8-bit units.
+    :param str noise_model: ``"gaussian"`` (default) or ``"poisson-gaussian"`` (:mod:`sei.physics.noise`).
+    :param float gain: Poisson gain in 8-bit units (one photon's intensity); Poisson-Gaussian noise only.
 
     >>> make_physics("sr", sr_factor=4).describe()
     {'task': 'sr', 'sr_factor': 4, 'noise_level': 5.0}
@@ -62,14 +69,14 @@ def make_physics(
         if sr_factor not in (None, 1):
             raise SeiUserError("--sr_factor applies to the sr task only; use --kernel for deblurring")
         spec = DEFAULT_KERNEL if kernel is None else kernel
-        return Blur(get_kernel(spec), noise_level=noise_level, kernel_label=kernel_name(spec))
+        return Blur(get_kernel(spec), noise_level=noise_level, kernel_label=kernel_name(spec), noise_kind=noise_model, gain=gain)
     if task == "sr":
         if kernel is not None:
             raise SeiUserError("--kernel applies to the deblurring task only; super-resolution uses bicubic downsampling")
         factor = DEFAULT_SR_FACTOR if sr_factor is None else sr_factor
         if factor != int(factor) or int(factor) not in SR_FACTORS:
             raise SeiUserError(f"unsupported sr factor {sr_factor}: choose one of {', '.join(map(str, SR_FACTORS))}")
-        return BicubicSR(int(factor), noise_level=noise_level)
+        return BicubicSR(int(factor), noise_level=noise_level, noise_kind=noise_model, gain=gain)
     raise SeiUserError(f"unknown task {task!r}: choose 'deblurring' or 'sr'")
 
 

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from deepinv.physics import GaussianNoise, LinearPhysics
+from deepinv.physics import GaussianNoise, LinearPhysics, PoissonGaussianNoise
 
 from sei.physics import functional as Fn
+from sei.physics import noise as noise_facts
 
 _CACHE_SIZE = 16
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -57,19 +58,42 @@ def gaussian_like(reference: torch.Tensor, rng: torch.Generator | None = None) -
     return noise.to(reference.device)
 
 
-class _GaussianMeasurement(LinearPhysics):
-    """Shared noise handling: additive white Gaussian noise, fresh on every call, optionally seeded."""
+class _NoisyMeasurement(LinearPhysics):
+    """Shared noise handling: white Gaussian or Poisson-Gaussian noise (:mod:`sei.physics.noise`), fresh on
+    every call, optionally seeded.
+
+    Attributes: ``noise_level`` and ``sigma`` (the Gaussian std in 8-bit and [0, 1] units),
+    ``noise_kind`` (``"gaussian"`` or ``"poisson-gaussian"``), ``gain_level`` and ``gain`` (the Poisson
+    gain in 8-bit and [0, 1] units; 0 for Gaussian noise). (deepinv's own ``noise_model`` attribute is
+    the matching deepinv module.)
+    """
 
     task: str = ""
 
-    def __init__(self, noise_level: float) -> None:
-        sigma = float(noise_level) / 255.0
-        super().__init__(noise_model=GaussianNoise(sigma=sigma))
+    def __init__(self, noise_level: float, noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL, gain: float | None = None) -> None:
+        kind, gain_level = noise_facts.check_noise_model(noise_kind, gain)
+        sigma = float(noise_level) / noise_facts.INTENSITY_SCALE
+        gamma = gain_level / noise_facts.INTENSITY_SCALE
+        if kind == noise_facts.POISSON_GAUSSIAN:
+            deepinv_noise = PoissonGaussianNoise(gain=gamma, sigma=sigma)
+        else:
+            deepinv_noise = GaussianNoise(sigma=sigma)
+        super().__init__(noise_model=deepinv_noise)
         self.noise_level = float(noise_level)
         self.sigma = sigma
+        self.noise_kind = kind
+        self.gain_level = gain_level
+        self.gain = gamma
+
+    @property
+    def poisson(self) -> bool:
+        """Whether the noise is Poisson-Gaussian (signal-dependent)."""
+        return self.noise_kind == noise_facts.POISSON_GAUSSIAN
 
     def noise(self, x: torch.Tensor, rng: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
-        """Add fresh noise of std ``sigma`` (drawn with ``rng`` when given)."""
+        """Add fresh noise of this model to the noiseless measurement ``x`` (drawn with ``rng`` when given)."""
+        if self.poisson:
+            return noise_facts.poisson_gaussian_sample(x, self.sigma, self.gain, rng)
         if self.sigma == 0:
             return x
         return x + self.sigma * gaussian_like(x, rng)
@@ -79,11 +103,32 @@ class _GaussianMeasurement(LinearPhysics):
 
     def measure(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """A reproducible measurement: the noise is drawn on the CPU from ``seed``, so the same
-        (image, seed) gives the same ``y`` on every machine and device."""
-        clean = self.A(x)
+        (image, seed) gives the same ``y`` on every machine and device. Poisson noise refuses an image
+        with negative intensities (one-line error)."""
+        if self.poisson:
+            noise_facts.check_nonnegative(x)
+        return self.seeded_noise(self.A(x), seed)
+
+    def seeded_noise(self, clean: torch.Tensor, seed: int) -> torch.Tensor:
+        """``clean`` (a noiseless measurement) plus this model's noise, drawn on the CPU from ``seed``."""
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        if self.poisson:
+            noisy = noise_facts.poisson_gaussian_sample(clean.detach().cpu().float(), self.sigma, self.gain, generator)
+            return noisy.to(device=clean.device, dtype=clean.dtype)
         noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
         return clean + self.sigma * noise.to(device=clean.device, dtype=clean.dtype)
+
+    def variance(self, y: torch.Tensor) -> torch.Tensor | float:
+        """Unbiased estimate of each entry's noise variance from the measurement ``y`` (a float for Gaussian noise)."""
+        return noise_facts.noise_variance(y, self.sigma, self.gain)
+
+    def describe_noise(self) -> dict[str, Any]:
+        """The noise model in the operator's metadata: ``noise_level``, plus ``noise_model`` and ``gain``
+        when it is not Gaussian (Gaussian metadata stays as it always was)."""
+        facts: dict[str, Any] = {"noise_level": self.noise_level}
+        if self.poisson:
+            facts.update(noise_model=self.noise_kind, gain=self.gain_level)
+        return facts
 
     @property
     def margin(self) -> int:
@@ -96,7 +141,7 @@ class _GaussianMeasurement(LinearPhysics):
         raise NotImplementedError
 
 
-class Blur(_GaussianMeasurement):
+class Blur(_NoisyMeasurement):
     r"""Circular blur :math:`A x = k \circledast x`, computed as ``irfft2(rfft2(x) * OTF)``.
 
     :param torch.Tensor kernel: 2-D kernel (normalised to sum 1 by :func:`sei.physics.get_kernel`).
@@ -117,8 +162,11 @@ class Blur(_GaussianMeasurement):
 
     task = "deblurring"
 
-    def __init__(self, kernel: torch.Tensor, noise_level: float = 5.0, kernel_label: str = "custom") -> None:
-        super().__init__(noise_level)
+    def __init__(
+        self, kernel: torch.Tensor, noise_level: float = 5.0, kernel_label: str = "custom",
+        noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL, gain: float | None = None,
+    ) -> None:
+        super().__init__(noise_level, noise_kind, gain)
         self.register_buffer("kernel", kernel.to(torch.float64))
         self.kernel_label = kernel_label
         self._otfs = _LRU()
@@ -180,10 +228,10 @@ class Blur(_GaussianMeasurement):
         return (max(self.kernel.shape) - 1) // 2
 
     def describe(self) -> dict[str, Any]:
-        return {"task": "deblurring", "kernel": self.kernel_label, "noise_level": self.noise_level}
+        return {"task": "deblurring", "kernel": self.kernel_label, **self.describe_noise()}
 
 
-class BicubicSR(_GaussianMeasurement):
+class BicubicSR(_NoisyMeasurement):
     r"""Super-resolution operator: antialiased bicubic downsampling by an integer factor.
 
     ``A`` is torch's ``interpolate(x, scale_factor=1/r, mode="bicubic", antialias=True)``. Because
@@ -202,8 +250,10 @@ class BicubicSR(_GaussianMeasurement):
 
     task = "sr"
 
-    def __init__(self, factor: int = 2, noise_level: float = 5.0) -> None:
-        super().__init__(noise_level)
+    def __init__(
+        self, factor: int = 2, noise_level: float = 5.0, noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL, gain: float | None = None,
+    ) -> None:
+        super().__init__(noise_level, noise_kind, gain)
         self.factor = int(factor)
         self._matrices = _LRU(4 * _CACHE_SIZE)
 
@@ -270,4 +320,4 @@ class BicubicSR(_GaussianMeasurement):
         return Fn.bicubic_upsample(_working(y), self.factor, self.hr_size(y, img_size))
 
     def describe(self) -> dict[str, Any]:
-        return {"task": "sr", "sr_factor": self.factor, "noise_level": self.noise_level}
+        return {"task": "sr", "sr_factor": self.factor, **self.describe_noise()}

@@ -22,36 +22,42 @@ import torch
 import torch.nn.functional as F
 
 from sei.errors import SeiUserError
+from sei.physics.noise import GAUSSIAN, NOISE_MODELS
 
 KERNEL_TOLERANCE = 1e-6  # relative to the kernel's peak: float32 round trips of a PSF file agree far below it
-NOISE_MODELS = ("gaussian",)
 
 
 def physics_state(physics: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(metadata, tensors)`` that rebuild ``physics``: ``describe()`` plus the noise model, and the
-    deblurring kernel as a float64 tensor under ``"kernel"``."""
-    metadata = {**physics.describe(), "noise_model": "gaussian"}
+    """``(metadata, tensors)`` that rebuild ``physics``: ``describe()`` plus the noise model (and its
+    ``gain`` for Poisson-Gaussian noise), and the deblurring kernel as a float64 tensor under ``"kernel"``."""
+    metadata = {"noise_model": GAUSSIAN, **physics.describe()}
     tensors: dict[str, torch.Tensor] = {}
     if physics.task == "deblurring":
         tensors["kernel"] = physics.kernel.detach().to("cpu", torch.float64).contiguous()
     return metadata, tensors
 
 
-def physics_from_state(metadata: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], noise_level: float | None = None) -> Any:
-    """The operator described by :func:`physics_state`'s output (``noise_level`` overrides the stored one)."""
+def physics_from_state(
+    metadata: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], noise_level: float | None = None, gain: float | None = None,
+) -> Any:
+    """The operator described by :func:`physics_state`'s output (``noise_level`` and, for Poisson-Gaussian
+    noise, ``gain`` override the stored ones)."""
     from sei.physics import Blur, make_physics
     from sei.physics.kernels import normalise_kernel
 
     noise = float(metadata.get("noise_level", 5.0) if noise_level is None else noise_level)
-    model = metadata.get("noise_model", "gaussian")
+    model = metadata.get("noise_model", GAUSSIAN)
     if model not in NOISE_MODELS:
         raise SeiUserError(f"unknown noise model {model!r} in the stored physics; this sei knows {', '.join(NOISE_MODELS)}")
+    stored_gain = metadata.get("gain") if model != GAUSSIAN else None
+    noise_facts = {"noise_model": model, "gain": stored_gain if gain is None or model == GAUSSIAN else gain}
     if metadata.get("task") == "deblurring":
         if "kernel" not in tensors:
-            return make_physics("deblurring", kernel=metadata.get("kernel"), noise_level=noise)
+            return make_physics("deblurring", kernel=metadata.get("kernel"), noise_level=noise, **noise_facts)
         kernel = normalise_kernel(tensors["kernel"], source="stored kernel")
-        return Blur(kernel, noise_level=noise, kernel_label=str(metadata.get("kernel") or "custom"))
-    return make_physics(str(metadata.get("task")), sr_factor=metadata.get("sr_factor"), noise_level=noise)
+        return Blur(kernel, noise_level=noise, kernel_label=str(metadata.get("kernel") or "custom"),
+                    noise_kind=noise_facts["noise_model"], gain=noise_facts["gain"])
+    return make_physics(str(metadata.get("task")), sr_factor=metadata.get("sr_factor"), noise_level=noise, **noise_facts)
 
 
 def _centred(kernel: torch.Tensor, height: int, width: int) -> torch.Tensor | None:
