@@ -4,10 +4,18 @@ Handles what real folders contain: 8- and 16-bit integers, float TIFFs, palettes
 grayscale (made RGB unless asked otherwise), EXIF orientation, float ``.npy`` measurements written
 by ``sei degrade`` and DICOM slices (rescaled to Hounsfield units, then windowed). Anything
 unreadable raises a :class:`~sei.errors.SeiUserError` naming the file.
+
+TIFF files go through tifffile (:func:`read_tiff`, :func:`write_tiff`): 8/16-bit integer and float32
+samples, grayscale or RGB, and multi-page stacks, read as a batch of 2-D images and written back in the
+type they came in (:func:`write_like`), so a 16-bit input never comes back as 8-bit
+(docs/scientific_images.md).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from sei.errors import SeiUserError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_DTYPES = ("uint8", "uint16", "float32")  # what write_tiff writes
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm") + DICOM_SUFFIXES
 MEASUREMENT_SUFFIXES = IMAGE_SUFFIXES + (".npy",)
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # BT.601, as the evaluation protocol's Y channel
@@ -136,6 +146,12 @@ def read_image(path: str | Path, channels: int | None = 3, dicom_window: tuple[f
             raise SeiUserError(f"{path}: expected an (H, W, C) array, got shape {array.shape}")
     elif suffix in DICOM_SUFFIXES:
         array = read_dicom(path, dicom_window)
+    elif suffix in TIFF_SUFFIXES:
+        stack, _ = read_tiff(path, channels)
+        if stack.shape[0] != 1:
+            raise SeiUserError(f"{path} is a stack of {stack.shape[0]} images; this command reads one image per file "
+                               "(sei reconstruct and sei degrade take stacks)")
+        return stack[0]
     else:
         try:
             with Image.open(path) as image:
@@ -183,6 +199,8 @@ def bit_depth(path: str | Path) -> int:
     path = Path(path)
     if path.suffix.lower() == ".npy":
         return 32
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return {"uint8": 8, "uint16": 16}.get(tiff_layout(path).dtype, 32)
     if path.suffix.lower() in DICOM_SUFFIXES:
         return 16
     try:
@@ -204,6 +222,9 @@ def write_image(image: torch.Tensor, path: str | Path, bits: int = 8) -> None:
         image = image[0]
     if path.suffix.lower() == ".npy":
         np.save(path, image.detach().float().cpu().numpy().transpose(1, 2, 0))
+        return
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        write_tiff(image[None], path, {8: "uint8", 16: "uint16", 32: "float32"}[bits])
         return
     if bits == 16:
         _write_16_bit(image, path)
@@ -230,3 +251,155 @@ def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) 
         if path.is_file() and path.suffix.lower() in suffixes and not any(part.startswith(".") for part in relative.parts):
             found.append(path)
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+# --- TIFF: 16-bit and float data, multi-page stacks ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredFormat:
+    """How an image file stores its pixels, so that a result can be written back the same way.
+
+    ``dtype`` is ``"uint8"``, ``"uint16"`` or ``"float32"`` (other integer types are read as the closest
+    of these), ``channels`` 1 (grayscale) or 3 (RGB), ``pages`` the number of 2-D images in the file.
+    """
+
+    dtype: str = "uint8"
+    channels: int = 3
+    pages: int = 1
+    axes: str = "YXS"
+
+
+def tiff_layout(path: str | Path) -> StoredFormat:
+    """The layout of a TIFF file (first series), without reading its pixels; unsupported layouts raise
+    a one-line :class:`SeiUserError`."""
+    import tifffile
+
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
+            rgb = tiff.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+    except (tifffile.TiffFileError, OSError, IndexError, ValueError) as error:
+        raise SeiUserError(f"cannot read TIFF {path}: {error}") from error
+    return _layout(path, axes, shape, dtype, rgb)
+
+
+def _layout(path: Path, axes: str, shape: tuple[int, ...], dtype: np.dtype, rgb: bool) -> StoredFormat:
+    if dtype.kind not in "uif":
+        raise SeiUserError(f"{path}: unsupported TIFF sample type {dtype} (sei reads integer and float samples)")
+    if "Y" not in axes or "X" not in axes or axes.index("X") != axes.index("Y") + 1:
+        raise SeiUserError(f"{path}: unsupported TIFF layout (axes {axes!r}, shape {shape}): no 2-D (Y, X) planes")
+    colour = rgb and "S" in axes and shape[axes.index("S")] in (3, 4) and axes.index("S") in (len(axes) - 1, axes.index("Y") - 1)
+    planes = [size for axis, size in zip(axes, shape, strict=True) if axis not in ("Y", "X") and not (colour and axis == "S")]
+    if axes.index("X") != len(axes) - 1 and not (colour and axes[-1] == "S"):
+        raise SeiUserError(f"{path}: unsupported TIFF layout (axes {axes!r}, shape {shape}): samples after the "
+                           "image plane that are not RGB")
+    pages = int(np.prod(planes)) if planes else 1
+    if pages == 0 or shape[axes.index("Y")] == 0 or shape[axes.index("X")] == 0:
+        raise SeiUserError(f"{path}: the TIFF holds no pixels (shape {shape})")
+    stored = "float32" if dtype.kind == "f" else "uint8" if dtype.itemsize == 1 else "uint16" if dtype.itemsize == 2 else "float32"
+    return StoredFormat(dtype=stored, channels=3 if colour else 1, pages=pages, axes=axes)
+
+
+def read_tiff(path: str | Path, channels: int | None = 3) -> tuple[torch.Tensor, StoredFormat]:
+    """A TIFF as float32 ``(N, C, H, W)`` and how it was stored.
+
+    Every axis before the image plane (pages, Z, time, channels of a microscope: anything but RGB
+    samples) becomes the batch ``N`` of 2-D grayscale images; RGB(A) samples become the colour channels
+    (alpha dropped). Integer samples are scaled by their type's maximum (16-bit: 65535 is 1.0), float
+    samples are kept as they are (no clipping, no rescaling). 3-D deconvolution is out of scope: the
+    planes of a Z stack are restored one by one.
+
+    :param channels: 3 makes grayscale RGB, 1 makes colour luminance, ``None`` keeps what the file has.
+    """
+    import tifffile
+
+    path = Path(path)
+    layout = tiff_layout(path)
+    try:
+        array = tifffile.imread(path)
+    except (tifffile.TiffFileError, OSError, ValueError) as error:
+        raise SeiUserError(f"cannot read TIFF {path}: {error}") from error
+    axes = layout.axes
+    if layout.channels == 3 and axes[-1] != "S":  # planar RGB (S before Y, X): samples last
+        array = np.moveaxis(array, axes.index("S"), -1)
+    height, width = array.shape[-3:-1] if layout.channels == 3 else array.shape[-2:]
+    array = array.reshape((layout.pages, height, width) + ((array.shape[-1],) if layout.channels == 3 else ()))
+    finite = np.isfinite(array) if array.dtype.kind == "f" else np.ones(1, dtype=bool)
+    if not finite.all():
+        raise SeiUserError(f"{path} contains {int((~finite).sum())} NaN or infinite value(s); fill or mask them first")
+    images = torch.stack([array_to_tensor(page, channels) for page in array])
+    return images, layout
+
+
+def write_tiff(images: torch.Tensor, path: str | Path, dtype: str = "float32") -> None:
+    """Write ``(N, C, H, W)`` (or ``(C, H, W)``) as a TIFF, atomically: one page per image, C = 1 grayscale
+    or 3 RGB; ``dtype`` ``"uint16"``/``"uint8"`` (values clipped to [0, 1] and scaled by 65535 / 255) or
+    ``"float32"`` (values as they are)."""
+    import tifffile
+
+    path = Path(path)
+    if dtype not in TIFF_DTYPES:
+        raise ValueError(f"TIFF dtype must be one of {TIFF_DTYPES}, got {dtype!r}")
+    if images.ndim == 3:
+        images = images[None]
+    if images.shape[1] not in (1, 3):
+        raise SeiUserError(f"{path}: a TIFF is written with 1 or 3 channels, got {images.shape[1]}")
+    values = images.detach().double().cpu()
+    if dtype == "float32":
+        array = values.float().numpy()
+    else:
+        peak = float(np.iinfo(np.dtype(dtype)).max)
+        array = values.clamp(0, 1).mul(peak).round().numpy().astype(dtype)
+    colour = array.shape[1] == 3
+    array = array.transpose(0, 2, 3, 1) if colour else array[:, 0]
+    if array.shape[0] == 1:
+        array = array[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
+    os.close(handle)
+    try:
+        tifffile.imwrite(tmp, array, photometric="rgb" if colour else "minisblack")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_images(path: str | Path, channels: int | None = 3) -> tuple[torch.Tensor, StoredFormat]:
+    """Any supported file as ``(N, C, H, W)`` (N > 1 only for a multi-page TIFF) and how it was stored."""
+    path = Path(path)
+    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
+        return read_tiff(path, channels)
+    image = read_image(path, channels)
+    stored_channels = read_image(path, channels=None).shape[0] if path.suffix.lower() != ".npy" else image.shape[0]
+    bits = bit_depth(path)
+    dtype = {8: "uint8", 16: "uint16"}.get(bits, "float32")
+    return image[None], StoredFormat(dtype=dtype, channels=1 if stored_channels == 1 else 3, pages=1, axes="YXS")
+
+
+def write_like(images: torch.Tensor, path: str | Path, stored: StoredFormat) -> None:
+    """Write results ``(N, C, H, W)`` to ``path`` the way the input was stored: its sample type (a 16-bit
+    input gives a 16-bit output, a float input float32), grayscale if it was grayscale, one page per image.
+    A ``.npy`` path takes float32 (one image); a PNG takes 8 or 16 bits (grayscale) and one image."""
+    path = Path(path)
+    if stored.channels == 1 and images.shape[1] == 3:
+        images = images.mean(1, keepdim=True)
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        write_tiff(images, path, stored.dtype)
+        return
+    if images.shape[0] != 1:
+        raise SeiUserError(f"{path}: {images.shape[0]} images (a stack) are written as a multi-page .tif; change the suffix")
+    if suffix == ".npy":
+        write_image(images[0], path)
+        return
+    if stored.dtype != "uint8":
+        if stored.dtype == "float32" or images.shape[1] != 1 or suffix != ".png":
+            raise SeiUserError(f"the input is {stored.dtype}; writing {path.name} would round it to 8 bits: write a "
+                               ".tif (same sample type) or .npy (float) instead")
+        write_image(images[0], path, bits=16)
+        return
+    write_image(images[0], path)

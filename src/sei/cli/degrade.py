@@ -1,7 +1,9 @@
 """Make measurements: blur or downsample images and add seeded Gaussian or Poisson-Gaussian noise.
 
-INPUT and OUTPUT are both files or both folders. PNG/JPEG/TIFF outputs are 8-bit; an output
-ending in .npy stores the float32 measurement (H, W, C), unclipped.
+INPUT and OUTPUT are both files or both folders. PNG/JPEG outputs are 8-bit; an output
+ending in .npy stores the float32 measurement (H, W, C), unclipped. A TIFF input (16-bit, float,
+multi-page stack = a batch of 2-D images) keeps its channels and sample type in a .tif output
+(float TIFFs unclipped); a 16-bit input is never written as 8-bit.
 
 examples:
   sei degrade photo.png blurry.png --task deblurring --kernel Gaussian_R2 --noise_level 5
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 
 from sei.errors import SeiUserError
-from sei.imageio import list_images, read_image, write_image
+from sei.imageio import list_images, read_image, read_images, write_image, write_like
 from sei.physics import make_physics, measurement_seed, valid_blur
 
 BOUNDARIES = ("circular", "valid")
@@ -30,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", type=Path, help="output file (.png, .npy, ...) or folder")
     add_physics_arguments(parser, noise_model=True)
     parser.add_argument("--seed", type=int, default=0, help="base seed of the noise (per-image seeds derive from it and the file name)")
-    parser.add_argument("--format", choices=("png", "npy"), default="png", help="file type written into an output folder")
+    parser.add_argument("--format", choices=("png", "npy", "tif"), default=None,
+                        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)")
     parser.add_argument(
         "--boundary", choices=BOUNDARIES, default="circular",
         help="deblurring only. circular (default, the paper's protocol): the image wraps around and "
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             raise SeiUserError(f"no images found in {args.input}")
         if args.output.exists() and not args.output.is_dir():
             raise SeiUserError(f"{args.input} is a folder, so OUTPUT must be a folder too, not the file {args.output}")
-        pairs = [(s, (args.output / s.relative_to(args.input)).with_suffix("." + args.format)) for s in sources]
+        pairs = [(s, (args.output / s.relative_to(args.input)).with_suffix("." + output_format(s, args.format))) for s in sources]
         names = [s.relative_to(args.input).as_posix() for s in sources]
     elif args.input.is_file():
         if args.output.is_dir():
@@ -118,20 +121,38 @@ def run(args: argparse.Namespace) -> int:
         pairs, names = [(args.input, args.output)], [args.input.name]
     else:
         raise SeiUserError(f"input not found: {args.input}")
-    images = [read_image(source) for source, _ in pairs]  # read all first: fail before writing anything
+    # read all first: fail before writing anything. A TIFF keeps its channels and sample type (a stack is a
+    # batch of 2-D images, each with its own seed); other files are read as RGB and written 8-bit
+    stacks = [read_images(source, channels=None) if is_tiff(source) else (read_image(source)[None], None) for source, _ in pairs]
     if boundary == "valid":
         kh, kw = physics.kernel_size
-        for (source, _), image in zip(pairs, images, strict=True):
-            if image.shape[-2] < kh or image.shape[-1] < kw:
-                raise SeiUserError(f"{source} ({image.shape[-2]}x{image.shape[-1]}) is smaller than the "
+        for (source, _), (images, _) in zip(pairs, stacks, strict=True):
+            if images.shape[-2] < kh or images.shape[-1] < kw:
+                raise SeiUserError(f"{source} ({images.shape[-2]}x{images.shape[-1]}) is smaller than the "
                                    f"{kh}x{kw} kernel: --boundary valid leaves no pixel")
     with torch.no_grad():
-        for (_, target), name, image in zip(pairs, names, images, strict=True):
-            seed = measurement_seed(name, args.seed)
-            if boundary == "valid":
-                measurement = measure_valid(physics, image[None], seed)
+        for (_, target), name, (images, stored) in zip(pairs, names, stacks, strict=True):
+            measurements = []
+            for page, image in enumerate(images):
+                seed = measurement_seed(name if len(images) == 1 else f"{name}#{page}", args.seed)
+                if boundary == "valid":
+                    measurements.append(measure_valid(physics, image[None], seed))
+                else:
+                    measurements.append(physics.measure(image[None], seed=seed))
+            if stored is None:
+                write_image(measurements[0][0], target)
             else:
-                measurement = physics.measure(image[None], seed=seed)
-            write_image(measurement[0], target)
+                write_like(torch.cat(measurements), target, stored)
     print(f"wrote {len(pairs)} measurement(s) to {args.output}")
     return 0
+
+
+def is_tiff(path: Path) -> bool:
+    from sei.imageio import TIFF_SUFFIXES
+
+    return path.suffix.lower() in TIFF_SUFFIXES
+
+
+def output_format(source: Path, requested: str | None) -> str:
+    """The suffix of an output in a folder: the requested one, else tif for a TIFF input and png otherwise."""
+    return requested or ("tif" if is_tiff(source) else "png")

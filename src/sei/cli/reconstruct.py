@@ -1,7 +1,9 @@
 """Deblur or upsample your own images (a file or a folder) with trained weights; no ground truth.
 
 Large images go through tiled inference (bounded memory, blended overlaps). PNG outputs are
-8-bit; an output ending in .npy keeps the float32 estimate.
+8-bit; an output ending in .npy keeps the float32 estimate. A TIFF input (16-bit or float, grayscale
+or RGB, a multi-page stack = a batch of 2-D images) is written back as a TIFF of its own sample type
+and channels: a 16-bit input never comes back as 8-bit.
 
 examples:
   sei reconstruct blurry.png sharp.png --weights sei-gaussian_r2-noise5
@@ -32,14 +34,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an option of a training-free method, e.g. iterations=1000 or reg=0.01 (repeatable)")
     parser.add_argument("--tile", type=int, default=256, help="tile side in measurement pixels (0: whole image at once)")
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in measurement pixels")
-    parser.add_argument("--format", choices=("png", "npy"), default="png", help="file type written into an output folder")
+    parser.add_argument("--format", choices=("png", "npy", "tif"), default=None,
+                        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)")
     parser.add_argument("--side_by_side", "--side-by-side", action="store_true", help="also write input | output figures")
 
 
 def run(args: argparse.Namespace) -> int:
+    from sei.cli.degrade import output_format
     from sei.cli.test import parse_options
     from sei.figures import image_grid
-    from sei.imageio import MEASUREMENT_SUFFIXES, list_images, read_image, write_image
+    from sei.imageio import (
+        MEASUREMENT_SUFFIXES,
+        list_images,
+        read_images,
+        write_image,
+        write_like,
+    )
     from sei.inference import load_for_measurements, resolve_device, tiled
 
     if args.input.is_dir():
@@ -48,22 +58,39 @@ def run(args: argparse.Namespace) -> int:
             raise SeiUserError(f"no images found in {args.input}")
         if args.output.exists() and not args.output.is_dir():
             raise SeiUserError(f"{args.input} is a folder, so OUTPUT must be a folder too")
-        pairs = [(s, (args.output / s.relative_to(args.input)).with_suffix("." + args.format)) for s in sources]
+        pairs = [(s, (args.output / s.relative_to(args.input)).with_suffix("." + output_format(s, args.format))) for s in sources]
     elif args.input.is_file():
         pairs = [(args.input, args.output)]
     else:
         raise SeiUserError(f"input not found: {args.input}")
     device = resolve_device(args.device)
-    measurements = [read_image(source) for source, _ in pairs]  # all first: a bad file fails before anything is written
+    # all first: a bad file fails before anything is written. A TIFF (16-bit, float, a multi-page stack = a
+    # batch of 2-D images) comes back in its own sample type and channels, a 16-bit PNG as 16-bit; others as before
+    stacks = [_keep_depth(source, *read_images(source)) for source, _ in pairs]
+    measurements = [y for images, _ in stacks for y in images]
     loaded, _ = load_for_measurements(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level,
                                       device, parse_options(args.option), lambda physics: measurements)
     scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
-    for (source, target), y in zip(pairs, measurements, strict=True):
-        y = y[None].to(device)
-        with torch.no_grad():
-            estimate = tiled(loaded.reconstruct, y, scale, args.tile, args.overlap) if args.tile else loaded.reconstruct(y)
-        write_image(estimate[0].cpu(), target)
+    for (source, target), (images, stored) in zip(pairs, stacks, strict=True):
+        estimates = []
+        for y in images:
+            y = y[None].to(device)
+            with torch.no_grad():
+                estimate = tiled(loaded.reconstruct, y, scale, args.tile, args.overlap) if args.tile else loaded.reconstruct(y)
+            estimates.append(estimate.cpu())
+        if stored is None:
+            write_image(estimates[0][0], target)
+        else:
+            write_like(torch.cat(estimates), target, stored)
         if args.side_by_side:
-            image_grid([[("input", y[0].cpu()), ("reconstruction", estimate[0].cpu())]], target.with_name(target.stem + "_side_by_side.png"))
+            image_grid([[("input", images[0]), ("reconstruction", estimates[0][0])]], target.with_name(target.stem + "_side_by_side.png"))
         print(f"{source} -> {target}")
     return 0
+
+
+def _keep_depth(source: Path, images: torch.Tensor, stored: object) -> tuple[torch.Tensor, object]:
+    """``(images, how to write them)``: the stored format for a TIFF or a 16-bit file, ``None`` (write as
+    before: 8-bit PNG, float .npy) otherwise."""
+    from sei.cli.degrade import is_tiff
+
+    return images, stored if is_tiff(source) or stored.dtype == "uint16" else None
