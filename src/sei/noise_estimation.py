@@ -364,3 +364,135 @@ def _mad(image: torch.Tensor) -> float:
     bad = F.max_pool2d(_clipped(y).double()[:, None], 2)[:, 0] > 0
     values = diagonal[~bad] if int((~bad).sum()) >= 64 else diagonal.flatten()
     return (float(values.abs().median()) / 0.6745) ** 2
+
+
+# ------------------------------------------------------------------------------ Poisson-Gaussian (Foi)
+
+PG_BINS = 12  # intensity bins of the variance-mean fit
+PG_MIN_SAMPLES = 100  # fewest residuals a bin needs to count
+PG_MAX_ZEROS = 0.01  # a bin with more pixels at exactly 0 is dropped: clipping at 0 would bias its variance
+PG_SMOOTH_FRACTION = 0.5  # the smoothest share of the blocks in each bin is kept
+PG_MIN_SPAN = 0.05  # local means must span at least this much of [0, 1] to separate gain from sigma
+
+
+@dataclass(frozen=True)
+class PoissonGaussianEstimate:
+    """Estimated Poisson-Gaussian noise, :math:`\\operatorname{Var} y = \\gamma\\, \\mathbb{E} y + \\sigma^2`.
+
+    ``gain_level`` (:math:`\\gamma \\cdot 255`) and ``noise_level`` (:math:`\\sigma \\cdot 255`) are in
+    8-bit units, as ``--gain`` and ``--noise_level``; ``bins`` holds the (local mean, variance, count)
+    points the line was fitted to.
+    """
+
+    gain_level: float
+    noise_level: float
+    bins: tuple[tuple[float, float, int], ...]
+    method: str = "variance-mean"
+
+
+def estimate_poisson_gaussian(measurements: torch.Tensor | Sequence[torch.Tensor]) -> PoissonGaussianEstimate:
+    r"""Estimate the gain and the Gaussian std of Poisson-Gaussian noise from the measurements alone, in the
+    manner of Foi, Trimeche, Katkovnik and Egiazarian (IEEE TIP 2008): a fit of the local variance against
+    the local mean over smooth regions.
+
+    Every 2x2 block gives a noise residual, its diagonal difference :math:`(y_{00} - y_{01} - y_{10} +
+    y_{11})/2`, whose variance is the block's mean noise variance :math:`\gamma u + \sigma^2` (the
+    signal cancels up to its mixed second derivative, small in smooth regions and in blurred images),
+    and a local mean, the mean of the 6x6 pixels around it. Blocks near saturated pixels (at 1) are left
+    out, and so are the bins where more than 1 % of the pixels are exactly 0 (clipping there would bias the
+    variance; a few zeros are photon counts of 0). The
+    blocks of all images are binned by local mean (equal counts); in each bin the smoothest half
+    (lowest gradient of the local mean) gives the variance of the residuals (a plain sample variance: at
+    a few photons the residuals take a handful of values, and a median-based estimate collapses). A weighted least-squares line through the (mean, variance) points (weights
+    :math:`n_k / v_k^2`, the inverse variance of a variance estimate) gives :math:`\gamma` (slope) and
+    :math:`\sigma^2` (intercept), both clamped at 0. For 8-bit data the rounding variance (1/12 in 8-bit
+    units) is subtracted from the intercept.
+
+    :param measurements: ``(C, H, W)``, ``(B, C, H, W)`` or a sequence of ``(C, H, W)`` tensors in [0, 1]
+        scale, sharing one noise model.
+    :raises SeiUserError: for a constant image (and the other checks of :func:`estimate_noise_level`), or
+        measurements whose intensities span too narrow a range to tell the gain from the Gaussian part.
+
+    >>> import torch
+    >>> from sei.physics import make_physics
+    >>> physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=2, noise_model="poisson-gaussian", gain=5)
+    >>> ramp = torch.linspace(0.05, 0.95, 256)
+    >>> y = physics.measure(ramp[None, None, :, None].expand(1, 1, 256, 256), seed=0)
+    >>> estimate = estimate_poisson_gaussian(y)
+    >>> round(estimate.gain_level), round(estimate.noise_level)
+    (5, 2)
+    """
+    images = _as_images(measurements)
+    blocks = [_pg_blocks(image) for image in images]
+    mean, residual, rough, zeros = (torch.cat(parts) for parts in zip(*blocks, strict=True))
+    if mean.numel() < PG_BINS * PG_MIN_SAMPLES:
+        raise SeiUserError(f"cannot estimate Poisson-Gaussian noise: only {mean.numel()} unclipped 2x2 blocks "
+                           f"(at least {PG_BINS * PG_MIN_SAMPLES} are needed); give larger or more measurements")
+    low, high = torch.quantile(mean, 0.02).item(), torch.quantile(mean, 0.98).item()
+    if high - low < PG_MIN_SPAN:
+        raise SeiUserError(
+            f"cannot estimate Poisson-Gaussian noise: the measurements' local means span only [{low:.3g}, {high:.3g}], "
+            "too narrow to tell the gain from the Gaussian part; give --gain and --noise_level"
+        )
+    order = torch.argsort(mean)
+    points, zero_shares = [], []
+    for chunk in torch.tensor_split(order, PG_BINS):
+        if chunk.numel() < PG_MIN_SAMPLES:
+            continue
+        smooth = chunk[rough[chunk] <= torch.quantile(rough[chunk], PG_SMOOTH_FRACTION)]
+        points.append((float(mean[smooth].mean()), float(residual[smooth].var()), int(smooth.numel())))
+        zero_shares.append(float(zeros[chunk].mean()))
+    unclipped = [point for point, share in zip(points, zero_shares, strict=True) if share <= PG_MAX_ZEROS]
+    if len(unclipped) >= 3:  # else (very few photons: zeros everywhere) every bin is used
+        points = unclipped
+    gain, variance = _weighted_line(points)
+    variance *= 255.0**2
+    if all(_is_8bit(image) for image in images):
+        variance -= QUANTISATION_VARIANCE
+    return PoissonGaussianEstimate(gain_level=gain * 255.0, noise_level=math.sqrt(max(variance, 0.0)), bins=tuple(points))
+
+
+def _pg_blocks(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per unsaturated 2x2 block of every channel: local mean (6x6), diagonal residual, local roughness,
+    share of its pixels at exactly 0."""
+    height, width = (image.shape[-2] // 2) * 2, (image.shape[-1] // 2) * 2
+    y = image[:, None, :height, :width]  # (C, 1, H, W)
+    a, b = y[..., 0::2, 0::2], y[..., 0::2, 1::2]
+    c, d = y[..., 1::2, 0::2], y[..., 1::2, 1::2]
+    residual = (a - b - c + d) / 2
+    block_mean = (a + b + c + d) / 4
+    local_mean = F.avg_pool2d(F.pad(block_mean, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    gradient = (local_mean[..., 1:-1, 2:] - local_mean[..., 1:-1, :-2]) ** 2 + (local_mean[..., 2:, 1:-1] - local_mean[..., :-2, 1:-1]) ** 2
+    gradient = F.pad(gradient, (1, 1, 1, 1), mode="replicate")
+    # saturated pixels (at 1) lost their noise: leave out the blocks around them. Zeros stay: under Poisson
+    # noise they are counts; the bins where clipping at 0 matters are dropped as a whole (PG_MAX_ZEROS)
+    saturated = ((image - 1).abs() <= _CLIP_TOLERANCE)[:, None, :height, :width].double()
+    near_clip = F.max_pool2d(F.pad(F.avg_pool2d(saturated, 2), (1, 1, 1, 1)), 3, stride=1) > 0
+    zeros = F.avg_pool2d((image.abs() <= _CLIP_TOLERANCE)[:, None, :height, :width].double(), 2)
+    keep = ~near_clip
+    return local_mean[keep], residual[keep], gradient[keep], zeros[keep]
+
+
+def _weighted_line(points: list[tuple[float, float, int]]) -> tuple[float, float]:
+    """Slope and intercept of ``variance = slope * mean + intercept`` by least squares weighted by
+    ``n / v^2`` (two reweighting passes with the fitted variances), both >= 0."""
+    if len(points) < 2:
+        raise SeiUserError("cannot estimate Poisson-Gaussian noise: too few intensity levels in the measurements")
+    m = torch.tensor([p[0] for p in points], dtype=torch.float64)
+    v = torch.tensor([p[1] for p in points], dtype=torch.float64)
+    n = torch.tensor([p[2] for p in points], dtype=torch.float64)
+    fitted = v.clamp_min(1e-12)
+    slope = intercept = 0.0
+    for _ in range(3):
+        weights = n / fitted**2
+        design = torch.stack([m, torch.ones_like(m)], dim=1)
+        lhs = design.T @ (weights[:, None] * design)
+        rhs = design.T @ (weights * v)
+        slope, intercept = torch.linalg.solve(lhs, rhs).tolist()
+        if slope < 0:  # no signal dependence: Gaussian noise, the weighted mean variance
+            slope, intercept = 0.0, float((weights * v).sum() / weights.sum())
+        if intercept < 0:  # Poisson alone: a line through the origin
+            intercept = 0.0
+            slope = float((weights * m * v).sum() / (weights * m * m).sum())
+        fitted = (slope * m + intercept).clamp_min(1e-12)
+    return max(slope, 0.0), max(intercept, 0.0)
