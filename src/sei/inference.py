@@ -49,15 +49,20 @@ def load_reconstructor(
     noise_level: float | None,
     device: torch.device,
     options: dict[str, Any] | None = None,
+    noise_model: str | None = None,
+    gain: float | None = None,
 ) -> Loaded:
-    """Build what ``sei test`` / ``sei reconstruct`` run: trained weights, or a training-free method."""
+    """Build what ``sei test`` / ``sei reconstruct`` run: trained weights, or a training-free method.
+    ``noise_model`` and ``gain`` (Poisson-Gaussian noise) describe the measurements; weights keep the
+    noise model they were trained for (another one is an error)."""
     from sei.models import RECONSTRUCTORS, create_reconstructor
     from sei.physics import make_physics
 
     if model_kind in RECONSTRUCTORS:
         if weights:
             raise SeiUserError(f"--model_kind {model_kind} needs no --weights; drop one of the two")
-        physics = make_physics(task or "deblurring", kernel=kernel, sr_factor=sr_factor, noise_level=5.0 if noise_level is None else noise_level).to(device)
+        physics = make_physics(task or "deblurring", kernel=kernel, sr_factor=sr_factor, noise_level=5.0 if noise_level is None else noise_level,
+                               noise_model=noise_model or "gaussian", gain=gain).to(device)
         method = create_reconstructor(model_kind, physics, **(options or {}))
         if isinstance(method, torch.nn.Module):
             method = method.to(device)
@@ -74,7 +79,8 @@ def load_reconstructor(
     from sei.weights import load_weights_with_physics
 
     network, metadata, physics = load_weights_with_physics(
-        weights, device=str(device), task=task, kernel=kernel, sr_factor=sr_factor, noise_level=noise_level
+        weights, device=str(device), task=task, kernel=kernel, sr_factor=sr_factor, noise_level=noise_level,
+        noise_model=noise_model, gain=gain,
     )
     stored_model = (metadata.get("model") or {}).get("name")
     if model_kind is not None and stored_model not in (None, model_kind):
@@ -92,18 +98,26 @@ def load_for_measurements(
     weights: str | None, model_kind: str | None, task: str | None, kernel: Any, sr_factor: int | None,
     noise_level: float | str | None, device: torch.device, options: dict[str, Any] | None,
     measurements: Callable[[Any], list[torch.Tensor]],
+    noise_model: str | None = None, gain: float | str | None = None,
 ) -> tuple[Loaded, float | None]:
-    """:func:`load_reconstructor` with ``--noise_level auto`` resolved: the level is estimated from
-    ``measurements(physics)`` (printed) and a training-free method is told it; a network keeps the
-    level it was trained for, with a warning when the measurements look much noisier or cleaner.
-    Returns the reconstructor and the estimate (``None`` without ``auto``)."""
-    from sei.physics.noise import AUTO
+    """:func:`load_reconstructor` with ``--noise_level auto`` (and, for Poisson-Gaussian noise, ``--gain
+    auto``) resolved: the level is estimated from ``measurements(physics)`` (printed) and a
+    training-free method is told it; a network keeps the level it was trained for, with a warning when
+    the measurements look much noisier or cleaner. Returns the reconstructor and the estimated level
+    (``None`` without ``auto``)."""
+    from sei.physics.noise import AUTO, POISSON_GAUSSIAN
 
+    if noise_model == POISSON_GAUSSIAN or (gain == AUTO and noise_model is None):
+        return _load_poisson_gaussian(weights, model_kind, task, kernel, sr_factor, noise_level, gain, device, options, measurements)
+    if gain == AUTO:
+        raise SeiUserError("--gain auto applies to --noise poisson-gaussian")
     if noise_level != AUTO:
-        return load_reconstructor(weights, model_kind, task, kernel, sr_factor, noise_level, device, options), None
+        return load_reconstructor(weights, model_kind, task, kernel, sr_factor, noise_level, device, options, noise_model, gain), None
     from sei.noise_estimation import estimate_noise_level
 
     loaded = load_reconstructor(weights, model_kind, task, kernel, sr_factor, None, device, options)
+    if getattr(loaded.physics, "poisson", False):  # weights trained for Poisson-Gaussian noise
+        return _load_poisson_gaussian(weights, model_kind, task, kernel, sr_factor, noise_level, gain, device, options, measurements)
     ys = measurements(loaded.physics)
     estimate = estimate_noise_level(ys, physics=loaded.physics)
     print(f"sei: estimated noise level {estimate.level:.3g} (8-bit units) from {len(ys)} measurement(s) ({estimate.method})",
@@ -115,6 +129,46 @@ def load_for_measurements(
         print(f"sei: warning: these weights were trained for noise level {trained:g}, the measurements look like {estimate.level:.2g}; "
               "fine-tune on them (sei restore, or sei train --init) for better results", file=sys.stderr, flush=True)
     return loaded, estimate.level
+
+
+def _load_poisson_gaussian(
+    weights: str | None, model_kind: str | None, task: str | None, kernel: Any, sr_factor: int | None,
+    noise_level: float | str | None, gain: float | str | None, device: torch.device, options: dict[str, Any] | None,
+    measurements: Callable[[Any], list[torch.Tensor]],
+) -> tuple[Loaded, float | None]:
+    """:func:`load_for_measurements` for Poisson-Gaussian noise: ``auto`` gain and/or level come from
+    :func:`sei.noise_estimation.estimate_poisson_gaussian` on the measurements themselves."""
+    from sei.physics.noise import AUTO, POISSON_GAUSSIAN
+
+    automatic = noise_level == AUTO or gain == AUTO
+    if not automatic:
+        return load_reconstructor(weights, model_kind, task, kernel, sr_factor, noise_level, device, options, POISSON_GAUSSIAN, gain), None
+    if weights is None and model_kind is None:
+        raise SeiUserError("--noise poisson-gaussian with auto: give --weights trained for it or a training-free --model_kind")
+    from sei.noise_estimation import estimate_poisson_gaussian
+
+    placeholder_gain = 1.0 if gain in (AUTO, None) else gain  # replaced by the estimate below
+    placeholder_level = None if noise_level == AUTO else noise_level
+    if model_kind is not None and weights is None:
+        loaded = load_reconstructor(None, model_kind, task, kernel, sr_factor, placeholder_level, device, options,
+                                    POISSON_GAUSSIAN, placeholder_gain)
+    else:
+        loaded = load_reconstructor(weights, model_kind, task, kernel, sr_factor, placeholder_level, device, options, POISSON_GAUSSIAN)
+    ys = measurements(loaded.physics)
+    estimate = estimate_poisson_gaussian(ys)
+    level = estimate.noise_level if noise_level == AUTO else float(noise_level)
+    fitted_gain = estimate.gain_level if gain in (AUTO, None) else float(gain)
+    print(f"sei: estimated Poisson-Gaussian noise from {len(ys)} measurement(s): gain {estimate.gain_level:.3g}, "
+          f"noise level {estimate.noise_level:.3g} (8-bit units)", file=sys.stderr, flush=True)
+    if fitted_gain <= 0:
+        raise SeiUserError("the measurements show no signal-dependent noise (estimated gain 0); use --noise gaussian")
+    if loaded.network is None:
+        return load_reconstructor(None, model_kind, task, kernel, sr_factor, level, device, options, POISSON_GAUSSIAN, fitted_gain), level
+    trained = float(loaded.physics.gain_level)
+    if abs(fitted_gain - trained) > 0.5 * trained:
+        print(f"sei: warning: these weights were trained for gain {trained:g}, the measurements look like {fitted_gain:.2g}; "
+              "fine-tune on them (sei train --init) for better results", file=sys.stderr, flush=True)
+    return loaded, level
 
 
 def default_weights(task: str | None, kernel: Any, sr_factor: int | None, noise_level: float | None) -> str:

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from sei.errors import SeiUserError
-from sei.physics.noise import parse_noise_level
+from sei.physics.noise import parse_gain, parse_noise_level
 from sei.runtime import parse_duration
 
 # ---------------------------------------------------------------------------------------------
@@ -46,6 +46,9 @@ class TrainConfig:
     sr_factor: int | None = None  # SR factor (None: 2)
     noise_level: float | str = 5.0  # Gaussian noise std in 8-bit units, or "auto": estimated from --measurements
     noise_estimate: float | None = None  # with "auto": the estimate, filled in by the run (a resumed run keeps it)
+    noise: str = "gaussian"  # noise model: gaussian | poisson-gaussian (sei.physics.noise)
+    gain: float | str | None = None  # Poisson gain in 8-bit units, or "auto" (poisson-gaussian only)
+    gain_estimate: float | None = None  # with gain "auto": the estimate, filled in by the run
     # data
     dataset: str = "samples"  # div2k | urban100 | ct | samples | a folder of images
     measurements: str | None = None  # a folder of measurements only (no ground truth anywhere)
@@ -101,6 +104,8 @@ class TrainConfig:
             data["time_limit"] = parse_duration(data["time_limit"])
         if isinstance(data.get("noise_level"), str):
             data["noise_level"] = parse_noise_level(data["noise_level"])
+        if isinstance(data.get("gain"), str):
+            data["gain"] = parse_gain(data["gain"])
         if "scale_factors" in data and data["scale_factors"] is not None:
             data["scale_factors"] = tuple(float(s) for s in data["scale_factors"])
         return cls(**data)
@@ -471,6 +476,21 @@ def _training_data(config: TrainConfig, physics: Any) -> tuple[Any, Any]:
     return source, MeasuredImages(list(held_out)[: config.val_images], physics, seed=config.seed)
 
 
+def _estimate_poisson_gaussian(config: TrainConfig, source: Any) -> tuple[float, float]:
+    """``--noise poisson-gaussian`` with ``auto``: (level, gain) estimated from the training measurements
+    (the values given as numbers are kept), printed."""
+    from sei.noise_estimation import estimate_poisson_gaussian
+
+    estimate = estimate_poisson_gaussian([y for _, _, y in source])
+    print(f"sei: estimated Poisson-Gaussian noise from {len(source)} measurement(s): gain {estimate.gain_level:.3g}, "
+          f"noise level {estimate.noise_level:.3g} (8-bit units)", file=sys.stderr, flush=True)
+    if config.gain == "auto" and not estimate.gain_level > 0:
+        raise SeiUserError("the measurements show no signal-dependent noise (estimated gain 0); use --noise gaussian")
+    level = estimate.noise_level if config.noise_level == "auto" else float(config.noise_level)
+    gain = estimate.gain_level if config.gain == "auto" else float(config.gain)
+    return level, gain
+
+
 def _estimate_noise(config: TrainConfig, source: Any, physics: Any) -> float:
     """``--noise_level auto``: the level estimated from the training measurements themselves, printed."""
     from sei.noise_estimation import estimate_noise_level
@@ -515,6 +535,12 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     if config.noise_level == "auto" and not config.measurements:
         raise SeiUserError("--noise_level auto estimates the level of given --measurements; with --dataset the measurements "
                            "are simulated, at a --noise_level you choose")
+    poisson = config.noise == "poisson-gaussian"
+    if config.gain == "auto" and not config.measurements:
+        raise SeiUserError("--gain auto estimates the gain of given --measurements; with --dataset give a number")
+    if config.gain is not None and not poisson:
+        raise SeiUserError("--gain applies to --noise poisson-gaussian only")
+    estimate_pg = poisson and "auto" in (config.noise_level, config.gain)
     config = resolve_config(config)
     device = _device(config, distributed)
     if config.stop_on_gaming and (distributed.world_size > 1 or not config.val_interval):
@@ -524,22 +550,33 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
 
     # --- problem, data, model, method
     nominal_noise = (config.noise_estimate or 5.0) if config.noise_level == "auto" else float(config.noise_level)
+    nominal_gain = ((config.gain_estimate or 1.0) if config.gain == "auto" else config.gain) if poisson else None
     if checkpoint is not None and "physics" in checkpoint:  # the kernel itself, not a path that may not resolve here
         physics = physics_from_state(checkpoint["physics"]["metadata"], checkpoint["physics"]["tensors"])
     else:
-        physics = make_physics(config.task, kernel=config.kernel, sr_factor=config.sr_factor, noise_level=nominal_noise)
+        physics = make_physics(config.task, kernel=config.kernel, sr_factor=config.sr_factor, noise_level=nominal_noise,
+                               noise_model=config.noise, gain=nominal_gain)
     physics = physics.to(device)
     source, validation_source = _training_data(config, physics)
     if len(source) == 0:
         raise SeiUserError("the training set is empty")
-    if config.noise_level == "auto" and config.noise_estimate is None:
+    if estimate_pg and checkpoint is None:
+        level, gain = _estimate_poisson_gaussian(config, source) if distributed.is_main else (0.0, 0.0)
+        if distributed.world_size > 1:
+            box = [(level, gain)]
+            dist.broadcast_object_list(box, src=0)
+            level, gain = box[0]
+        config = dataclasses.replace(config, noise_estimate=round(level, 4) if config.noise_level == "auto" else None,
+                                     gain_estimate=round(gain, 4) if config.gain == "auto" else None)
+        physics = physics_from_state(*_state_of(physics), noise_level=level, gain=gain).to(device)
+    elif config.noise_level == "auto" and config.noise_estimate is None:
         level = _estimate_noise(config, source, physics) if distributed.is_main else 0.0
         if distributed.world_size > 1:
             box = [level]
             dist.broadcast_object_list(box, src=0)
             level = box[0]
         config = dataclasses.replace(config, noise_estimate=round(level, 4))
-    if config.noise_level == "auto" and checkpoint is None:
+    if config.noise_level == "auto" and checkpoint is None and not estimate_pg:
         physics = physics_from_state(*_state_of(physics), noise_level=config.noise_estimate).to(device)
     patches = PatchDataset(source, patch_size=config.patch_size, seed=config.seed)
     steps_per_epoch = len(source) / config.batch_size
@@ -764,7 +801,9 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
     if "val_psnr" not in record:
         record["val_sure"] = estimates["exact"]
     if finite_difference:
-        record["val_sure_gap"] = (estimates["finite-difference"] - estimates["exact"]) / physics.sigma**2
+        # in units of the noise variance (for Poisson-Gaussian noise, its mean over the crops: gain * y + sigma^2)
+        scale = physics.sigma**2 + (getattr(physics, "gain", 0.0) * sum(float(y.mean()) for y, _ in crops) / max(len(crops), 1))
+        record["val_sure_gap"] = (estimates["finite-difference"] - estimates["exact"]) / scale
     model.train()
     return record
 

@@ -277,7 +277,8 @@ def _check(field: str, stored: Any, requested: Any, source: str) -> None:
 
 def load_weights_with_physics(
     spec: str | Path, device: str | torch.device = "cpu", task: str | None = None, kernel: Any = None,
-    sr_factor: int | None = None, noise_level: float | None = None,
+    sr_factor: int | None = None, noise_level: float | None = None, noise_model: str | None = None,
+    gain: float | None = None,
 ) -> tuple[nn.Module, dict[str, Any], Any]:
     """Rebuild the network a weights file was trained as, load it (eval mode, on ``device``), and
     rebuild the forward model it was trained for.
@@ -290,6 +291,8 @@ def load_weights_with_physics(
         taken from ``kernel``.
     :param sr_factor: the caller's SR factor, checked likewise (and used for paper files).
     :param noise_level: the noise level of the returned physics (default: the one stored).
+    :param noise_model: the caller's noise model: one other than the stored one is an error.
+    :param gain: the Poisson gain of the returned physics (default: the stored one; Poisson-Gaussian only).
     :return: ``(model, metadata, physics)``; for paper files the metadata comes from the name and the keys.
     """
     from sei.physics.state import check_kernel, physics_from_state
@@ -307,13 +310,16 @@ def load_weights_with_physics(
     if metadata.get("task") == "sr":
         _check("sr_factor", metadata.get("sr_factor"), sr_factor, str(spec))
     noise = float(metadata.get("noise_level", 5.0) if noise_level is None else noise_level)
+    _check("noise_model", metadata.get("noise_model", "gaussian"), noise_model, str(spec))
+    if gain is not None and metadata.get("noise_model", "gaussian") == "gaussian":
+        raise SeiUserError(f"{spec} was trained for Gaussian noise; --gain applies to Poisson-Gaussian noise only")
     if metadata.get("task") == "deblurring" and "kernel" in physics_tensors:
         check_kernel(physics_tensors["kernel"], kernel, str(spec))
-        physics = physics_from_state(metadata, physics_tensors, noise_level=noise)
+        physics = physics_from_state(metadata, physics_tensors, noise_level=noise, gain=gain)
     elif metadata.get("task") == "deblurring":  # an older file or a paper file: the kernel is only named
         physics = _physics_of_named_kernel(metadata.get("kernel"), kernel, noise, str(spec))
     else:  # through the stored state, so the noise model (Gaussian or Poisson-Gaussian) comes back too
-        physics = physics_from_state({**metadata, "task": "sr"}, {}, noise_level=noise)
+        physics = physics_from_state({**metadata, "task": "sr"}, {}, noise_level=noise, gain=gain)
     model = create_model(**metadata["model"])
     load_state_dict_checked(model, tensors, str(path))
     return model.to(device).eval(), metadata, physics.to(device)

@@ -26,7 +26,7 @@ from sei.errors import SeiUserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="a measurement image (or .npy) or a folder of them")
     parser.add_argument("output", type=Path, help="output file or folder")
-    add_physics_arguments(parser, auto_noise=True)
+    add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.set_defaults(task=None, noise_level=None)
     parser.add_argument("--weights", default=None, help="a .safetensors/.pt file or a pretrained name (default: the shipped model for the task)")
     parser.add_argument("--model_kind", "--model-kind", default=None, help="a training-free method instead of weights: wiener, pnp, bm3d, dip, up, id")
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     stacks = [_keep_depth(source, *read_images(source)) for source, _ in pairs]
     measurements = [y for images, _ in stacks for y in images]
     loaded, _ = load_for_measurements(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level,
-                                      device, parse_options(args.option), lambda physics: measurements)
+                                      device, parse_options(args.option), lambda physics: measurements, noise_model=args.noise, gain=args.gain)
     scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
     for (source, target), (images, stored) in zip(pairs, stacks, strict=True):
         estimates = []

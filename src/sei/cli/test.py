@@ -24,7 +24,7 @@ from sei.errors import SeiUserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_physics_arguments(parser, auto_noise=True)
+    add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.set_defaults(task=None, noise_level=None)
     parser.add_argument("--dataset", default="samples", help="div2k, urban100, ct, samples (default) or a folder of images")
     parser.add_argument("--data_root", "--data-root", default=None)
@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from sei.inference import load_for_measurements, resolve_device, tiled
 
     device = resolve_device(args.device)
+    if args.gain == "auto":
+        raise SeiUserError("sei test simulates its measurements: give the --gain to simulate (auto estimates the gain "
+                           "of your own measurements, in sei reconstruct and sei train)")
     images = load_images(args.dataset, split="test", root=args.data_root, download=args.download, resize=args.resize or None)
     images = list(images)[: args.max_images] if args.max_images else images
     simulated: dict[str, MeasuredImages] = {}
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return [y for _, _, y in simulated["measured"]]
 
     loaded, _ = load_for_measurements(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level,
-                                      device, parse_options(args.option), measure)
+                                      device, parse_options(args.option), measure, noise_model=args.noise, gain=args.gain)
     physics = loaded.physics
     measured = simulated.get("measured") or MeasuredImages(images, physics, seed=args.seed)
     scale = physics.factor if physics.task == "sr" else 1

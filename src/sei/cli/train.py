@@ -28,7 +28,7 @@ from sei.errors import SeiUserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_physics_arguments(parser, auto_noise=True)
+    add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.set_defaults(task=None, noise_level=None)  # None: not given, the config file or preset decides
     parser.add_argument("--method", default=None, help="proposed (alias sei), sup, css, ei-shift, ei-rotate or sure (default proposed)")
     parser.add_argument("--no-stop_gradient", "--no-stop-gradient", dest="stop_gradient", action="store_false", default=None, help="let gradients flow through the transformed estimate")
