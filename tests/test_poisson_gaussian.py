@@ -252,6 +252,10 @@ def test_estimate_poisson_gaussian_recovers_gain_and_level(astronaut):
     estimate = estimate_poisson_gaussian(y.clamp(0, 1))
     assert estimate.gain_level == pytest.approx(2.55, rel=0.1)
     assert estimate.noise_level == pytest.approx(5.0, abs=1.5)
+    dim = make_physics("deblurring", kernel="Gaussian_R2", noise_level=1, noise_model="poisson-gaussian", gain=25.5)
+    unclipped = dim.measure(astronaut[None, :, :256, :256], seed=0)  # 10 photons: values reach about 2
+    assert unclipped.max() > 1.5
+    assert estimate_poisson_gaussian(unclipped).gain_level == pytest.approx(25.5, rel=0.3)
     gaussian = make_physics("deblurring", kernel="Gaussian_R2", noise_level=10)
     plain = estimate_poisson_gaussian(gaussian.measure(astronaut[None, :, :192, :192], seed=0).clamp(0, 1))
     assert plain.gain_level < 0.3 and plain.noise_level == pytest.approx(10.0, rel=0.15)  # no signal dependence found

@@ -135,8 +135,8 @@ def estimate_noise_level(
 # ---------------------------------------------------------------------------------------------- checks
 
 
-def _as_images(measurements: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Validate and split the input into float64 ``(C, H, W)`` images."""
+def _as_images(measurements: torch.Tensor | Sequence[torch.Tensor], high_limit: float = 1.5) -> list[torch.Tensor]:
+    """Validate and split the input into float64 ``(C, H, W)`` images (values above ``high_limit``: not [0, 1] scale)."""
     if isinstance(measurements, torch.Tensor):
         if measurements.ndim == 3:
             items = [measurements]
@@ -173,7 +173,7 @@ def _as_images(measurements: torch.Tensor | Sequence[torch.Tensor]) -> list[torc
         low, high = float(image.min()), float(image.max())
         if high - low < 1e-6:
             raise SeiUserError(f"cannot estimate the noise level of {name}: the measurement is constant")
-        if low < -0.5 or high > 1.5:
+        if low < -0.5 or high > high_limit:
             raise SeiUserError(
                 f"cannot estimate the noise level of {name}: its values span [{low:.3g}, {high:.3g}]; "
                 "give images in [0, 1] scale (divide 8-bit values by 255)"
@@ -369,6 +369,7 @@ def _mad(image: torch.Tensor) -> float:
 # ------------------------------------------------------------------------------ Poisson-Gaussian (Foi)
 
 PG_BINS = 12  # intensity bins of the variance-mean fit
+PG_HIGH_LIMIT = 10.0  # largest value accepted as [0, 1] scale (8-bit or 16-bit integers are far above)
 PG_MIN_SAMPLES = 100  # fewest residuals a bin needs to count
 PG_MAX_ZEROS = 0.01  # a bin with more pixels at exactly 0 is dropped: clipping at 0 would bias its variance
 PG_SMOOTH_FRACTION = 0.5  # the smoothest share of the blocks in each bin is kept
@@ -422,7 +423,8 @@ def estimate_poisson_gaussian(measurements: torch.Tensor | Sequence[torch.Tensor
     >>> round(estimate.gain_level), round(estimate.noise_level)
     (5, 5)
     """
-    images = _as_images(measurements)
+    # unclipped photon-limited data go well above 1 (at 10 photons full scale, a count of 23 is 2.3)
+    images = _as_images(measurements, high_limit=PG_HIGH_LIMIT)
     blocks = [_pg_blocks(image) for image in images]
     mean, residual, rough, zeros = (torch.cat(parts) for parts in zip(*blocks, strict=True))
     if mean.numel() < PG_BINS * PG_MIN_SAMPLES:
