@@ -64,6 +64,7 @@ class TrainConfig:
     scale_factors: tuple[float, ...] = (0.75, 0.5)  # shrink factors of the scale transform
     sure_divergence: str = "finite-difference"  # the paper's | exact (cannot be gamed: sei.losses.SureLoss)
     stop_on_gaming: bool = False  # end at the last validation before the network games the finite difference
+    unsure: bool = False  # learn the noise level (UNSURE): noise_level is only the initial guess
     # model
     model: str | None = None  # registry name (None: the preset's)
     model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {"channels": 16}
@@ -138,12 +139,14 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     resolved = dataclasses.replace(config, **updates)
     if resolved.batch_size < 1 or resolved.patch_size < 8:
         raise SeiUserError("batch size must be >= 1 and patch size >= 8")
-    from sei.losses import AMP_DTYPES, SURE_DIVERGENCES
+    from sei.losses import AMP_DTYPES, METHODS, SURE_DIVERGENCES
 
     if resolved.sure_divergence not in SURE_DIVERGENCES:
         raise SeiUserError(f"--sure_divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {resolved.sure_divergence!r}")
     if resolved.amp not in AMP_DTYPES:
         raise SeiUserError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {resolved.amp!r}")
+    if resolved.unsure and METHODS.get(resolved.method) in ("sup", "css"):
+        raise SeiUserError(f"--unsure learns the noise level of SURE, and method {resolved.method!r} has no SURE term")
     if resolved.measurements and resolved.method in ("sup", "supervised"):
         raise SeiUserError("the supervised method needs ground truth; --measurements gives measurements only")
     return resolved
@@ -550,7 +553,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     # autocast covers the network passes only: physics and loss arithmetic stay in float32
     objective = build_method(
         config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors,
-        autocast_dtype=autocast_dtype, sure_divergence=config.sure_divergence,
+        autocast_dtype=autocast_dtype, sure_divergence=config.sure_divergence, unsure=config.unsure,
     )
     if isinstance(objective, torch.nn.Module):
         objective.to(device)
@@ -629,6 +632,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         step += 1
         state.step = step
         state.last_terms = distributed.mean(terms)
+        if config.unsure:  # the level UNSURE has learned so far (8-bit units); the same on every rank
+            state.last_terms["noise_level"] = objective.noise_level()
         if not all(math.isfinite(v) for v in state.last_terms.values()):
             raise RuntimeError(f"training diverged at step {step}: {state.last_terms}; try a lower --lr")
         if budget is not None:
@@ -690,6 +695,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
             "dataset": config.measurements or config.dataset,
             "seed": config.seed,
             "noise_level_estimated": config.noise_level == "auto",
+            **({"noise_level_learned": round(objective.noise_level(), 4)} if config.unsure else {}),
             **({"init": config.init} if config.init else {}),
         }
         save_weights(model, out_dir / "weights.safetensors", metadata, physics=physics)

@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stop_gradient", "--no-stop-gradient", dest="stop_gradient", action="store_false", default=None, help="let gradients flow through the transformed estimate")
     parser.add_argument("--alpha", type=float, default=None, help="weight of the equivariance term (default 1)")
     parser.add_argument("--sure_divergence", "--sure-divergence", choices=("exact", "finite-difference"), default=None, help="SURE's divergence: finite-difference (the paper's, default; validation warns if the network games it) or exact")
+    parser.add_argument("--unsure", action="store_true", default=None, help="learn the noise level while training (UNSURE): --noise_level (a number or auto) is only the starting guess; the learned level is logged as noise_level in metrics.csv")
     parser.add_argument("--stop_on_gaming", "--stop-on-gaming", action="store_true", default=None, help="end training at the last validation before the network games SURE's finite difference (one process)")
     parser.add_argument("--dataset", default=None, help="div2k, urban100, ct, samples (default) or a folder of images")
     parser.add_argument("--measurements", default=None, help="train on a folder of measurements only (no ground truth)")
@@ -172,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     if state.validation:
         last = state.validation[-1]
         print(f"validation at step {last['step']}: {', '.join(f'{k} {v:.4g}' for k, v in last.items() if k != 'step')}")
+    if "noise_level" in state.last_terms:
+        print(f"noise level learned by UNSURE: {state.last_terms['noise_level']:.3g} (8-bit units; an estimate from above)")
     kept = f" (stopped on gaming: the weights of step {state.step})" if state.stopped_early else ""
     timed = " (the time limit was reached)" if state.out_of_time else ""
     print(f"trained {state.step} steps{kept}{timed}; weights: {out_dir / 'weights.safetensors'}")
