@@ -1,0 +1,141 @@
+"""sei app's server: the jobs return what the command line writes, and the server refuses what it must
+(non-images, files over its limits, requests from elsewhere, paths outside its working folder).
+A real server runs on a loopback port (tests/conftest.py); the page itself is driven in test_app_browser.py."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sei.cli
+from sei.app.server import safe_name
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _image(content: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(content)) as image:
+        return np.asarray(image)
+
+
+def test_safe_name_keeps_uploads_in_their_folder():
+    taken: set[str] = set()
+    names = [safe_name(name, taken) for name in ("../../etc/passwd.png", "..\\..\\win.png", ".hidden.png", "a b.png", "A B.png", "a_b.tif")]
+    assert names == ["passwd.png", "win.png", "hidden.png", "a_b.png", "A_B-2.png", "a_b-3.tif"]
+    assert all("/" not in name and "\\" not in name and not name.startswith(".") for name in names)
+
+
+def test_shipped_model_job_equals_sei_reconstruct(app_server, blurry_png, tmp_path):
+    status, job = app_server.post_job({"mode": "model", "weights": "sei-gaussian_r2-noise5", "noise_level": "auto"},
+                                      [("images", "coffee_blurry.png", Path(blurry_png).read_bytes())])
+    assert status == 201, job
+    job = app_server.wait(job["id"])
+    assert job["state"] == "done", job
+    [result] = job["results"]
+    status, content, headers = app_server.request(f"/api/jobs/{job['id']}/files/{result['download']}")
+    assert status == 200 and "attachment" in headers["Content-Disposition"]
+    assert sei.cli.main(["reconstruct", blurry_png, str(tmp_path / "cli.png"), "--weights", "sei-gaussian_r2-noise5"]) == 0
+    expected = np.asarray(Image.open(tmp_path / "cli.png")).astype(int)
+    got = _image(content).astype(int)
+    assert got.shape == expected.shape == (200, 320, 3)
+    assert np.abs(got - expected).max() <= 1  # the same network, tiling and rounding (<= 1/255 from thread-count rounding)
+    assert any("trained for 5" in message for message in job["messages"])  # the noise estimate is compared with the model's
+
+
+def test_sixteen_bit_input_returns_sixteen_bits_and_psnr_matches(app_server, tmp_path):
+    from sei.evaluation import image_metrics
+    from sei.imageio import read_image
+    from sei.physics import make_physics
+
+    sharp = torch.linspace(0, 1, 120 * 160).reshape(1, 1, 120, 160) ** 2
+    sharp = (sharp + 0.3 * torch.sin(torch.arange(160) / 3.0)).clamp(0, 1)
+    blurry = make_physics("deblurring", kernel="Gaussian_R1.5", noise_level=1.0).measure(sharp.expand(1, 3, -1, -1), seed=0)[0, :1]
+    truth_16 = (sharp[0, 0].numpy() * 65535).round().astype(np.uint16)
+    blurry_16 = (blurry[0].clamp(0, 1).numpy() * 65535).round().astype(np.uint16)
+    status, job = app_server.post_job(
+        {"mode": "method", "method": "wiener", "task": "deblurring", "kernel_family": "gaussian", "kernel_size": "1.5", "noise_level": "1"},
+        [("images", "cell.png", _png(blurry_16)), ("truth", "cell_sharp.png", _png(truth_16))],
+    )
+    assert status == 201, job
+    job = app_server.wait(job["id"])
+    assert job["state"] == "done", job
+    [result] = job["results"]
+    assert result["bits"] == 16
+    content = app_server.request(f"/api/jobs/{job['id']}/files/{result['download']}")[1]
+    with Image.open(io.BytesIO(content)) as image:
+        assert image.mode.startswith("I;16")
+        values = np.asarray(image).astype(np.int64)
+    assert values.ndim == 2 and np.any(values % 257)  # finer than 8 bits
+    path = tmp_path / "result.png"
+    path.write_bytes(content)
+    reference = torch.from_numpy(truth_16.astype(np.float32) / 65535)[None]
+    expected_psnr = image_metrics(read_image(path, channels=None), reference)[0]
+    assert result["psnr"] == pytest.approx(expected_psnr, abs=0.01)
+    assert result["psnr"] > result["psnr_input"] + 1  # deblurring helped, and the page can say by how much
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("notes.txt", b"not an image", "notes.txt is not an image"),
+        ("fake.png", b"plain text pretending", "fake.png is not an image sei can read"),
+        ("large.png", _png(np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)), "larger than the limit of 2 MB"),
+        ("wide.png", _png(np.zeros((500, 500), dtype=np.uint8)), "above the limit of 0.2"),
+    ],
+)
+def test_refused_uploads_leave_nothing(app_server, name, content, message):
+    jobs_folder = app_server.app.state.workdir / "jobs"
+    before = set(jobs_folder.iterdir()) if jobs_folder.exists() else set()
+    status, answer = app_server.post_job({"mode": "model", "weights": "sei-gaussian_r2-noise5"}, [("images", name, content)])
+    assert status == 400 and message in answer["error"]
+    after = set(jobs_folder.iterdir()) if jobs_folder.exists() else set()
+    assert after == before
+
+
+def test_refuses_bad_choices_and_foreign_requests(app_server):
+    image = [("images", "x.png", _png(np.zeros((8, 8), dtype=np.uint8)))]
+    assert "unknown model" in app_server.post_job({"mode": "model", "weights": "../../weights"}, image)[1]["error"]
+    assert "noise" in app_server.post_job({"mode": "method", "method": "wiener", "noise_level": "loud"}, image)[1]["error"]
+    assert "time limit" in app_server.post_job({"mode": "train", "time_limit": "soon"}, image)[1]["error"]
+    assert app_server.post_job({"mode": "model", "weights": "sei-gaussian_r2-noise5"}, image, header=False)[0] == 403
+    assert app_server.request("/api/config", headers={"Host": "attacker.example"})[0] == 400  # DNS rebinding
+
+
+def test_downloads_only_registered_files(app_server, blurry_png):
+    status, job = app_server.post_job({"mode": "model", "weights": "sei-gaussian_r2-noise5"},
+                                      [("images", "c.png", Path(blurry_png).read_bytes())])
+    job = app_server.wait(job["id"])
+    assert job["state"] == "done"
+    base = f"/api/jobs/{job['id']}/files/"
+    assert app_server.request(base + job["results"][0]["download"])[0] == 200
+    for path in ("inputs/../../../../etc/passwd", "..%2F..%2F..%2Fetc%2Fpasswd", "/etc/passwd", "inputs/c.png", "outputs"):
+        assert app_server.request(base + path)[0] == 404, path
+    assert app_server.request("/api/jobs/nosuchjob/files/outputs/c.png")[0] == 404
+
+
+@pytest.mark.slow
+def test_training_job_reports_progress_and_cancels(app_server, blurry_png):
+    import time
+
+    status, job = app_server.post_job({"mode": "train", "task": "deblurring", "kernel_family": "gaussian", "kernel_size": "2.5",
+                                       "time_limit": "90s"}, [("images", "c.png", Path(blurry_png).read_bytes())])
+    assert status == 201, job
+    deadline = time.monotonic() + 120
+    while (progress := app_server.job(job["id"])["progress"]).get("step", 0) < 2:
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.2)
+    assert progress["loss"] > 0 and 0 < progress["seconds_left"] <= 90
+    assert app_server.request(f"/api/jobs/{job['id']}/cancel", b"", {"X-Sei-App": "1"}, "POST")[0] == 200
+    cancelled = app_server.wait(job["id"], timeout=60)
+    assert cancelled["state"] == "cancelled" and cancelled["weights"] is None and cancelled["results"] == []
+    run = app_server.app.state.workdir / "jobs" / job["id"] / "outputs" / "run"
+    assert not (run / "weights.safetensors").exists()
