@@ -139,3 +139,36 @@ def test_training_job_reports_progress_and_cancels(app_server, blurry_png):
     assert cancelled["state"] == "cancelled" and cancelled["weights"] is None and cancelled["results"] == []
     run = app_server.app.state.workdir / "jobs" / job["id"] / "outputs" / "run"
     assert not (run / "weights.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_sei_app_command_serves_on_loopback_and_refuses_a_taken_port(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    pytest.importorskip("uvicorn")
+    env = {**os.environ, "PYTHONPATH": str(Path(sei.cli.__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "sei", "app", "--port", "0", "--no-browser", "--workdir", str(tmp_path / "work")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("sei app: open http://127.0.0.1:"), line + process.stderr.read() if process.poll() is not None else line
+        address = line.split()[3]
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(address, timeout=30) as response:
+            assert "<title>sei" in response.read().decode()
+        port = int(address.rstrip("/").rsplit(":", 1)[1])
+        with socket.socket() as probe:  # loopback only: the port is not open on the machine's other addresses
+            probe.settimeout(2)
+            outside = socket.gethostbyname(socket.gethostname())
+            if not outside.startswith("127."):
+                assert probe.connect_ex((outside, port)) != 0
+        taken = subprocess.run([*command[:4], "--port", str(port), "--no-browser", "--workdir", str(tmp_path / "w2")],
+                               capture_output=True, text=True, env=env, timeout=120)
+        assert taken.returncode == 2 and taken.stderr.count("\n") == 1 and "cannot listen" in taken.stderr
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert (tmp_path / "work").is_dir()

@@ -134,7 +134,7 @@ class JobManager:
                 run_training(job, self.device)
             else:
                 run_reconstruction(job, self.device)
-            job.state, job.phase = "done", "done"
+            job.state, job.phase = "done", f"{len(job.results)} result(s) ready"
         except Cancelled:
             job.state, job.phase = "cancelled", "cancelled"
         except SeiUserError as error:

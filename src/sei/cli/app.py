@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((args.host.strip("[]"), args.port))
+        listener.listen(128)  # connections wait in the backlog while the server starts: the printed address works at once
     except OSError as error:
         raise SeiUserError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}; try another --port") from error
     port = listener.getsockname()[1]

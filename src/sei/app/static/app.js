@@ -104,7 +104,8 @@ function showProgress(job) {
     bar.removeAttribute("value");   // indeterminate
   }
   if (job.state === "done") bar.value = 1;
-  $("progress-text").textContent = text + (job.seconds != null ? "  (" + formatSeconds(job.seconds) + " so far)" : "");
+  const running = job.state === "queued" || job.state === "running";
+  $("progress-text").textContent = text + (job.seconds != null ? "  (" + formatSeconds(job.seconds) + (running ? " so far)" : " in all)") : "");
 }
 
 async function poll() {
