@@ -22,6 +22,12 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _tiff16(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
 def _image(content: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(content)) as image:
         return np.asarray(image)
@@ -172,3 +178,94 @@ def test_sei_app_command_serves_on_loopback_and_refuses_a_taken_port(tmp_path):
         process.terminate()
         process.wait(30)
     assert (tmp_path / "work").is_dir()
+
+
+def _result_pixels(app_server, job: dict) -> list[np.ndarray]:
+    return [_image(app_server.request(f"/api/jobs/{job['id']}/files/{result['download']}")[1]).astype(int) for result in job["results"]]
+
+
+def test_psf_file_gives_what_the_named_kernel_gives(app_server, blurry_png):
+    from sei.physics import get_kernel
+
+    buffer = io.BytesIO()
+    np.save(buffer, get_kernel("Gaussian_R2").numpy())
+    image = [("images", "c.png", Path(blurry_png).read_bytes())]
+    common = {"mode": "method", "method": "wiener", "task": "deblurring", "noise_level": "5"}
+    status, by_file = app_server.post_job({**common, "kernel_family": "file"}, [*image, ("psf", "my psf.npy", buffer.getvalue())])
+    assert status == 201, by_file
+    status, by_name = app_server.post_job({**common, "kernel_family": "gaussian", "kernel_size": "2"}, image)
+    by_file, by_name = app_server.wait(by_file["id"]), app_server.wait(by_name["id"])
+    assert by_file["state"] == by_name["state"] == "done", (by_file, by_name)
+    assert np.array_equal(_result_pixels(app_server, by_file)[0], _result_pixels(app_server, by_name)[0])
+    status, answer = app_server.post_job({**common, "kernel_family": "file"}, [*image, ("psf", "psf.png", b"not a psf")])
+    assert status == 400 and "psf.png is not an image" in answer["error"]
+
+
+def test_super_resolution_model_returns_the_larger_image(app_server):
+    small = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    status, job = app_server.post_job({"mode": "model", "weights": "sei-sr_x2-noise5", "noise_level": "5"},
+                                      [("images", "a.jpg", _png(small)), ("images", "b.png", _png(small[:40]))])
+    assert status == 201, job
+    job = app_server.wait(job["id"])
+    assert job["state"] == "done", job
+    assert [result["size"] for result in job["results"]] == [[120, 160], [80, 160]]
+    assert [result["download"] for result in job["results"]] == ["outputs/a.png", "outputs/b.png"]  # a JPEG comes back lossless
+    assert [pixels.shape for pixels in _result_pixels(app_server, job)] == [(120, 160, 3), (80, 160, 3)]
+
+
+def test_weights_trained_by_a_job_serve_later_jobs(app_server, blurry_png, tmp_path):
+    """A finished training job's weights are listed as a model, downloadable, and run like ``--weights FILE``
+    (a shipped file stands in for the training here; the real training is in the slow tests)."""
+    import json
+    import shutil
+    import time
+
+    from sei.app.jobs import Job
+    from sei.weights import PRETRAINED
+
+    jobs = app_server.app.state.jobs
+    job_id, folder = jobs.new_folder()
+    weights = folder / "outputs" / "run" / "weights.safetensors"
+    weights.parent.mkdir(parents=True)
+    shutil.copy(PRETRAINED["sei-gaussian_r2-noise5"].path, weights)
+    trained = Job(job_id, "train", folder, {"task": "deblurring", "kernel": "Gaussian_R2", "sr_factor": None}, [folder / "x.png"],
+                  state="done", finished=time.time())
+    trained.weights = trained.add_file(weights)
+    jobs.jobs[job_id] = trained
+
+    models = json.loads(app_server.request("/api/config")[1])["models"]
+    assert f"job:{job_id}" in [model["name"] for model in models]
+    assert app_server.request(f"/api/jobs/{job_id}/files/{trained.weights}")[1] == weights.read_bytes()
+    status, job = app_server.post_job({"mode": "model", "weights": f"job:{job_id}"}, [("images", "c.png", Path(blurry_png).read_bytes())])
+    assert status == 201, job
+    job = app_server.wait(job["id"])
+    assert sei.cli.main(["reconstruct", blurry_png, str(tmp_path / "cli.png"), "--weights", str(weights)]) == 0
+    assert np.abs(_result_pixels(app_server, job)[0] - np.asarray(Image.open(tmp_path / "cli.png")).astype(int)).max() <= 1
+
+
+@pytest.mark.slow
+def test_training_job_to_the_end_offers_results_and_weights(app_server, tmp_path):
+    """The whole own-images path from the page's API: a grayscale 16-bit image blurred by a PSF no shipped
+    model has, trained on within a short budget; the result keeps 16 bits, the weights hold the PSF."""
+    from sei.physics import make_physics
+    from sei.weights import load_weights_with_physics
+
+    from skimage import data
+
+    sharp = torch.from_numpy(data.camera()[200:296, 200:296].astype(np.float32) / 255)[None, None]
+    blurry = make_physics("deblurring", kernel="Box_R1", noise_level=2).measure(sharp, seed=0)[0, 0]
+    status, job = app_server.post_job({"mode": "train", "task": "deblurring", "kernel_family": "box", "kernel_size": "1",
+                                       "noise_level": "auto", "time_limit": "35s"},
+                                      [("images", "cam.tif", _tiff16((blurry.clamp(0, 1).numpy() * 65535).round().astype(np.uint16)))])
+    assert status == 201, job
+    job = app_server.wait(job["id"], timeout=240)
+    assert job["state"] == "done", job
+    [result] = job["results"]
+    assert result["bits"] == 16 and result["download"] == "outputs/cam.tif"
+    with Image.open(io.BytesIO(app_server.request(f"/api/jobs/{job['id']}/files/{result['download']}")[1])) as image:
+        assert image.mode.startswith("I;16") and image.size == (96, 96)
+    assert job["weights"] == "outputs/run/weights.safetensors" and any("trained" in m and "steps" in m for m in job["messages"])
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(app_server.request(f"/api/jobs/{job['id']}/files/{job['weights']}")[1])
+    _, _, physics = load_weights_with_physics(weights)
+    assert physics.kernel_label == "Box_R1"

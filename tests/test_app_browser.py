@@ -124,6 +124,23 @@ def test_page_shows_the_error_for_a_non_image(driver, app_server, tmp_path):
     assert not driver.find_element(By.ID, "job").is_displayed()  # no job was started
 
 
+def test_dropped_files_are_the_ones_sent(driver, app_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open(driver, app_server)
+    driver.execute_script("""
+        const transfer = new DataTransfer();
+        transfer.items.add(new File(["plain text"], "dropped notes.txt", {type: "text/plain"}));
+        transfer.items.add(new File(["more"], "second.txt", {type: "text/plain"}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
+    """)
+    assert driver.find_element(By.ID, "file-list").text == "2 chosen: dropped notes.txt, second.txt"
+    driver.find_element(By.ID, "run").click()
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "error").text)
+    assert "dropped notes.txt is not an image" in driver.find_element(By.ID, "error").text
+
+
 @pytest.mark.slow
 def test_page_cancels_a_training_job(driver, app_server, blurry_png):
     from selenium.webdriver.common.by import By

@@ -31,7 +31,10 @@ DEFAULT_MAX_UPLOAD_MB = 100.0  # per file
 DEFAULT_MAX_MEGAPIXELS = 40.0  # per image (e.g. 7300 x 5500)
 MAX_FILES = 64  # per job
 MODES = ("model", "method", "train")
-METHODS = ("wiener", "rl", "pnp", "bm3d", "dip", "up")  # training-free methods offered (sei.models.RECONSTRUCTORS less "id")
+METHODS = {  # the training-free methods offered (sei.models.RECONSTRUCTORS less "id"), as the page names them
+    "wiener": "Wiener filter", "rl": "Richardson-Lucy", "pnp": "plug-and-play (denoiser prior)", "bm3d": "BM3D deblurring",
+    "dip": "deep image prior (slow)", "up": "bicubic upsampling (super-resolution only)",
+}
 SR_FACTORS = (2, 3, 4, 8)
 KERNEL_FAMILIES = ("gaussian", "box", "file")
 DEFAULT_TIME_LIMIT = "2m"
@@ -166,7 +169,7 @@ async def _job_from_form(form: Any, jobs: JobManager, limits: Limits) -> Job:
         params["sr_factor"] = int(_choice(form, "sr_factor", tuple(map(str, SR_FACTORS)), "2")) if params["task"] == "sr" else None
         params["kernel"] = None
         if mode == "method":
-            params["method"] = _choice(form, "method", METHODS, "wiener")
+            params["method"] = _choice(form, "method", tuple(METHODS), "wiener")
             if params["method"] == "up" and params["task"] != "sr":
                 raise SeiUserError("'up' (bicubic upsampling) is for super-resolution")
         else:
@@ -251,7 +254,7 @@ def create_app(workdir: str | Path, device: str = "cpu", limits: Limits | None =
         models += [{"name": key, "label": f"trained here: job {job.id} ({_problem(job.params)}, {len(job.inputs)} image(s))",
                     "task": job.params["task"]} for key, (job, _) in _trained_weights(jobs).items()]
         return JSONResponse({
-            "models": models, "methods": list(METHODS), "sr_factors": list(SR_FACTORS), "time_limit": DEFAULT_TIME_LIMIT,
+            "models": models, "methods": [{"name": name, "label": label} for name, label in METHODS.items()], "sr_factors": list(SR_FACTORS), "time_limit": DEFAULT_TIME_LIMIT,
             "limits": limits.describe(), "accept": ",".join(accepted_suffixes()), "workdir": str(workdir), "device": device,
         })
 

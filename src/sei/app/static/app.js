@@ -29,7 +29,7 @@ async function loadConfig() {
   fill($("weights"), config.models.map((m) => ({ value: m.name, label: m.label })));
   if (chosen && [...$("weights").options].some((o) => o.value === chosen)) $("weights").value = chosen;
   if (!$("method").options.length) {
-    fill($("method"), config.methods.map((m) => ({ value: m, label: m })));
+    fill($("method"), config.methods.map((m) => ({ value: m.name, label: m.label })));
     fill($("sr_factor"), config.sr_factors.map((f) => ({ value: String(f), label: "x" + f })));
     $("time_limit").value = config.time_limit;
   }
