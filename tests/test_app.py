@@ -247,10 +247,10 @@ def test_weights_trained_by_a_job_serve_later_jobs(app_server, blurry_png, tmp_p
 def test_training_job_to_the_end_offers_results_and_weights(app_server, tmp_path):
     """The whole own-images path from the page's API: a grayscale 16-bit image blurred by a PSF no shipped
     model has, trained on within a short budget; the result keeps 16 bits, the weights hold the PSF."""
+    from skimage import data
+
     from sei.physics import make_physics
     from sei.weights import load_weights_with_physics
-
-    from skimage import data
 
     sharp = torch.from_numpy(data.camera()[200:296, 200:296].astype(np.float32) / 255)[None, None]
     blurry = make_physics("deblurring", kernel="Box_R1", noise_level=2).measure(sharp, seed=0)[0, 0]
