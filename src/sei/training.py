@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -484,8 +484,12 @@ def _estimate_noise(config: TrainConfig, source: Any, physics: Any) -> float:
     return float(estimate.level)
 
 
-def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, overwrite: bool = False, progress: bool = True) -> RunState:
+def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, overwrite: bool = False, progress: bool = True,
+          on_step: Callable[[RunState], None] | None = None) -> RunState:
     """Train a network as ``config`` says, writing everything under ``out_dir``.
+
+    ``on_step(state)`` is called after every step (progress for a caller such as ``sei app``); an
+    exception it raises ends the run there (cancellation), the checkpoints already written staying.
 
     Outputs: ``config.json``, ``checkpoints/step_*.pt``, ``metrics.csv``, ``validation.csv``,
     ``loss.png`` and the final ``weights.safetensors`` (with metadata and the forward model's tensors).
@@ -646,6 +650,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
             total_steps = sampler.total_steps = state.total_steps = planned
             if bar is not None and total_steps < (1 << 40):
                 bar.total = total_steps
+        if on_step is not None:
+            on_step(state)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{state.last_terms['loss']:.3g}", refresh=False)

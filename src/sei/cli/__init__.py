@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("sei.cli.test", "evaluate a model or a training-free method: PSNR and SSIM"),
     "restore": ("sei.cli.restore", "restore your own degraded images: fine-tune on them within a time budget, then reconstruct"),
     "reconstruct": ("sei.cli.reconstruct", "deblur or upsample your own images with trained weights"),
+    "app": ("sei.cli.app", "a local web page: upload images, restore them, compare and download (no command line)"),
     "weights": ("sei.cli.weights", "list, inspect or fetch pretrained weights"),
     "data": ("sei.cli.data", "download and check datasets"),
 }
