@@ -1,6 +1,6 @@
 """The GPU path, measured: one command, one JSON file (docs/performance.md, "GPU").
 
-    python benchmarks/gpu_check.py [--out FILE] [--steps 300]     # on a machine with one CUDA GPU
+    python benchmarks/gpu_check.py [--out FILE] [--steps 200]     # on a machine with one CUDA GPU
     python benchmarks/gpu_check.py --cpu [--out FILE]              # tiny sizes on the CPU (the test suite runs this)
 
 Five sections, each in its own try/except (a failure is recorded in the JSON and the others still run;
@@ -99,9 +99,9 @@ class Sizes:
 
 
 CUDA_SIZES = Sizes(
-    device="cuda", model="swinir", model_options={}, batch=8, patch=48, steps=300, warmup=20, compare_steps=20, photos=8,
+    device="cuda", model="swinir", model_options={}, batch=8, patch=48, steps=200, warmup=20, compare_steps=20, photos=8,
     resize=256, ddp_steps=4, megapixels=12.0, tile=256, agreement_model="swinir", agreement_dtypes=("float32", "float32"),
-    timeout=300,
+    timeout=180, extra_train_args=("--num_workers", "2"),  # DataLoader workers and pinned memory, as on a real run
 )
 CPU_SIZES = Sizes(
     device="cpu", model="swinir-tiny", model_options={"drop_path_rate": 0.1}, batch=2, patch=16, steps=4, warmup=1,
@@ -139,13 +139,12 @@ def _peak_mib(device: Any) -> float | None:
 
 
 def _environment() -> dict[str, str]:
-    """The environment of subprocesses: this checkout's sei first on the path, one thread per process on the CPU."""
+    """The environment of subprocesses: this checkout's sei first on the path, output unbuffered."""
     import sei
 
     env = dict(os.environ)
     source = str(Path(sei.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([source, *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("OMP_NUM_THREADS", "1")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -401,8 +400,8 @@ def section_distributed(sizes: Sizes, work: Path) -> dict[str, Any]:
     resume = ["train", "--resume", str(run_dir), "--max_steps", str(2 * k), "--device", sizes.device, "--quiet"]
     launches: dict[str, dict[str, Any]] = {}
 
-    def launch(name: str, processes: int, arguments: list[str], shared: bool = False) -> dict[str, Any]:
-        outcome = _run(_torchrun(processes, arguments, shared), sizes.timeout)
+    def launch(name: str, processes: int, arguments: list[str], shared: bool = False, timeout: int | None = None) -> dict[str, Any]:
+        outcome = _run(_torchrun(processes, arguments, shared), timeout or sizes.timeout)
         outcome.update(processes=processes, steps_logged=_metrics_steps(run_dir), checkpoint_step=_checkpoint_step(run_dir))
         if outcome["rc"] == 0:
             outcome.pop("output_tail")
@@ -410,14 +409,14 @@ def section_distributed(sizes: Sizes, work: Path) -> dict[str, Any]:
         return outcome
 
     single = launch("one_process", 1, first)
-    shared = launch("two_processes_one_device_resumed", 2, resume, shared=True)
+    shared = launch("two_processes_one_device_resumed", 2, resume, shared=True, timeout=min(sizes.timeout, 120))
     shared_ok = shared["rc"] == 0 and shared["checkpoint_step"] == 2 * k
     record: dict[str, Any] = {"backend": "nccl" if sizes.device == "cuda" else "gloo", "model": sizes.model, "steps_per_launch": k,
                               "two_processes_one_device": "ok" if shared_ok else "refused"}
     resumed = shared
     if not shared_ok and sizes.device == "cuda":
         # NCCL alone, without sei: does it accept two ranks on one GPU? Then resume with one process.
-        record["nccl_probe_two_ranks_one_gpu"] = _run(_torchrun(2, ["nccl-probe"], shared_device=True), 120)
+        record["nccl_probe_two_ranks_one_gpu"] = _run(_torchrun(2, ["nccl-probe"], shared_device=True), 60)
         resumed = launch("one_process_resumed", 1, resume)
     check = {
         "resumed_by": f"{resumed['processes']} process(es)",
@@ -659,7 +658,8 @@ def machine(sizes: Sizes) -> dict[str, Any]:
             tf32_defaults={"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
         )
         with contextlib.suppress(Exception):
-            info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+            version = torch.cuda.nccl.version()
+            info["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
     return info
 
 
@@ -678,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu", action="store_true", help="tiny sizes on the CPU (float64 against float32 in section 5)")
     parser.add_argument("--out", type=Path, default=None, help="the JSON file (default benchmarks/results/gpu_check[_cpu].json)")
-    parser.add_argument("--steps", type=int, default=None, help="section 2's steps per run (default 300 on CUDA, 6 with --cpu)")
+    parser.add_argument("--steps", type=int, default=None, help="section 2's steps per run (default 200 on CUDA, 4 with --cpu)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed at the end)")
     args = parser.parse_args(argv)
