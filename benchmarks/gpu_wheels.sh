@@ -10,7 +10,7 @@
 # brings for its own GPU and driver, and ruff (lint only). Also skipped, unless --all: the packages
 # named in FREEZE (`python3 -m pip freeze` of the target, if you have it), else the scientific stack
 # listed in BASE below, which a GPU image with PyTorch usually holds (sei asks only for recent
-# versions of them: pyproject.toml). Fails when the wheels exceed --limit-mib (what travels to the
+# versions of them: pyproject.toml); deepinv, pinned exactly, is skipped only if FREEZE has its pin. Fails when the wheels exceed --limit-mib (what travels to the
 # machine is limited: everything at once, --all, is about 150 MiB).
 #
 # On the GPU machine, from the repository root (PYTHONPATH instead of `pip install -e .`, which would
@@ -59,7 +59,13 @@ while IFS= read -r line; do
     [ -z "$line" ] && continue
     name=$(echo "${line%%==*}" | normalise)
     case "$name" in torch|torchvision|triton|nvidia-*|cuda-*|ruff) continue ;; esac
-    if [ "$all" -eq 0 ] && echo "$present" | grep -qx -- "$name"; then continue; fi
+    if [ "$all" -eq 0 ]; then
+        if [ "$name" = deepinv ]; then  # pinned exactly in pyproject.toml: sei is written against its 0.5 interfaces
+            [ -n "$have" ] && grep -qix -- "$line" "$have" && continue
+        elif echo "$present" | grep -qx -- "$name"; then
+            continue
+        fi
+    fi
     wanted+=("$line")
 done < "$root/requirements.lock"
 
