@@ -7,7 +7,8 @@
 # Downloads, with `pip download --no-deps`, the exact pins of requirements.lock that such a machine
 # lacks, as binary wheels for its Python (default 3.12, manylinux x86-64), into DEST (git-ignored).
 # Never downloaded: the torch stack (torch, torchvision, triton, nvidia-*, cuda-*), which the machine
-# brings for its own GPU and driver, and ruff (lint only). Also skipped, unless --all: the packages
+# brings for its own GPU and driver, and the development tools the check does not run (ruff; selenium
+# and its own dependencies, for the browser tests). Also skipped, unless --all: the packages
 # named in FREEZE (`python3 -m pip freeze` of the target, if you have it), else the scientific stack
 # listed in BASE below, which a GPU image with PyTorch usually holds (sei asks only for recent
 # versions of them: pyproject.toml); deepinv, pinned exactly, is skipped only if FREEZE has its pin. Fails when the wheels exceed --limit-mib (what travels to the
@@ -44,7 +45,9 @@ BASE="numpy scipy scikit-image scikit-learn matplotlib pillow h5py pyyaml safete
 einops torchmetrics lightning-utilities requests urllib3 certifi idna charset-normalizer jinja2 markupsafe sympy mpmath
 networkx packaging pyparsing python-dateutil cycler kiwisolver contourpy fonttools filelock fsspec typing-extensions
 tifffile imageio lazy-loader joblib threadpoolctl narwhals pytest iniconfig pluggy pygments anyio h11 click cloudpickle
-tzdata truststore httpx2 httpcore2"
+tzdata truststore httpx2 httpcore2 attrs sortedcontainers"
+# Development tools that the GPU check does not run (lint; the browser tests' driver and its dependencies).
+NEVER="ruff selenium trio trio-websocket outcome wsproto websocket-client pysocks"
 
 normalise() { tr '[:upper:]_.' '[:lower:]--'; }
 if [ -n "$have" ]; then
@@ -58,7 +61,8 @@ wanted=()
 while IFS= read -r line; do
     [ -z "$line" ] && continue
     name=$(echo "${line%%==*}" | normalise)
-    case "$name" in torch|torchvision|triton|nvidia-*|cuda-*|ruff) continue ;; esac
+    case "$name" in torch|torchvision|triton|nvidia-*|cuda-*) continue ;; esac
+    if echo "$NEVER" | tr ' ' '\n' | grep -qx -- "$name"; then continue; fi
     if [ "$all" -eq 0 ]; then
         if [ "$name" = deepinv ]; then  # pinned exactly in pyproject.toml: sei is written against its 0.5 interfaces
             [ -n "$have" ] && grep -qix -- "$line" "$have" && continue

@@ -127,9 +127,9 @@ def test_cpu_and_cuda_agree(tmp_path):
 
 def test_gpu_wheels_skip_what_the_target_has(tmp_path):
     """With a target that holds every pin of requirements.lock, nothing is downloaded (no network used);
-    the torch stack and ruff are never downloaded, even when the target lacks them."""
+    the torch stack and the development tools are never downloaded, even when the target lacks them."""
     lock = (ROOT / "requirements.lock").read_text().split()
-    never = ("torch==", "torchvision==", "triton==", "nvidia-", "cuda-", "ruff==")
+    never = ("torch==", "torchvision==", "triton==", "nvidia-", "cuda-", "ruff==", "selenium==")
     freeze = tmp_path / "freeze.txt"
     freeze.write_text("\n".join(line for line in lock if not line.lower().startswith(never)) + "\n")
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_wheels.sh"), "--have", str(freeze), "--dest", str(tmp_path / "w")],
