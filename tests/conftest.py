@@ -1,10 +1,21 @@
-"""Shared fixtures: real photographs that pip packages ship (no download)."""
+"""Shared fixtures: real photographs that pip packages ship (no download); the ``cuda`` marker."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test marked ``cuda`` needs a CUDA device: skipped where there is none (benchmarks/gpu_check.py
+    runs them on a GPU machine with ``pytest -m cuda``)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 def _skimage(name: str) -> torch.Tensor:
