@@ -195,8 +195,9 @@ def model_card(metadata: dict[str, Any], physics: Any, facts: dict[str, Any], sa
         f"- **Steps**: {metadata.get('steps', 'not recorded')}"
         + (f" (batch {config['batch_size']} of {config['patch_size']}x{config['patch_size']} patches, lr {config['lr']})"
            if {"batch_size", "patch_size", "lr"} <= set(config) else ""),
-        f"- **Wall time**: {_duration(metadata.get('train_seconds'))} of training (validations excluded)"
-        + (f" on `{config['device']}`" if config.get("device") else ""),
+        (f"- **Wall time**: {_duration(metadata['train_seconds'])} of training (validations excluded)"
+         + (f" on `{config['device']}`" if config.get("device") else "")) if metadata.get("train_seconds") is not None
+        else "- **Wall time**: not recorded (weights written before sei recorded it)",
         f"- **Seed**: {metadata['seed']}" if "seed" in metadata else "- **Seed**: not recorded",
         *([f"- **Initialised from**: `{metadata['init']}`"] if metadata.get("init") else []),
         "",
@@ -216,7 +217,7 @@ def model_card(metadata: dict[str, Any], physics: Any, facts: dict[str, Any], sa
         "## Use", "",
         "```sh",
         "source scripts/activate   # in a clone of the sei repository: puts `sei` on the PATH",
-        f"sei reconstruct blurry.png restored.png --weights {repo}",
+        f"sei reconstruct {'lowres' if metadata.get('task') == 'sr' else 'blurry'}.png restored.png --weights {repo}",
         f"sei test --weights {repo}                    # PSNR / SSIM on the bundled test photographs",
         "```", "",
         "```python",

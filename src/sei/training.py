@@ -830,6 +830,7 @@ class _RunWriter:
             "config": config.to_dict(),
         }
         atomic_save(state, checkpoint_path(self.out_dir, step))
+        self.run_log.flush()  # what a crash after this checkpoint would lose is only what a resume redoes
         for old in sorted((self.out_dir / "checkpoints").glob("step_*.pt"))[: -self.keep]:
             old.unlink()
 
