@@ -112,6 +112,10 @@ def test_log_choices(photo_folder, tmp_path, capsys):
     assert parse_backends("tensorboard, csv") == ("csv", "tensorboard")
     with pytest.raises(SeiUserError, match="--log takes none"):
         parse_backends("wandb")
+    none = ["train", "--dataset", str(photo_folder), "--resize", "0", "--patch_size", "24", "--batch_size", "2", "--max_steps", "1",
+            "--model", "unet-small", "--val_images", "0", "--quiet", "--log", "none", "--out_dir", str(tmp_path / "cli_none")]
+    assert main(none) == 0  # the CLI's parsed "none" reaches train() as no backend
+    assert not (tmp_path / "cli_none" / "metrics.csv").exists() and (tmp_path / "cli_none" / "weights.safetensors").is_file()
     code = main(["train", "--dataset", str(photo_folder), "--log", "csv,wandb", "--out_dir", str(tmp_path / "bad")])
     assert code == 2 and "--log takes none" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

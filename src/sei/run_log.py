@@ -43,7 +43,7 @@ def parse_backends(spec: str | Iterable[str] | None) -> tuple[str, ...]:
     if spec is None:
         spec = DEFAULT
     names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
-    if names == ["none"]:
+    if names == ["none"] or (not names and not isinstance(spec, str)):  # "none", or an already parsed empty choice
         return ()
     unknown = [n for n in names if n not in BACKENDS]
     if unknown or not names:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return _export(args)
     if args.action == "download":
         if weights.parse_paper_name(args.name) is None and not weights._HUB_REPO.match(args.name):
-            raise SeiUserError(f"{args.name!r} is neither a paper weight name nor a hub repo USER/REPO; `sei weights list` shows the naming schemes")
+            raise SeiUserError(f"{args.name!r} is not a paper weight name, nor a hub repo USER/REPO; `sei weights list` shows the naming schemes")
         path, _ = weights.resolve_weights(args.name)
         print(path)
         return 0
