@@ -255,3 +255,14 @@ def test_unknown_hub_repo_is_a_one_line_user_error(tmp_path, hub):
     result = _sei(["weights", "info", "nobody/nothing"], tmp_path, endpoint)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "hub has no model repo nobody/nothing" in result.stderr, result.stderr
+
+
+def test_hub_repo_specs_and_local_paths_are_told_apart(tmp_path):
+    from sei.weights import _HUB_REPO
+
+    assert _HUB_REPO.match("someone/sei-tiny")["repo"] == "someone/sei-tiny"
+    match = _HUB_REPO.match("hf://someone/sei-tiny@v1.0")
+    assert (match["repo"], match["revision"]) == ("someone/sei-tiny", "v1.0")
+    assert _HUB_REPO.match("runs/a/weights") is None and _HUB_REPO.match("Deblurring_Gaussian_R2_Noise5_Proposed") is None
+    with pytest.raises(Exception, match="weights file not found"):  # a missing local file is never sent to the hub
+        load_weights_with_physics("runs/missing.safetensors")
