@@ -139,7 +139,9 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 
 
 def _terms(rows: list[dict[str, str]]) -> list[str]:
-    return [k for k in rows[0] if k not in ("step", "epoch", "lr", "seconds")]
+    from sei.run_log import BOOKKEEPING
+
+    return [k for k in rows[0] if k not in BOOKKEEPING]
 
 
 def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

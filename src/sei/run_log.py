@@ -33,6 +33,7 @@ from sei.errors import SeiUserError
 BACKENDS = ("csv", "tensorboard")
 DEFAULT = "csv,tensorboard"
 CSV_FILES = {"train": "metrics.csv", "validation": "validation.csv"}
+BOOKKEEPING = ("step", "epoch", "lr", "seconds", "step_seconds")  # the train group's columns that are not loss terms
 TENSORBOARD_DIR = "tensorboard"
 PANEL_CROP = 192  # side of the measurement crop shown in the panel (bounded cost on large photographs)
 PANEL_GAP = 4  # white pixels between the panel's images

@@ -846,7 +846,9 @@ class _RunWriter:
 
         with open(path) as handle:
             rows = list(csv.DictReader(handle))
-        terms = [k for k in rows[0] if k not in ("step", "epoch", "lr", "seconds", "step_seconds")]
+        from sei.run_log import BOOKKEEPING
+
+        terms = [k for k in rows[0] if k not in BOOKKEEPING]
         steps = [int(r["step"]) for r in rows]
         has_validation = (self.out_dir / "validation.csv").exists()
         figure, axes = plt.subplots(1, 2 if has_validation else 1, figsize=(11 if has_validation else 6, 4), squeeze=False)
