@@ -170,6 +170,7 @@ def _download(name: str) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     filename = f"{name}.pt"
+    _hub_bars()
     try:
         return Path(hf_hub_download(repo_id=HF_REPO, filename=filename))
     except LocalEntryNotFoundError as error:
@@ -179,6 +180,16 @@ def _download(name: str) -> Path:
         ) from error
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
         raise SeiUserError(f"downloading {filename} from {HF_REPO} failed ({_why(error)}); retry, or pass a local file") from error
+
+
+def _hub_bars() -> None:
+    """huggingface_hub's download bars follow sei's: off under --quiet and when stderr is not a terminal."""
+    from sei.runtime import progress_enabled
+
+    if not progress_enabled():
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
 
 
 FOLDER_WEIGHTS = "weights.safetensors"  # the weights file of a run folder, an exported folder and a hub repo
@@ -196,12 +207,7 @@ def _download_from_repo(repo_id: str, revision: str | None = None) -> Path:
         RepositoryNotFoundError,
     )
 
-    from sei.runtime import progress_enabled
-
-    if not progress_enabled():
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
+    _hub_bars()
     where = f"{repo_id}@{revision}" if revision else repo_id
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=FOLDER_WEIGHTS, revision=revision))
