@@ -182,9 +182,9 @@ def restore(
     result.train_seconds = round(time.perf_counter() - started, 1)
     items = list(zip(pairs, measurements, strict=True))
     if progress:
-        from tqdm.auto import tqdm
+        from sei.runtime import progress_bar
 
-        items = tqdm(items, desc="restoring", unit="image")
+        items = progress_bar(items, desc="restoring", unit="image")
     for (source, target), y in items:
         bits = bit_depth(source)
         target = _target(target, bits)

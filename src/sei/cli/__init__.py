@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(rest)
     except SystemExit as exit_:  # argparse already printed its one-line message
         return int(exit_.code or 0)
+    if getattr(args, "quiet", False):  # every progress bar of the command stays silent
+        from sei.runtime import set_quiet
+
+        set_quiet(True)
     try:
         return int(module.run(args) or EXIT_OK)
     except SeiUserError as error:

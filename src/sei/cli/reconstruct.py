@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in measurement pixels")
     parser.add_argument("--format", choices=("png", "npy"), default="png", help="file type written into an output folder")
     parser.add_argument("--side_by_side", "--side-by-side", action="store_true", help="also write input | output figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, and no line per image")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from sei.figures import image_grid
     from sei.imageio import MEASUREMENT_SUFFIXES, list_images, read_image, write_image
     from sei.inference import load_for_measurements, resolve_device, tiled
+    from sei.runtime import progress_bar
 
     if args.input.is_dir():
         sources = list_images(args.input, MEASUREMENT_SUFFIXES)
@@ -58,12 +60,16 @@ def run(args: argparse.Namespace) -> int:
     loaded, _ = load_for_measurements(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level,
                                       device, parse_options(args.option), lambda physics: measurements)
     scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
-    for (source, target), y in zip(pairs, measurements, strict=True):
+    items = zip(pairs, measurements, strict=True)
+    if len(pairs) > 1:
+        items = progress_bar(items, total=len(pairs), unit="image", desc=f"reconstructing {args.input}")
+    for (source, target), y in items:
         y = y[None].to(device)
         with torch.no_grad():
             estimate = tiled(loaded.reconstruct, y, scale, args.tile, args.overlap) if args.tile else loaded.reconstruct(y)
         write_image(estimate[0].cpu(), target)
         if args.side_by_side:
             image_grid([[("input", y[0].cpu()), ("reconstruction", estimate[0].cpu())]], target.with_name(target.stem + "_side_by_side.png"))
-        print(f"{source} -> {target}")
+        if not args.quiet:
+            print(f"{source} -> {target}")
     return 0
