@@ -22,7 +22,6 @@ defocus disk of radius 4 that no shipped model was trained for. Methods, on the 
 - ``scratch_10m``: SEI from scratch on the measurements, ``sei train --measurements in/ --time_limit 10m``;
 - ``restore_10m``: the one command ``sei restore in/ OUT --kernel K.npy --time_limit 10m``.
 
-Where ``--noise_level auto`` is not accepted yet, the known level 5 is passed and the cell says so.
 Metrics: Y-PSNR and SSIM of ``sei.evaluation.image_metrics`` on the 8-bit outputs. Every ``sei`` command
 runs with one thread (``OMP_NUM_THREADS=1``); the trainings run ``--jobs`` at a time (default 2).
 Results go to ``benchmarks/results/own_measurements.json``, one cell per (kernel, method); cells already
@@ -241,24 +240,6 @@ def sei(args: list[str], log: Path) -> tuple[int, float]:
     return done.returncode, time.perf_counter() - started
 
 
-def accepts_auto_noise() -> bool:
-    """Whether ``sei reconstruct`` takes ``--noise_level auto`` (being added in parallel)."""
-    probe = subprocess.run(
-        [*SEI, "reconstruct", "x.png", "y.png", "--noise_level", "auto", "--model_kind", "id"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    return "invalid float value" not in probe.stderr
-
-
-def has_command(command: list[str], *flags: str) -> bool:
-    """Whether ``sei COMMAND --help`` exists and names every flag."""
-    done = subprocess.run([*SEI, *command, "--help"], capture_output=True, text=True, cwd=ROOT)
-    return done.returncode == 0 and all(flag in done.stdout for flag in flags)
-
-
 def reconstruct_cell(kernel: str, method: str, log: Path, out: Path, options: list[str]) -> dict:
     code, seconds = sei(["reconstruct", str(folder(kernel, "measured")), str(out), *options], log)
     if code != 0:
@@ -266,21 +247,16 @@ def reconstruct_cell(kernel: str, method: str, log: Path, out: Path, options: li
     return {"wall_s": round(seconds, 1), "command": "sei reconstruct in/ out/ " + " ".join(options)}
 
 
-def noise_flags(auto: bool) -> tuple[list[str], str]:
-    return (
-        (["--noise_level", "auto"], "auto")
-        if auto
-        else (["--noise_level", f"{NOISE_LEVEL:g}"], "known (auto not available)")
-    )
+NOISE_FLAGS = ["--noise_level", "auto"]  # the tool is never told the level
 
 
-def run_cell(kernel: str, method: str, auto: bool) -> dict:
+def run_cell(kernel: str, method: str) -> dict:
     base = WORK / "runs" / kernel / method
     if base.exists():
         shutil.rmtree(base)
     out, log = base / "out", base / "log.txt"
     kfile = str(kernel_file(kernel))
-    noise, noise_note = noise_flags(auto)
+    noise = NOISE_FLAGS
     cell: dict = {"load_average_at_start": round(os.getloadavg()[0], 2), "threads": 1}
     if method == "measurement":
         return {**cell, "wall_s": 0.0, "command": "-", **score(folder(kernel, "measured"), kernel)}
@@ -290,7 +266,7 @@ def run_cell(kernel: str, method: str, auto: bool) -> dict:
         cell.update(
             reconstruct_cell(kernel, method, log, out, ["--model_kind", method, "--kernel", kfile, *noise])
         )
-        cell["noise_level"] = noise_note
+        cell["noise_level"] = "auto"
     elif method == "shipped":
         cell.update(reconstruct_cell(kernel, method, log, out, ["--weights", "sei-gaussian_r2-noise5"]))
     elif method in ("finetune_5m", "scratch_10m"):
@@ -323,7 +299,7 @@ def run_cell(kernel: str, method: str, auto: bool) -> dict:
                 "reconstruct_s": recon["wall_s"],
                 "wall_s": round(train_s + recon["wall_s"], 1),
                 "command": " ".join(["sei", *train[:1], "in/", *train[3:]]) + "; " + recon["command"],
-                "noise_level": noise_note,
+                "noise_level": "auto",
             }
         )
     elif method == "restore_10m":
@@ -530,12 +506,6 @@ def generated(results: dict) -> list[str]:
         "",
         *targets(results),
     ]
-    known = [key for key, cell in sorted(results["cells"].items()) if "known" in str(cell.get("noise_level"))]
-    if known:
-        lines += [
-            "",
-            "Given the known noise level (`--noise_level auto` not available then): " + ", ".join(known),
-        ]
     return [*lines, "", END]
 
 
@@ -588,12 +558,6 @@ def main() -> None:
             }
         )
         save_setup(setup)
-        auto = accepts_auto_noise()
-        available = {
-            "finetune_5m": has_command(["train"], "--time_limit", "--init"),
-            "scratch_10m": has_command(["train"], "--time_limit"),
-            "restore_10m": has_command(["restore"]),
-        }
         done = load_results()["cells"]
         todo = [
             (k, m)
@@ -601,13 +565,10 @@ def main() -> None:
             for k in args.kernels
             if args.force or f"{k}/{m}" not in done
         ]
-        for kernel, method in [(k, m) for k, m in todo if m in available and not available[m]]:
-            print(f"{kernel}/{method}: skipped, its command does not exist yet")
-        todo = [(k, m) for k, m in todo if available.get(m, True)]
 
         def job(kernel: str, method: str) -> None:
             try:
-                cell = run_cell(kernel, method, auto)
+                cell = run_cell(kernel, method)
             except Exception as error:  # one failed cell must not stop the others
                 print(f"{kernel}/{method}: FAILED: {error}", flush=True)
                 return

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--anchor", choices=("deepinv",), default=None, help="also run deepinv's own recipe (benchmarks/anchor_deepinv.py)")
     parser.add_argument("--dip_iterations", type=int, default=None, help="DIP iterations per image (default: the paper's, 4000 for Gaussian blur, 1000 otherwise)")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (it also stays off when stderr is not a terminal)")
     args = parser.parse_args()
     done = {r["key"] for r in load_records()}
     runs = [r for r in grid(args.steps) if (not args.only or any(p in r.key for p in args.only)) and not any(p in r.key for p in args.skip)]
@@ -199,15 +200,19 @@ def main() -> None:
     if args.anchor:
         jobs.append(lambda: subprocess.run([sys.executable, str(HERE / "anchor_deepinv.py"), "--threads", str(args.threads), "--train_root", str(args.train_root)], check=True))
     jobs += [lambda run=run: execute(run, args) for run in todo]
+    from sei.runtime import progress_bar, set_quiet
+
+    set_quiet(args.quiet)
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(job) for job in jobs]
-        for future in futures:
+        bar = progress_bar(as_completed(futures), total=len(futures), unit="run", desc=f"reproducing ({args.jobs} at a time)")
+        for future in bar:
             try:
                 record = future.result()
                 if isinstance(record, dict):
-                    print(f"{record['key']:<40} PSNR {record['psnr_mean']:6.2f} dB  SSIM {record['ssim_mean']:.4f}  train {record['train_seconds']:7.0f} s", flush=True)
+                    bar.write(f"{record['key']:<40} PSNR {record['psnr_mean']:6.2f} dB  SSIM {record['ssim_mean']:.4f}  train {record['train_seconds']:7.0f} s")
             except Exception as error:  # one failed run must not stop the others
-                print(f"FAILED: {error}", flush=True)
+                bar.write(f"FAILED: {error}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,21 @@
-"""Shared fixtures: real photographs that pip packages ship (no download)."""
+"""Shared fixtures: real photographs that pip packages ship (no download); the ``cuda`` marker."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test marked ``cuda`` needs a CUDA device: skipped where there is none (benchmarks/gpu_check.py
+    runs them on a GPU machine with ``pytest -m cuda``)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 def _skimage(name: str) -> torch.Tensor:
@@ -36,3 +47,104 @@ def astronaut_path(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("img") / "astronaut.png"
     Image.fromarray(data.astronaut()).save(path)
     return str(path)
+
+
+# --- sei app: a real server on a free loopback port, in a thread of the test process
+
+
+class AppServer:
+    """A running ``sei app`` server: its address, its ASGI app and a tiny multipart client."""
+
+    def __init__(self, url: str, app) -> None:
+        self.url, self.app = url, app
+
+    def request(self, path: str, data: bytes | None = None, headers: dict | None = None, method: str | None = None):
+        """``(status, body bytes, headers)``; HTTP errors are returned, not raised."""
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self.url + path, data=data, headers=headers or {}, method=method)
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=60) as response:
+                return response.status, response.read(), response.headers
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), error.headers
+
+    def post_job(self, fields: dict, files: list[tuple[str, str, bytes]], header: bool = True):
+        """POST a job as the page does; ``files`` are ``(field, filename, content)``. Returns ``(status, json)``."""
+        import json
+        import secrets
+
+        boundary = secrets.token_hex(16)
+        parts = []
+        for key, value in fields.items():
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
+        for field, filename, content in files:
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+                         "Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        if header:
+            headers["X-Sei-App"] = "1"
+        status, content, _ = self.request("/api/jobs", body, headers)
+        return status, json.loads(content)
+
+    def job(self, job_id: str) -> dict:
+        import json
+
+        return json.loads(self.request(f"/api/jobs/{job_id}")[1])
+
+    def wait(self, job_id: str, timeout: float = 300.0) -> dict:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["state"] not in ("queued", "running"):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} still {job['state']} ({job['phase']}) after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """``sei app`` serving a temporary working folder (limits: 2 MB and 0.2 megapixels per image)."""
+    pytest.importorskip("starlette", reason="sei app needs the app extra: pip install 'sei[app]'")
+    pytest.importorskip("multipart", reason="sei app needs the app extra: pip install 'sei[app]'")
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from sei.app.server import Limits, create_app
+
+    app = create_app(tmp_path_factory.mktemp("sei-app"), limits=Limits(max_upload_mb=2, max_megapixels=0.2))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the sei app server did not start"
+    yield AppServer(f"http://127.0.0.1:{listener.getsockname()[1]}", app)
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def blurry_png(tmp_path_factory) -> str:
+    """A bundled photograph (scikit-image's coffee, 320 x 200: wider than one 256-pixel tile), blurred
+    with Gaussian_R2 and noise 5 by ``sei degrade``: a measurement the shipped deblurring model fits."""
+    from PIL import Image
+    from skimage import data
+
+    import sei.cli
+
+    folder = tmp_path_factory.mktemp("blurry")
+    Image.fromarray(data.coffee()[100:300, 150:470]).save(folder / "coffee.png")
+    assert sei.cli.main(["degrade", str(folder / "coffee.png"), str(folder / "coffee_blurry.png"), "--kernel", "Gaussian_R2",
+                         "--noise_level", "5"]) == 0
+    return str(folder / "coffee_blurry.png")

@@ -139,7 +139,9 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 
 
 def _terms(rows: list[dict[str, str]]) -> list[str]:
-    return [k for k in rows[0] if k not in ("step", "epoch", "lr", "seconds")]
+    from sei.run_log import BOOKKEEPING
+
+    return [k for k in rows[0] if k not in BOOKKEEPING]
 
 
 def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -286,11 +288,13 @@ def test_two_processes_complete_and_only_rank_0_writes(request, runs):
     assert [int(row["step"]) for row in _metrics(run)] == list(range(first, last + 1))  # each step once
     expected = {"config.json", "metrics.csv", "validation.csv", "loss.png", "weights.safetensors"}
     expected |= {f"checkpoints/step_{step:08d}.pt" for step in range(first + 1, last + 1, 2)}
-    assert _files(run) == expected
+    events = {name for name in _files(run) if name.startswith("tensorboard/events.out.tfevents.")}
+    assert _files(run) - events == expected
+    assert len(events) == 1  # one session per run folder: one event file, from rank 0
     # the audit saw rank 0 write (so it works) and rank 1 write nothing under the run folder
     assert not (logs / "rank1.log").exists(), (logs / "rank1.log").read_text()
     written = (logs / "rank0.log").read_text()
-    assert "metrics.csv" in written and f"step_{last:08d}.pt" in written and "weights.safetensors" in written
+    assert "metrics.csv" in written and f"step_{last:08d}.pt" in written and "weights.safetensors" in written and "tfevents" in written
     assert load_checkpoint(latest_checkpoint(run))["config"]["batch_size"] == 8  # the global batch
 
 

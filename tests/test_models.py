@@ -55,11 +55,24 @@ def test_cpu_nets_start_from_the_baseline(name):
     assert torch.equal(create_model(name, **SMALL[name])(y), y)
 
 
-def test_gradients_reach_every_parameter():
-    model = create_model("unet-small", task="sr", sr_factor=2, **SMALL["unet-small"])
-    model(torch.rand(1, 3, 12, 12)).square().mean().backward()
-    model(torch.rand(1, 3, 12, 12)).square().mean().backward()  # 2nd pass: the zero head has moved nothing yet
-    assert all(p.grad is not None for p in model.parameters())
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize(("task", "factor"), [("deblurring", None), ("sr", 2)])
+def test_gradients_reach_every_parameter(name, task, factor):
+    """Every parameter gets a non-zero gradient: after one optimizer step (a zero-initialised last
+    layer blocks the gradient of everything before it until it has moved)."""
+    torch.manual_seed(0)
+    model = create_model(name, task=task, sr_factor=factor, **SMALL[name])
+    scale = factor or 1
+    y, x = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16 * scale, 16 * scale)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        (model(y) - x).square().mean().backward()
+        optimizer.step()
+    optimizer.zero_grad()
+    (model(y) - x).square().mean().backward()
+    silent = [key for key, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not silent, silent
 
 
 def test_unknown_name_lists_close_matches():

@@ -257,3 +257,26 @@ def test_restore_improves_the_users_measurements_within_its_budget(user_data, tm
     capsys.readouterr()
     assert main(["restore", str(root / "measurements"), str(out), "--kernel", str(root / "psf.npy")]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_unsure_learns_the_level_from_a_wrong_guess_and_resumes_exactly(user_data, tmp_path, capsys):
+    """``--unsure`` told half the true level (2.5 for 5): the learned level rises from the guess (it
+    is logged per step and stored in the weights), and a run resumed half-way learns the same level,
+    to the bit, as an uninterrupted one (the level lives in the checkpoint's objective state)."""
+    root, _ = user_data
+    config = _tiny_config_file(tmp_path)
+    args = ["--noise_level", "2.5", "--unsure", "--config", str(config), "--lr", "0.002"]
+    assert main(_train_args(root, tmp_path / "whole", "--max_steps", "40", *args)) == 0
+    assert "noise level learned by UNSURE" in capsys.readouterr().out
+    with open(tmp_path / "whole" / "metrics.csv") as handle:
+        levels = [float(row["noise_level"]) for row in csv.DictReader(handle)]
+    assert levels[-1] > levels[0] > 2.5, levels
+    _, metadata = read_weights(tmp_path / "whole" / "weights.safetensors")
+    assert metadata["noise_level_learned"] == pytest.approx(levels[-1], abs=1e-3)
+    assert main(_train_args(root, tmp_path / "half", "--max_steps", "20", *args)) == 0
+    assert main(["train", "--resume", str(tmp_path / "half"), "--max_steps", "40", "--quiet"]) == 0
+    _, resumed = read_weights(tmp_path / "half" / "weights.safetensors")
+    assert resumed["noise_level_learned"] == metadata["noise_level_learned"]
+    capsys.readouterr()
+    assert main(_train_args(root, tmp_path / "sup", "--max_steps", "1", "--method", "css", "--unsure")) == 2
+    assert "no SURE term" in capsys.readouterr().err

@@ -210,7 +210,7 @@ def test_downsampling_matrix_is_read_off_the_operator():
         assert torch.allclose(Fn.separable_apply(x, rows, rows), Fn.bicubic_downsample(x, factor), atol=1e-13)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     for name in ("gaussian_r2", "sr_x4"):
         physics = OPERATORS[name]()

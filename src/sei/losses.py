@@ -3,7 +3,7 @@ r"""Self-supervised and supervised training objectives: partial SURE, equivarian
 The losses are :class:`deepinv.loss.Loss` subclasses with deepinv's keyword protocol
 ``forward(x_net, x, y, physics, model, **kwargs)`` and return one value per image, so they mix with
 deepinv's own losses. :func:`build_method` composes them into the methods of the paper
-(method.md, "Losses"); the resulting :class:`Objective` runs the network passes itself::
+(docs/methods.md); the resulting :class:`Objective` runs the network passes itself::
 
     objective = build_method("proposed", physics)
     terms = objective(model, y, physics, rng=generator)

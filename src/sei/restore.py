@@ -103,6 +103,7 @@ def restore(
     noise_level: float | str = "auto", time_limit: float = DEFAULT_TIME_LIMIT, init: str | None = "auto",
     device: str = "cpu", tile: int = 256, overlap: int = 32, resume: bool = False, overwrite: bool = False,
     side_by_side: bool = True, progress: bool = True, seed: int = 0, started: float | None = None,
+    on_step: Any = None,
 ) -> RestoreResult:
     """Train SEI on the measurements in ``inputs`` within ``time_limit`` seconds, then restore them into ``output``.
 
@@ -112,6 +113,7 @@ def restore(
     :param resume: continue the run already in ``output/run`` with a fresh budget.
     :param started: ``time.perf_counter()`` when the budget began (default: now; the CLI passes its own start,
         so that loading Python and torch counts too).
+    :param on_step: called with the training's :class:`~sei.training.RunState` after every step (see :func:`~sei.training.train`).
     """
     from sei.data import MeasurementFolder
     from sei.figures import image_grid
@@ -172,7 +174,7 @@ def restore(
         config = TrainConfig(device=device, time_limit=budget)
     else:
         config.time_limit = budget
-    state = train(config, run_dir, resume="auto" if resume else None, overwrite=overwrite, progress=progress)
+    state = train(config, run_dir, resume="auto" if resume else None, overwrite=overwrite, progress=progress, on_step=on_step)
     network, _, trained_physics = load_weights_with_physics(run_dir / "weights.safetensors", device=str(device_))
     scale = trained_physics.factor if trained_physics.task == "sr" else 1
     result = RestoreResult(noise_level=state.noise_level or level, noise_estimated=estimated, init=init_name, steps=state.step,
@@ -180,9 +182,9 @@ def restore(
     result.train_seconds = round(time.perf_counter() - started, 1)
     items = list(zip(pairs, measurements, strict=True))
     if progress:
-        from tqdm.auto import tqdm
+        from sei.runtime import progress_bar
 
-        items = tqdm(items, desc="restoring", unit="image")
+        items = progress_bar(items, desc="restoring", unit="image")
     for (source, target), y in items:
         bits = bit_depth(source)
         target = _target(target, bits)

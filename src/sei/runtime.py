@@ -1,6 +1,6 @@
 """Ground-floor runtime helpers, imported by every layer and importing nothing else of sei's.
 
-Parsing of user-given quantities that are not about the imaging problem (durations).
+Parsing of user-given quantities that are not about the imaging problem (durations), and progress bars.
 """
 
 from __future__ import annotations
@@ -26,3 +26,30 @@ def parse_duration(text: str | float) -> float:
     if seconds <= 0:
         raise SeiUserError(f"the time limit must be positive, got {text!r}")
     return seconds
+
+
+# --- progress bars -------------------------------------------------------------------------------
+
+_quiet = False  # set by a command's --quiet: every bar of that process stays silent
+
+
+def set_quiet(quiet: bool = True) -> None:
+    """Silence (or allow) every progress bar of this process: the CLI calls it for ``--quiet``."""
+    global _quiet
+    _quiet = bool(quiet)
+
+
+def progress_enabled() -> bool:
+    """Whether bars are shown: not under ``--quiet``, and only when stderr is a terminal (a log file or a
+    pipe gets no carriage-return clutter)."""
+    import sys
+
+    return not _quiet and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+def progress_bar(iterable=None, *, desc: str, total: int | None = None, unit: str = "it", leave: bool = True, **options):
+    """A tqdm bar on stderr with what is being done (``desc``), a rate and a time estimate; disabled
+    (a plain pass-through) under ``--quiet`` or when stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, dynamic_ncols=True, disable=not progress_enabled(), **options)

@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ class TrainConfig:
     scale_factors: tuple[float, ...] = (0.75, 0.5)  # shrink factors of the scale transform
     sure_divergence: str = "finite-difference"  # the paper's | exact (cannot be gamed: sei.losses.SureLoss)
     stop_on_gaming: bool = False  # end at the last validation before the network games the finite difference
+    unsure: bool = False  # learn the noise level (UNSURE): noise_level is only the initial guess
     # model
     model: str | None = None  # registry name (None: the preset's)
     model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {"channels": 16}
@@ -143,12 +144,14 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     resolved = dataclasses.replace(config, **updates)
     if resolved.batch_size < 1 or resolved.patch_size < 8:
         raise SeiUserError("batch size must be >= 1 and patch size >= 8")
-    from sei.losses import AMP_DTYPES, SURE_DIVERGENCES
+    from sei.losses import AMP_DTYPES, METHODS, SURE_DIVERGENCES
 
     if resolved.sure_divergence not in SURE_DIVERGENCES:
         raise SeiUserError(f"--sure_divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {resolved.sure_divergence!r}")
     if resolved.amp not in AMP_DTYPES:
         raise SeiUserError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {resolved.amp!r}")
+    if resolved.unsure and METHODS.get(resolved.method) in ("sup", "css"):
+        raise SeiUserError(f"--unsure learns the noise level of SURE, and method {resolved.method!r} has no SURE term")
     if resolved.measurements and resolved.method in ("sup", "supervised"):
         raise SeiUserError("the supervised method needs ground truth; --measurements gives measurements only")
     return resolved
@@ -501,11 +504,16 @@ def _estimate_noise(config: TrainConfig, source: Any, physics: Any) -> float:
     return float(estimate.level)
 
 
-def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, overwrite: bool = False, progress: bool = True) -> RunState:
+def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, overwrite: bool = False, progress: bool = True,
+          on_step: Callable[[RunState], None] | None = None, log: str | Sequence[str] = "csv,tensorboard") -> RunState:
     """Train a network as ``config`` says, writing everything under ``out_dir``.
 
+    ``on_step(state)`` is called after every step (progress for a caller such as ``sei app``); an
+    exception it raises ends the run there (cancellation), the checkpoints already written staying.
+
     Outputs: ``config.json``, ``checkpoints/step_*.pt``, ``metrics.csv``, ``validation.csv``,
-    ``loss.png`` and the final ``weights.safetensors`` (with metadata and the forward model's tensors).
+    ``loss.png`` and the final ``weights.safetensors`` (with metadata and the forward model's tensors);
+    ``log`` chooses the run log's backends (:mod:`sei.run_log`: csv, tensorboard, or none).
     On resume the checkpoint's configuration and forward model are used (the kernel travels inside the
     checkpoint); ``config`` contributes only :data:`RESUME_OVERRIDES`.
     """
@@ -514,6 +522,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     from sei.models import create_model
     from sei.physics import make_physics
     from sei.physics.state import physics_from_state
+    from sei.run_log import validation_panel
     from sei.weights import save_weights
 
     started = clock()
@@ -587,7 +596,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     # autocast covers the network passes only: physics and loss arithmetic stay in float32
     objective = build_method(
         config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors,
-        autocast_dtype=autocast_dtype, sure_divergence=config.sure_divergence,
+        autocast_dtype=autocast_dtype, sure_divergence=config.sure_divergence, unsure=config.unsure,
     )
     if isinstance(objective, torch.nn.Module):
         objective.to(device)
@@ -634,15 +643,16 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         _KeyedPatches(patches), batch_sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda", persistent_workers=False
     )
     state = RunState(step=step, total_steps=total_steps, noise_level=float(physics.noise_level))
-    writer = _RunWriter(out_dir, config, enabled=distributed.is_main, start_step=step)
+    writer = _RunWriter(out_dir, config, enabled=distributed.is_main, start_step=step, log=log,
+                        start_seconds=float(checkpoint.get("train_seconds", 0.0)) if checkpoint else 0.0)
     rng = torch.Generator(device=device)
 
     # --- the loop
     bar = None
     if progress and distributed.is_main:
-        from tqdm.auto import tqdm
+        from sei.runtime import progress_bar
 
-        bar = tqdm(total=None if budget else total_steps, initial=step, unit="step", dynamic_ncols=True, desc=f"{config.method} {config.task}")
+        bar = progress_bar(total=None if budget else total_steps, initial=step, unit="step", desc=f"training {config.method} {config.task}")
     loop_started = clock()
     validation_seconds = -float(checkpoint.get("train_seconds", 0.0)) if checkpoint else 0.0  # excluded from the logged training time
     last_honest: tuple[int, dict[str, torch.Tensor]] | None = None  # --stop_on_gaming: (step, weights) of the last good validation
@@ -666,6 +676,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
         step += 1
         state.step = step
         state.last_terms = distributed.mean(terms)
+        if config.unsure:  # the level UNSURE has learned so far (8-bit units); the same on every rank
+            state.last_terms["noise_level"] = objective.noise_level()
         if not all(math.isfinite(v) for v in state.last_terms.values()):
             raise RuntimeError(f"training diverged at step {step}: {state.last_terms}; try a lower --lr")
         if budget is not None:
@@ -678,6 +690,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
             total_steps = sampler.total_steps = state.total_steps = planned
             if bar is not None and total_steps < (1 << 40):
                 bar.total = total_steps
+        if on_step is not None:
+            on_step(state)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{state.last_terms['loss']:.3g}", refresh=False)
@@ -695,7 +709,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
                 record["step"] = step
                 record["train_seconds"] = round(clock() - loop_started - validation_seconds, 3)
                 state.validation.append(record)
-                writer.log_validation(record)
+                writer.log_validation(record, lambda: validation_panel(model, physics, validation_source, source, device))
                 gamed = record.get("val_sure_gap", 0.0) < GAMING_GAP
                 if gamed:
                     print(
@@ -727,10 +741,14 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
             "dataset": config.measurements or config.dataset,
             "seed": config.seed,
             "noise_level_estimated": config.noise_level == "auto",
+            **({"noise_level_learned": round(objective.noise_level(), 4)} if config.unsure else {}),
             **({"init": config.init} if config.init else {}),
+            "train_seconds": round(clock() - loop_started - validation_seconds, 3),  # wall time, validations excluded
+            **({"validation": state.validation[-1]} if state.validation else {}),
         }
         save_weights(model, out_dir / "weights.safetensors", metadata, physics=physics)
         writer.figure()
+    writer.close()
     if distributed.world_size > 1:
         dist.barrier()
     if distributed.owns_group:  # NCCL warns at exit about a group left open
@@ -777,12 +795,13 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
     model.eval()
     record: dict[str, float] = {}
     if held_out is not None and len(held_out):
-        psnrs = []
+        metrics = []
         for index in range(len(held_out)):
             _, x, y = held_out[index]
             estimate = model(y[None].to(device))[0].float().cpu()
-            psnrs.append(image_metrics(estimate, x)[0])
-        record["val_psnr"] = sum(psnrs) / len(psnrs)
+            metrics.append(image_metrics(estimate, x))
+        record["val_psnr"] = sum(m[0] for m in metrics) / len(metrics)
+        record["val_ssim"] = sum(m[1] for m in metrics) / len(metrics)
     losses = getattr(objective, "losses", {})  # an Objective; anything else is validated without the gap
     finite_difference = any(isinstance(loss, SureLoss) and loss.divergence == "finite-difference" for loss in losses.values())
     divergences = ["exact"] if finite_difference or "val_psnr" not in record else []
@@ -809,40 +828,36 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
 
 
 class _RunWriter:
-    """Rank 0's files: config.json, metrics.csv, validation.csv, checkpoints, loss.png."""
+    """Rank 0's files: config.json, the run log (:mod:`sei.run_log`: metrics.csv, validation.csv,
+    TensorBoard events), checkpoints, loss.png."""
 
-    def __init__(self, out_dir: Path, config: TrainConfig, enabled: bool, start_step: int) -> None:
+    def __init__(self, out_dir: Path, config: TrainConfig, enabled: bool, start_step: int,
+                 log: str | Sequence[str] = "csv,tensorboard", start_seconds: float = 0.0) -> None:
+        from sei.run_log import open_run_log
+
         self.out_dir, self.enabled = out_dir, enabled
         self.keep = config.keep_checkpoints
-        if not enabled:
-            return
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        for name in ("metrics.csv", "validation.csv"):  # drop rows logged after the checkpoint we resume from
-            path = out_dir / name
-            if path.exists():
-                with open(path, newline="") as handle:
-                    rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= start_step]
-                path.unlink()
-                for row in rows:
-                    self._append(name, row)
-
-    def _append(self, name: str, row: dict[str, Any]) -> None:
-        path = self.out_dir / name
-        new = not path.exists()
-        with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        self.last = (start_step, start_seconds)  # (step, training seconds) of the previous row: seconds per step
+        if enabled:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        self.run_log = open_run_log(out_dir, log, enabled=enabled, start_step=start_step)
 
     def log(self, step: int, epoch: float, lr: float, seconds: float, terms: dict[str, float]) -> None:
-        if self.enabled:
-            self._append("metrics.csv", {"step": step, "epoch": round(epoch, 4), "lr": lr, "seconds": round(seconds, 3), **terms})
+        per_step = (seconds - self.last[1]) / max(step - self.last[0], 1)
+        self.last = (step, seconds)
+        self.run_log.scalars(step, "train", {"epoch": round(epoch, 4), "lr": lr, "seconds": round(seconds, 3),
+                                             "step_seconds": round(per_step, 4), **terms})
 
-    def log_validation(self, record: dict[str, float]) -> None:
-        if self.enabled:
-            self._append("validation.csv", {"step": record["step"], **{k: v for k, v in record.items() if k != "step"}})
+    def log_validation(self, record: dict[str, float], panel: Any = None) -> None:
+        """The validation numbers and, for backends that show images, ``panel()`` (computed only then)."""
+        self.run_log.scalars(record["step"], "validation", {k: v for k, v in record.items() if k != "step"})
+        if panel is not None and self.run_log.wants_images:
+            self.run_log.image(record["step"], "validation/panel", panel())
+        self.run_log.flush()
+
+    def close(self) -> None:
+        self.run_log.close()
 
     def checkpoint(
         self, step: int, total_steps: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, objective: torch.nn.Module,
@@ -865,6 +880,7 @@ class _RunWriter:
             "config": config.to_dict(),
         }
         atomic_save(state, checkpoint_path(self.out_dir, step))
+        self.run_log.flush()  # what a crash after this checkpoint would lose is only what a resume redoes
         for old in sorted((self.out_dir / "checkpoints").glob("step_*.pt"))[: -self.keep]:
             old.unlink()
 
@@ -880,7 +896,9 @@ class _RunWriter:
 
         with open(path) as handle:
             rows = list(csv.DictReader(handle))
-        terms = [k for k in rows[0] if k not in ("step", "epoch", "lr", "seconds")]
+        from sei.run_log import BOOKKEEPING
+
+        terms = [k for k in rows[0] if k not in BOOKKEEPING]
         steps = [int(r["step"]) for r in rows]
         has_validation = (self.out_dir / "validation.csv").exists()
         figure, axes = plt.subplots(1, 2 if has_validation else 1, figsize=(11 if has_validation else 6, 4), squeeze=False)

@@ -102,7 +102,7 @@ class _SeededTransform(Transform):
 
 
 class Scale(_SeededTransform):
-    r"""Random scale transform of Scale-Equivariant Imaging (method.md, "The scale transform").
+    r"""Random scale transform of Scale-Equivariant Imaging (docs/methods.md, "The maths").
 
     For each image, a shrink factor :math:`s` is drawn uniformly from ``factors`` and a centre
     :math:`c` uniformly in :math:`[-1, 1]^2`; the output pixel at normalised position :math:`p`

@@ -170,6 +170,7 @@ def _download(name: str) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     filename = f"{name}.pt"
+    _hub_bars()
     try:
         return Path(hf_hub_download(repo_id=HF_REPO, filename=filename))
     except LocalEntryNotFoundError as error:
@@ -179,6 +180,48 @@ def _download(name: str) -> Path:
         ) from error
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
         raise SeiUserError(f"downloading {filename} from {HF_REPO} failed ({_why(error)}); retry, or pass a local file") from error
+
+
+def _hub_bars() -> None:
+    """huggingface_hub's download bars follow sei's: off under --quiet and when stderr is not a terminal."""
+    from sei.runtime import progress_enabled
+
+    if not progress_enabled():
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+FOLDER_WEIGHTS = "weights.safetensors"  # the weights file of a run folder, an exported folder and a hub repo
+_HUB_REPO = re.compile(r"^(?:hf://)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+
+
+def _download_from_repo(repo_id: str, revision: str | None = None) -> Path:
+    """``weights.safetensors`` of a hub model repository (or huggingface_hub's cache)."""
+    import httpx2
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    _hub_bars()
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=FOLDER_WEIGHTS, revision=revision))
+    except LocalEntryNotFoundError as error:
+        raise SeiUserError(
+            f"{where} is not a local file or folder, and {FOLDER_WEIGHTS} of the hub repo {where} is neither in the Hugging Face "
+            f"cache nor downloadable now ({_why(error)}); fetch it once online, or pass a local folder"
+        ) from error
+    except (RepositoryNotFoundError, EntryNotFoundError) as error:
+        raise SeiUserError(f"{where} is not a local file or folder, and the hub has no model repo {where} holding {FOLDER_WEIGHTS} "
+                           f"({_why(error)})") from error
+    except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
+        raise SeiUserError(f"{where} is not a local file or folder, and downloading {FOLDER_WEIGHTS} from the hub repo {where} "
+                           f"failed ({_why(error)}); retry, or pass a local folder") from error
 
 
 def _why(error: BaseException) -> str:
@@ -202,13 +245,23 @@ def verify_shipped(path: Path) -> None:
 def resolve_weights(spec: str | Path) -> tuple[Path, dict[str, Any]]:
     """A local file for ``spec`` plus what its name says about it.
 
-    ``spec`` is a path to a ``.safetensors``/``.pt``/``.pth`` file, one of our ``PRETRAINED`` names,
-    or a paper name (downloaded through huggingface_hub on first use).
+    ``spec`` is a path to a ``.safetensors``/``.pt``/``.pth`` file, a folder holding
+    ``weights.safetensors`` (a run or an exported model, see :mod:`sei.export`), one of our
+    ``PRETRAINED`` names, a paper name, or a hub model repository ``user/repo`` (``user/repo@revision``,
+    or ``hf://user/repo``) holding ``weights.safetensors``; hub files are downloaded through
+    huggingface_hub on first use and come from its cache afterwards (``HF_HUB_OFFLINE=1``: cache only).
     """
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_file():  # a paper file keeps its name when copied: read what the name says
         return path, {k: v for k, v in (parse_paper_name(path.stem) or {}).items() if k != "source"}
+    if path.is_dir():
+        if not (path / FOLDER_WEIGHTS).is_file():
+            raise SeiUserError(f"the folder {text} holds no {FOLDER_WEIGHTS} (a finished run or a `sei weights export` folder does)")
+        return path / FOLDER_WEIGHTS, {}
+    hub = _HUB_REPO.match(text)
+    if hub is not None and not text.endswith(LOCAL_SUFFIXES):
+        return _download_from_repo(hub["repo"], hub["revision"]), {}
     if text in PRETRAINED:
         cfg = PRETRAINED[text]
         if not cfg.path.is_file():

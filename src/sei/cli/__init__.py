@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("sei.cli.test", "evaluate a model or a training-free method: PSNR and SSIM"),
     "restore": ("sei.cli.restore", "restore your own degraded images: fine-tune on them within a time budget, then reconstruct"),
     "reconstruct": ("sei.cli.reconstruct", "deblur or upsample your own images with trained weights"),
+    "app": ("sei.cli.app", "a local web page: upload images, restore them, compare and download (no command line)"),
     "weights": ("sei.cli.weights", "list, inspect or fetch pretrained weights"),
     "data": ("sei.cli.data", "download and check datasets"),
 }
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(rest)
     except SystemExit as exit_:  # argparse already printed its one-line message
         return int(exit_.code or 0)
+    if getattr(args, "quiet", False):  # every progress bar of the command stays silent
+        from sei.runtime import set_quiet
+
+        set_quiet(True)
     try:
         return int(module.run(args) or EXIT_OK)
     except SeiUserError as error:

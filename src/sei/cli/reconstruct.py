@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("png", "npy", "tif"), default=None,
                         help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)")
     parser.add_argument("--side_by_side", "--side-by-side", action="store_true", help="also write input | output figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, and no line per image")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         write_like,
     )
     from sei.inference import load_for_measurements, resolve_device, tiled
+    from sei.runtime import progress_bar
 
     if args.input.is_dir():
         sources = list_images(args.input, MEASUREMENT_SUFFIXES)
@@ -71,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     loaded, _ = load_for_measurements(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level,
                                       device, parse_options(args.option), lambda physics: measurements, noise_model=args.noise, gain=args.gain)
     scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
-    for (source, target), (images, stored) in zip(pairs, stacks, strict=True):
+    items = zip(pairs, stacks, strict=True)
+    if len(pairs) > 1:
+        items = progress_bar(items, total=len(pairs), unit="image", desc=f"reconstructing {args.input}")
+    for (source, target), (images, stored) in items:
         estimates = []
         for y in images:
             y = y[None].to(device)
@@ -84,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
             write_like(torch.cat(estimates), target, stored)
         if args.side_by_side:
             image_grid([[("input", images[0]), ("reconstruction", estimates[0][0])]], target.with_name(target.stem + "_side_by_side.png"))
-        print(f"{source} -> {target}")
+        if not args.quiet:
+            print(f"{source} -> {target}")
     return 0
 
 

@@ -85,12 +85,10 @@ def run(args: argparse.Namespace) -> int:
     scale = physics.factor if physics.task == "sr" else 1
     shave = scale if args.protocol == "sr-literature" else 0
     evaluation = Evaluation(protocol=args.protocol)
-    indices = range(len(measured))
-    if not args.quiet:
-        from tqdm.auto import tqdm
+    from sei.runtime import progress_bar
 
-        indices = tqdm(indices, unit="image", desc="testing")
-    for index in indices:
+    label = args.weights or args.model_kind or "model"
+    for index in progress_bar(range(len(measured)), unit="image", desc=f"testing {label} on {args.dataset}"):
         identity, x, y = measured[index]
         y_batch = y[None].to(device)
         estimate = tiled(loaded.reconstruct, y_batch, scale, args.tile) if args.tile else loaded.reconstruct(y_batch)

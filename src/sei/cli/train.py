@@ -2,7 +2,8 @@
 
 Configuration precedence: preset < --config FILE (TOML or YAML) < flags. The resolved
 configuration is saved as OUT/config.json. Outputs: OUT/weights.safetensors (final, with metadata),
-OUT/checkpoints/, OUT/metrics.csv, OUT/validation.csv, OUT/loss.png.
+OUT/checkpoints/, OUT/metrics.csv, OUT/validation.csv, OUT/loss.png, OUT/tensorboard/ (--log;
+watch with `tensorboard --logdir OUT`); `sei weights export OUT DIR` makes a shareable model folder.
 
 examples:
   sei train --method proposed --task deblurring --kernel Gaussian_R2 --out_dir runs/sei_g2
@@ -13,6 +14,7 @@ examples:
   sei train --resume runs/sei_g2                      # continue exactly where it stopped
   sei train --resume runs/sei_g2 --max_steps 4000     # train more (the schedule is re-planned for 4000 steps)
   torchrun --nproc_per_node 4 -m sei train --device cuda --preset paper --out_dir runs/ddp
+  sei train --log csv --out_dir runs/no_tb           # metrics.csv only (no TensorBoard events)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stop_gradient", "--no-stop-gradient", dest="stop_gradient", action="store_false", default=None, help="let gradients flow through the transformed estimate")
     parser.add_argument("--alpha", type=float, default=None, help="weight of the equivariance term (default 1)")
     parser.add_argument("--sure_divergence", "--sure-divergence", choices=("exact", "finite-difference"), default=None, help="SURE's divergence: finite-difference (the paper's, default; validation warns if the network games it) or exact")
+    parser.add_argument("--unsure", action="store_true", default=None, help="learn the noise level while training (UNSURE): --noise_level (a number or auto) is only the starting guess; the learned level is logged as noise_level in metrics.csv")
     parser.add_argument("--stop_on_gaming", "--stop-on-gaming", action="store_true", default=None, help="end training at the last validation before the network games SURE's finite difference (one process)")
     parser.add_argument("--dataset", default=None, help="div2k, urban100, ct, samples (default) or a folder of images")
     parser.add_argument("--measurements", default=None, help="train on a folder of measurements only (no ground truth)")
@@ -62,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, help="continue from a checkpoint file or run folder (default: --out_dir)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out_dir")
+    parser.add_argument("--log", default=None, metavar="BACKENDS", help="run log: csv, tensorboard, both (csv,tensorboard; the default) or none; TensorBoard events go to OUT/tensorboard/")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -166,12 +170,17 @@ def run(args: argparse.Namespace) -> int:
 
             get_kernel(config.kernel)
         out_dir = out_dir or Path("runs") / f"{config.method}_{config.task}"
-    state = train(config, out_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    from sei.run_log import DEFAULT, parse_backends
+
+    log = parse_backends(args.log or DEFAULT)  # a misspelt backend fails before any work
+    state = train(config, out_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=log)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
     if state.validation:
         last = state.validation[-1]
         print(f"validation at step {last['step']}: {', '.join(f'{k} {v:.4g}' for k, v in last.items() if k != 'step')}")
+    if "noise_level" in state.last_terms:
+        print(f"noise level learned by UNSURE: {state.last_terms['noise_level']:.3g} (8-bit units; an estimate from above)")
     kept = f" (stopped on gaming: the weights of step {state.step})" if state.stopped_early else ""
     timed = " (the time limit was reached)" if state.out_of_time else ""
     print(f"trained {state.step} steps{kept}{timed}; weights: {out_dir / 'weights.safetensors'}")

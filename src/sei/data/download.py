@@ -82,7 +82,11 @@ def resolve_url(remote: RemoteFile, mirror: str | None = None) -> str:
 def _progress(total: int | None, label: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not enabled, leave=False)
+    from sei.runtime import progress_enabled
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"downloading {label.removeprefix(PARTIAL_PREFIX)}",
+                disable=not (enabled and progress_enabled()),
+                leave=False)
 
 
 def fetch(url: str, destination: Path, md5: str | None, progress: bool = True, timeout: float = 60.0) -> Path:

@@ -209,9 +209,9 @@ class DeepImagePrior(nn.Module):
         optimizer = torch.optim.Adam(decoder.parameters(), lr=self.lr)
         steps: Iterable[int] = range(self.iterations)
         if self.progress:
-            from tqdm.auto import tqdm
+            from sei.runtime import progress_bar
 
-            steps = tqdm(steps, desc="DIP", leave=False)
+            steps = progress_bar(steps, desc="DIP iterations", unit="it", leave=False)
         with torch.enable_grad():
             for _ in steps:
                 loss = ((self.physics.A(network(code)) - y) ** 2).mean()
@@ -326,9 +326,11 @@ class PnPHQS(nn.Module):
         self.sigmas = [float(s) for s in np.logspace(math.log10(49 / 255), math.log10(final), self.iterations)]
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
+        from sei.runtime import progress_bar
+
         z = _initial_estimate(self.physics, y)
         with torch.no_grad():
-            for sigma_k in self.sigmas:
+            for sigma_k in progress_bar(self.sigmas, desc="PnP-HQS iterations", unit="it", leave=False):
                 gamma = sigma_k**2 / (0.23 * max(self.physics.sigma, 0.01) ** 2)
                 x = self.physics.prox_l2(z, y, gamma)
                 z = self.denoise(x, sigma_k)
