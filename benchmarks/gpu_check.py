@@ -263,9 +263,10 @@ def _train_run(sizes: Sizes, method: str, amp: str, physics: Any, pool: list[dic
     learning rate and schedule, losses read back every step); timed after the warm-up."""
     import torch
 
-    from sei.losses import AMP_DTYPES, build_method
+    from sei.losses import build_method
     from sei.models import create_model
-    from sei.training import PRESETS, derive_seed, learning_rate
+    from sei.runtime import AMP_DTYPES, derive_seed
+    from sei.training import PRESETS, learning_rate
 
     device = torch.device(sizes.device)
     _reset_peak(device)

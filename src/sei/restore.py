@@ -118,9 +118,10 @@ def restore(
     from sei.data import MeasurementFolder
     from sei.figures import image_grid
     from sei.imageio import bit_depth, read_image, write_image
-    from sei.inference import resolve_device, tiled
+    from sei.inference import tiled
     from sei.physics import make_physics
     from sei.physics.noise import AUTO
+    from sei.runtime import resolve_device
     from sei.training import TrainConfig, resolve_config, train
     from sei.weights import load_weights_with_physics
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -30,7 +29,7 @@ import torch.distributed as dist
 
 from sei.errors import SeiUserError
 from sei.physics.noise import parse_gain, parse_noise_level
-from sei.runtime import parse_duration
+from sei.runtime import AMP_DTYPES, atomic_write, derive_seed, parse_duration, resolve_device
 
 # ---------------------------------------------------------------------------------------------
 # configuration
@@ -144,7 +143,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     resolved = dataclasses.replace(config, **updates)
     if resolved.batch_size < 1 or resolved.patch_size < 8:
         raise SeiUserError("batch size must be >= 1 and patch size >= 8")
-    from sei.losses import AMP_DTYPES, METHODS, SURE_DIVERGENCES
+    from sei.losses import METHODS, SURE_DIVERGENCES
 
     if resolved.sure_divergence not in SURE_DIVERGENCES:
         raise SeiUserError(f"--sure_divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {resolved.sure_divergence!r}")
@@ -168,12 +167,6 @@ def learning_rate(step: int, total_steps: int, base_lr: float) -> float:
     if step < half:
         return base_lr
     return base_lr * (1 - 0.99 * min(1.0, (step - half) / max(half, 1)))
-
-
-def derive_seed(*parts: Any) -> int:
-    """A stable 63-bit seed from any parts (run seed, step, rank, purpose)."""
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,20 +223,6 @@ class _KeyedPatches(torch.utils.data.Dataset):
 
 # ---------------------------------------------------------------------------------------------
 # checkpoints: atomic writes, tensors and primitives only (loadable with weights_only=True)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def checkpoint_path(out_dir: Path, step: int) -> Path:
@@ -307,8 +286,6 @@ class Distributed:
 
 
 def _device(config: TrainConfig, distributed: Distributed) -> torch.device:
-    from sei.inference import resolve_device
-
     device = resolve_device(config.device)  # CUDA asked but absent is the same one-line error everywhere
     if device.type == "cuda":
         if distributed.world_size > 1:
@@ -518,7 +495,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     checkpoint); ``config`` contributes only :data:`RESUME_OVERRIDES`.
     """
     from sei.data import PatchDataset
-    from sei.losses import AMP_DTYPES, build_method
+    from sei.losses import build_method
     from sei.models import create_model
     from sei.physics import make_physics
     from sei.physics.state import physics_from_state
@@ -879,7 +856,7 @@ class _RunWriter:
             "total_steps": total_steps,
             "config": config.to_dict(),
         }
-        atomic_save(state, checkpoint_path(self.out_dir, step))
+        atomic_write(checkpoint_path(self.out_dir, step), lambda handle: torch.save(state, handle))
         self.run_log.flush()  # what a crash after this checkpoint would lose is only what a resume redoes
         for old in sorted((self.out_dir / "checkpoints").glob("step_*.pt"))[: -self.keep]:
             old.unlink()
