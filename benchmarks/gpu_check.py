@@ -266,7 +266,8 @@ def _train_run(sizes: Sizes, method: str, amp: str, physics: Any, pool: list[dic
     from sei.losses import build_method
     from sei.models import create_model
     from sei.runtime import AMP_DTYPES, derive_seed
-    from sei.training import PRESETS, learning_rate
+    from sei.training.budget import learning_rate
+    from sei.training.config import PRESETS
 
     device = torch.device(sizes.device)
     _reset_peak(device)
@@ -373,7 +374,7 @@ def _metrics_steps(run_dir: Path) -> list[int]:
 def _checkpoint_step(run_dir: Path) -> int | None:
     import torch
 
-    from sei.training import latest_checkpoint
+    from sei.training.checkpoint import latest_checkpoint
 
     path = latest_checkpoint(run_dir) if run_dir.exists() else None
     return None if path is None else int(torch.load(path, map_location="cpu", weights_only=True)["step"])

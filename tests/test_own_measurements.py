@@ -159,10 +159,10 @@ def test_time_budget_plans_the_steps_that_fit_and_stops_when_spent():
 
 
 def test_a_time_limited_run_ends_its_schedule_within_the_budget(user_data, tmp_path, monkeypatch):
-    import sei.training as training
+    import sei.training.loop as loop
 
     ticks = iter(range(10**9))
-    monkeypatch.setattr(training, "clock", lambda: 0.01 * next(ticks))  # a steady machine: 10 ms per clock reading
+    monkeypatch.setattr(loop, "clock", lambda: 0.01 * next(ticks))  # a steady machine: 10 ms per clock reading
     root, _ = user_data
     config = TrainConfig(measurements=str(root / "measurements"), kernel=str(root / "psf.npy"), model="unet-small", model_options=TINY,
                          batch_size=2, patch_size=32, val_interval=0, log_interval=1, time_limit=6.0)

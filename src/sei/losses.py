@@ -152,7 +152,7 @@ class SureLoss(Loss):
     the default: per step it costs 2.7-3x the finite difference on a bf16 CPU (its pass runs in
     float32, see :class:`Objective`), and within 3000 steps it was better on Gaussian_R2 but worse on
     SR x2 (docs/results.md). Training validation measures the gap between the two estimators and
-    warns when it opens (``sei.training.validate``).
+    warns when it opens (``sei.training.validation.validate``).
 
     **UNSURE** (``unsure=True``; Tachella, Davies, Jacques, ICLR 2025): the noise level is unknown.
     :math:`\sigma^2` becomes a variable :math:`\eta` (initialised from ``sigma``, else
