@@ -49,6 +49,26 @@ def astronaut_path(tmp_path_factory) -> str:
     return str(path)
 
 
+# --- small training runs: a tiny network and folders of real photograph crops
+
+TINY = {"channels": 8, "levels": 2, "blocks": 1}  # options of a unet-small network that trains in a blink
+
+
+def write_crops(image: torch.Tensor, folder, corners, height: int, width: int):
+    """``crop0.png``, ``crop1.png``, ... of ``image``: ``height x width`` crops at the ``(top, left)`` corners."""
+    from sei.imageio import write_image
+
+    for index, (top, left) in enumerate(corners):
+        write_image(image[:, top : top + height, left : left + width], folder / f"crop{index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory, astronaut):
+    """Four real 64x80 crops of the astronaut photograph."""
+    return write_crops(astronaut, tmp_path_factory.mktemp("photos"), [(0, 0), (100, 200), (300, 120), (400, 400)], 64, 80)
+
+
 # --- sei app: a real server on a free loopback port, in a thread of the test process
 
 

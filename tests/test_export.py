@@ -19,25 +19,21 @@ import pytest
 import torch
 import yaml
 
+from conftest import TINY
 from sei.cli import main
 from sei.export import CARD_FILE, CONFIG_FILE, SAMPLE_FILE, WEIGHTS_FILE, export_model, read_card_header
-from sei.imageio import write_image
 from sei.models import create_model
 from sei.models.common import load_state_dict_checked
 from sei.training import TrainConfig, train
 from sei.weights import load_weights_with_physics, read_weights
 
-TINY = {"channels": 8, "levels": 2, "blocks": 1}
 REPO = "someone/sei-tiny"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, astronaut) -> Path:
+def run(tmp_path_factory, photo_folder) -> Path:
     """A finished 4-step SEI run with two validations."""
-    folder = tmp_path_factory.mktemp("photos")
-    for index, (top, left) in enumerate([(0, 0), (100, 200), (300, 120), (400, 400)]):
-        write_image(astronaut[:, top : top + 64, left : left + 80], folder / f"crop{index}.png")
-    config = TrainConfig(dataset=str(folder), resize=None, patch_size=24, batch_size=2, max_steps=4, model="unet-small",
+    config = TrainConfig(dataset=str(photo_folder), resize=None, patch_size=24, batch_size=2, max_steps=4, model="unet-small",
                          model_options=TINY, checkpoint_interval=4, val_interval=2, val_images=1, log_interval=1, amp="none",
                          kernel="Gaussian_R1.5", noise_level=3.0)
     out = tmp_path_factory.mktemp("run") / "run"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY
 from sei.cli import main
 from sei.data import MeasurementFolder
 from sei.evaluation import image_metrics
@@ -18,8 +19,6 @@ from sei.imageio import read_image, write_image
 from sei.physics import Blur
 from sei.training import TimeBudget, TrainConfig, latest_checkpoint, learning_rate, load_checkpoint, train
 from sei.weights import load_weights_with_physics, read_weights, save_weights
-
-TINY = {"channels": 8, "levels": 2, "blocks": 1}
 
 
 def _disk(radius: int) -> np.ndarray:

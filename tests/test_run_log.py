@@ -10,22 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY
 from sei.cli import main
 from sei.errors import SeiUserError
-from sei.imageio import to_uint8, write_image
+from sei.imageio import to_uint8
 from sei.run_log import CSV_FILES, TENSORBOARD_DIR, parse_backends, side_by_side, validation_panel
 from sei.training import TrainConfig, checkpoint_path, train
 from sei.training.problem import training_data
-
-TINY = {"channels": 8, "levels": 2, "blocks": 1}
-
-
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory, astronaut):
-    folder = tmp_path_factory.mktemp("photos")
-    for index, (top, left) in enumerate([(0, 0), (100, 200), (300, 120), (400, 400)]):
-        write_image(astronaut[:, top : top + 64, left : left + 80], folder / f"crop{index}.png")
-    return folder
 
 
 def _config(folder, **changes) -> TrainConfig:

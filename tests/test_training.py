@@ -7,21 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import TINY
 from sei.cli import main
 from sei.errors import SeiUserError
-from sei.imageio import write_image
 from sei.training import StepBatches, TrainConfig, latest_checkpoint, learning_rate, load_checkpoint, train
-
-TINY = {"channels": 8, "levels": 2, "blocks": 1}
-
-
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory, astronaut):
-    """Four real 64x80 crops of the astronaut photograph."""
-    folder = tmp_path_factory.mktemp("photos")
-    for index, (top, left) in enumerate([(0, 0), (100, 200), (300, 120), (400, 400)]):
-        write_image(astronaut[:, top : top + 64, left : left + 80], folder / f"crop{index}.png")
-    return folder
 
 
 def _config(folder, **changes) -> TrainConfig:
