@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sei.training.config import TrainConfig
+
 
 def learning_rate(step: int, total_steps: int, base_lr: float) -> float:
     """The paper's schedule: constant for the first half, then linear decay to 1% of the start.
@@ -80,7 +82,7 @@ class TrainingClock:
         return now - self.started - self.excluded
 
 
-def plan_steps(config: Any, checkpoint: dict[str, Any] | None, step: int, started: float,
+def plan_steps(config: TrainConfig, checkpoint: dict[str, Any] | None, step: int, started: float,
                steps_per_epoch: float) -> tuple[TimeBudget | None, int]:
     """The time budget (``--time_limit``; ``None`` without one) and the total step count planned now."""
     budget = TimeBudget(config.time_limit, step, config.max_steps, started) if config.time_limit else None

@@ -17,6 +17,8 @@ from sei.training.config import TrainConfig
 
 @dataclass
 class Distributed:
+    """This process's place among the ranks (one process: rank 0 of 1)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -60,6 +62,7 @@ class Distributed:
 
 
 def training_device(config: TrainConfig, distributed: Distributed) -> torch.device:
+    """The device this rank trains on: ``--device``, and under torchrun with CUDA ``cuda:LOCAL_RANK``."""
     device = resolve_device(config.device)  # CUDA asked but absent is the same one-line error everywhere
     if device.type == "cuda":
         if distributed.world_size > 1:
