@@ -77,6 +77,20 @@ def photo_folder(tmp_path_factory, astronaut):
     return write_crops(astronaut, tmp_path_factory.mktemp("photos"), [(0, 0), (100, 200), (300, 120), (400, 400)], 64, 80)
 
 
+def fit_psnr(model, objective, y: torch.Tensor, x: torch.Tensor, physics, generator: torch.Generator, steps: int,
+             lr: float = 3e-3) -> float:
+    """``steps`` Adam steps of ``objective`` on random batches of 8 of ``y``, then the PSNR (dB) of the
+    trained ``model`` against ``x`` in [0, 1]."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        batch = torch.randint(len(x), (8,), generator=generator)
+        optimizer.zero_grad()
+        objective(model, y[batch], physics, rng=generator)["loss"].backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float(10 * torch.log10(1 / ((model(y) - x) ** 2).mean()))
+
+
 # --- a loopback server standing in for the Hugging Face hub (tests/test_weights.py, tests/test_export.py)
 
 
