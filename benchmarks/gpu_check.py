@@ -263,9 +263,11 @@ def _train_run(sizes: Sizes, method: str, amp: str, physics: Any, pool: list[dic
     learning rate and schedule, losses read back every step); timed after the warm-up."""
     import torch
 
-    from sei.losses import AMP_DTYPES, build_method
+    from sei.losses import build_method
     from sei.models import create_model
-    from sei.training import PRESETS, derive_seed, learning_rate
+    from sei.runtime import AMP_DTYPES, derive_seed
+    from sei.training.budget import learning_rate
+    from sei.training.config import PRESETS
 
     device = torch.device(sizes.device)
     _reset_peak(device)
@@ -372,7 +374,7 @@ def _metrics_steps(run_dir: Path) -> list[int]:
 def _checkpoint_step(run_dir: Path) -> int | None:
     import torch
 
-    from sei.training import latest_checkpoint
+    from sei.training.checkpoint import latest_checkpoint
 
     path = latest_checkpoint(run_dir) if run_dir.exists() else None
     return None if path is None else int(torch.load(path, map_location="cpu", weights_only=True)["step"])

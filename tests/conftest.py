@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import http.server
+import os
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -47,6 +55,105 @@ def astronaut_path(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("img") / "astronaut.png"
     Image.fromarray(data.astronaut()).save(path)
     return str(path)
+
+
+# --- small training runs: a tiny network and folders of real photograph crops
+
+TINY = {"channels": 8, "levels": 2, "blocks": 1}  # options of a unet-small network that trains in a blink
+
+
+def write_crops(image: torch.Tensor, folder, corners, height: int, width: int):
+    """``crop0.png``, ``crop1.png``, ... of ``image``: ``height x width`` crops at the ``(top, left)`` corners."""
+    from sei.imageio import write_image
+
+    for index, (top, left) in enumerate(corners):
+        write_image(image[:, top : top + height, left : left + width], folder / f"crop{index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory, astronaut):
+    """Four real 64x80 crops of the astronaut photograph."""
+    return write_crops(astronaut, tmp_path_factory.mktemp("photos"), [(0, 0), (100, 200), (300, 120), (400, 400)], 64, 80)
+
+
+def fit_psnr(model, objective, y: torch.Tensor, x: torch.Tensor, physics, generator: torch.Generator, steps: int,
+             lr: float = 3e-3) -> float:
+    """``steps`` Adam steps of ``objective`` on random batches of 8 of ``y``, then the PSNR (dB) of the
+    trained ``model`` against ``x`` in [0, 1]."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        batch = torch.randint(len(x), (8,), generator=generator)
+        optimizer.zero_grad()
+        objective(model, y[batch], physics, rng=generator)["loss"].backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float(10 * torch.log10(1 / ((model(y) - x) ** 2).mean()))
+
+
+# --- a loopback server standing in for the Hugging Face hub (tests/test_weights.py, tests/test_export.py)
+
+
+class LoopbackHub(http.server.BaseHTTPRequestHandler):
+    """Answers ``HEAD``/``GET`` of a file with the headers huggingface_hub reads (commit, ETag, size).
+    A subclass says which bytes a path holds (:meth:`lookup`), what a missing one answers
+    (:meth:`missing_headers`) and how the body travels (:meth:`send_body`)."""
+
+    commit = "a" * 40
+
+    def lookup(self) -> bytes | None:
+        raise NotImplementedError
+
+    def missing_headers(self) -> dict[str, str]:
+        return {}
+
+    def send_body(self, body: bytes) -> None:
+        self.wfile.write(body)
+
+    def _answer(self, with_body: bool) -> None:
+        body = self.lookup()
+        if body is None:
+            self.send_response(404)
+            for name, value in self.missing_headers().items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", self.commit)
+        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if with_body:
+            self.send_body(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(True)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]):
+    """``handler`` served on a free loopback port in a daemon thread, for the ``with`` block."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def sei_against_hub(args: list[str], home, endpoint: str, offline: bool = False, timeout: float = 120,
+                    **environment: str) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process (huggingface_hub reads HF_* variables at import) against ``endpoint``."""
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), **environment,
+           "HF_HUB_OFFLINE": "1" if offline else "0", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "sei", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 # --- sei app: a real server on a free loopback port, in a thread of the test process

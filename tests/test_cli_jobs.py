@@ -7,19 +7,17 @@ import json
 import pytest
 import torch
 
+from conftest import write_crops
 from sei.cli import main
 from sei.evaluation import image_metrics
-from sei.imageio import read_image, write_image
+from sei.imageio import read_image
 from sei.inference import load_reconstructor, tiled
 from sei.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, astronaut):
-    folder = tmp_path_factory.mktemp("photos")
-    for index, (top, left) in enumerate([(0, 0), (120, 200), (300, 100)]):
-        write_image(astronaut[:, top : top + 72, left : left + 88], folder / f"crop{index}.png")
-    return folder
+    return write_crops(astronaut, tmp_path_factory.mktemp("photos"), [(0, 0), (120, 200), (300, 100)], 72, 88)
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from sei.imageio import write_image
+from conftest import write_crops
 from sei.training import TrainConfig, checkpoint_path, derive_seed, latest_checkpoint, load_checkpoint, train
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
@@ -239,11 +239,8 @@ def _train_in_process(config: TrainConfig, out_dir: Path, world: int = 1, spread
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, astronaut) -> Path:
     """Eight real 40x48 crops of the astronaut photograph."""
-    folder = tmp_path_factory.mktemp("photos")
     corners = [(0, 0), (100, 200), (300, 120), (400, 400), (200, 40), (50, 300), (250, 250), (420, 100)]
-    for index, (top, left) in enumerate(corners):
-        write_image(astronaut[:, top : top + 40, left : left + 48], folder / f"crop{index}.png")
-    return folder
+    return write_crops(astronaut, tmp_path_factory.mktemp("photos"), corners, 40, 48)
 
 
 @pytest.fixture(scope="module")

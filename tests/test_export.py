@@ -6,38 +6,29 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
-import http.server
 import json
-import os
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from conftest import TINY, LoopbackHub, sei_against_hub, serving
 from sei.cli import main
 from sei.export import CARD_FILE, CONFIG_FILE, SAMPLE_FILE, WEIGHTS_FILE, export_model, read_card_header
-from sei.imageio import write_image
 from sei.models import create_model
 from sei.models.common import load_state_dict_checked
 from sei.training import TrainConfig, train
 from sei.weights import load_weights_with_physics, read_weights
 
-TINY = {"channels": 8, "levels": 2, "blocks": 1}
 REPO = "someone/sei-tiny"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, astronaut) -> Path:
+def run(tmp_path_factory, photo_folder) -> Path:
     """A finished 4-step SEI run with two validations."""
-    folder = tmp_path_factory.mktemp("photos")
-    for index, (top, left) in enumerate([(0, 0), (100, 200), (300, 120), (400, 400)]):
-        write_image(astronaut[:, top : top + 64, left : left + 80], folder / f"crop{index}.png")
-    config = TrainConfig(dataset=str(folder), resize=None, patch_size=24, batch_size=2, max_steps=4, model="unet-small",
+    config = TrainConfig(dataset=str(photo_folder), resize=None, patch_size=24, batch_size=2, max_steps=4, model="unet-small",
                          model_options=TINY, checkpoint_interval=4, val_interval=2, val_images=1, log_interval=1, amp="none",
                          kernel="Gaussian_R1.5", noise_level=3.0)
     out = tmp_path_factory.mktemp("run") / "run"
@@ -128,13 +119,14 @@ def test_overwrite_replaces_the_folder_atomically(run, tmp_path):
 # --- a loopback server answering the part of the hub's API that an upload and a download use ------------------
 
 
-class _Hub(http.server.BaseHTTPRequestHandler):
+class _Hub(LoopbackHub):
     """``POST /api/repos/create``, ``/api/validate-yaml``, ``/api/models/<repo>/preupload/<rev>`` (every file
     "regular": its bytes travel inside the commit), ``/api/models/<repo>/commit/<rev>`` (NDJSON, base64 files),
     and ``HEAD/GET /<repo>/resolve/<rev>/<file>`` of what was committed."""
 
     repos: dict[str, dict[str, bytes]] = {}
     requests: list[str] = []
+    commit = "c" * 40
 
     def _json(self, status: int, payload: dict) -> None:
         body = json.dumps(payload).encode()
@@ -176,50 +168,24 @@ class _Hub(http.server.BaseHTTPRequestHandler):
             return self._json(200, {"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{'c' * 40}", "commitOid": "c" * 40})
         return self._json(404, {"error": f"not served here: {self.path}"})
 
-    def _resolve(self, with_body: bool) -> None:
+    def lookup(self) -> bytes | None:
         self.requests.append(f"{self.command} {self.path}")
         parts = self.path.split("/")  # /<user>/<name>/resolve/<rev>/<file>
-        body = self.repos.get("/".join(parts[1:3]), {}).get("/".join(parts[5:])) if len(parts) >= 6 and parts[3] == "resolve" else None
-        if body is None:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "RepoNotFound" if "/".join(parts[1:3]) not in self.repos else "EntryNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", "c" * 40)
-        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if with_body:
-            self.wfile.write(body)
+        return self.repos.get("/".join(parts[1:3]), {}).get("/".join(parts[5:])) if len(parts) >= 6 and parts[3] == "resolve" else None
 
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._resolve(False)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._resolve(True)
-
-    def log_message(self, *args) -> None:
-        pass
+    def missing_headers(self) -> dict[str, str]:
+        return {"X-Error-Code": "RepoNotFound" if "/".join(self.path.split("/")[1:3]) not in self.repos else "EntryNotFound"}
 
 
 @pytest.fixture
 def hub():
     _Hub.repos, _Hub.requests = {}, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(_Hub) as server:
+        yield server
 
 
 def _sei(args: list[str], home: Path, endpoint: str, offline: bool = False, token: str = "hf_loopback") -> subprocess.CompletedProcess:
-    """The CLI in a fresh process (huggingface_hub reads HF_* variables at import)."""
-    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_TOKEN": token,
-           "HF_HUB_OFFLINE": "1" if offline else "0", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "sei", *args], env=env, capture_output=True, text=True, timeout=180)
+    return sei_against_hub(args, home, endpoint, offline, timeout=180, HF_TOKEN=token)
 
 
 @pytest.mark.slow

@@ -4,10 +4,12 @@ training on a real photograph."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
 
+from conftest import fit_psnr
 from sei.errors import SeiUserError
 from sei.losses import (
     METHODS,
@@ -244,13 +246,20 @@ def test_stop_gradient_treats_the_transformed_estimate_as_a_constant(stop_gradie
         assert (ours - reference).norm() > 1e-3 * reference.norm()
 
 
-def test_equivariance_remeasures_with_fresh_noise():
-    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+def _recording_identity() -> tuple[list[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    """An identity network that keeps every input it is given (in the returned list)."""
     seen: list[torch.Tensor] = []
 
     def model(t: torch.Tensor) -> torch.Tensor:
         seen.append(t)
         return t
+
+    return seen, model
+
+
+def test_equivariance_remeasures_with_fresh_noise():
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    seen, model = _recording_identity()
 
     x_net = torch.full((1, 3, 16, 16), 0.5)
     EquivarianceLoss(Scale(factors=[1.0]))(x_net, None, x_net, physics, model, rng=torch.Generator().manual_seed(0))
@@ -536,11 +545,7 @@ def test_unsure_equivariance_remeasures_with_the_estimate():
     """With UNSURE the equivariance term's fresh noise has the learned std, not the physics' nominal
     one; the estimate moves only in training calls with grad enabled."""
     physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
-    seen: list[torch.Tensor] = []
-
-    def model(t: torch.Tensor) -> torch.Tensor:
-        seen.append(t)
-        return t
+    seen, model = _recording_identity()
 
     y = torch.full((2, 3, 32, 32), 0.5)
     objective = build_method(
@@ -645,14 +650,7 @@ def _train_sr_from_measurements(
     torch.manual_seed(0)
     model = TinyNet(factor=2, width=16)
     objective = build_method("sure", told_physics, autocast_dtype=None, **unsure)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        batch = torch.randint(len(x), (8,), generator=generator)
-        optimizer.zero_grad()
-        objective(model, y[batch], told_physics, rng=generator)["loss"].backward()
-        optimizer.step()
-    with torch.no_grad():
-        psnr = float(10 * torch.log10(1 / ((model(y) - x) ** 2).mean()))
+    psnr = fit_psnr(model, objective, y, x, told_physics, generator, steps)
     return psnr, objective.noise_level()
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY
 from sei.cli import main
 from sei.data import MeasurementFolder
 from sei.evaluation import image_metrics
@@ -18,8 +19,6 @@ from sei.imageio import read_image, write_image
 from sei.physics import Blur
 from sei.training import TimeBudget, TrainConfig, latest_checkpoint, learning_rate, load_checkpoint, train
 from sei.weights import load_weights_with_physics, read_weights, save_weights
-
-TINY = {"channels": 8, "levels": 2, "blocks": 1}
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -159,10 +158,10 @@ def test_time_budget_plans_the_steps_that_fit_and_stops_when_spent():
 
 
 def test_a_time_limited_run_ends_its_schedule_within_the_budget(user_data, tmp_path, monkeypatch):
-    import sei.training as training
+    import sei.training.loop as loop
 
     ticks = iter(range(10**9))
-    monkeypatch.setattr(training, "clock", lambda: 0.01 * next(ticks))  # a steady machine: 10 ms per clock reading
+    monkeypatch.setattr(loop, "clock", lambda: 0.01 * next(ticks))  # a steady machine: 10 ms per clock reading
     root, _ = user_data
     config = TrainConfig(measurements=str(root / "measurements"), kernel=str(root / "psf.npy"), model="unet-small", model_options=TINY,
                          batch_size=2, patch_size=32, val_interval=0, log_interval=1, time_limit=6.0)

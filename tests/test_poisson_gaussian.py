@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fit_psnr
 from sei.errors import SeiUserError
 from sei.losses import EquivarianceLoss, SureLoss, build_method
 from sei.physics import make_physics
@@ -216,14 +217,7 @@ def _train_sei(physics_of_loss, y: torch.Tensor, x: torch.Tensor, steps: int) ->
     generator = torch.Generator().manual_seed(1)
     model = TinyNet(factor=2, width=16)
     objective = build_method("proposed", physics_of_loss, autocast_dtype=None)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        batch = torch.randint(len(x), (8,), generator=generator)
-        optimizer.zero_grad()
-        objective(model, y[batch], physics_of_loss, rng=generator)["loss"].backward()
-        optimizer.step()
-    with torch.no_grad():
-        return float(10 * torch.log10(1 / ((model(y) - x) ** 2).mean()))
+    return fit_psnr(model, objective, y, x, physics_of_loss, generator, steps)
 
 
 @pytest.mark.slow  # two trainings of 300 steps, ~30 s

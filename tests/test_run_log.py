@@ -10,21 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY
 from sei.cli import main
 from sei.errors import SeiUserError
-from sei.imageio import to_uint8, write_image
+from sei.imageio import to_uint8
 from sei.run_log import CSV_FILES, TENSORBOARD_DIR, parse_backends, side_by_side, validation_panel
-from sei.training import TrainConfig, _training_data, checkpoint_path, train
-
-TINY = {"channels": 8, "levels": 2, "blocks": 1}
-
-
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory, astronaut):
-    folder = tmp_path_factory.mktemp("photos")
-    for index, (top, left) in enumerate([(0, 0), (100, 200), (300, 120), (400, 400)]):
-        write_image(astronaut[:, top : top + 64, left : left + 80], folder / f"crop{index}.png")
-    return folder
+from sei.training import TrainConfig, checkpoint_path, train
+from sei.training.problem import training_data
 
 
 def _config(folder, **changes) -> TrainConfig:
@@ -80,7 +72,7 @@ def test_tensorboard_events_equal_the_csv_and_show_the_validation_panel(photo_fo
     shown = np.asarray(Image.open(io.BytesIO(images[-1].encoded_image_string)).convert("RGB"))
     model, _ = load_weights(run / "weights.safetensors")
     physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5)
-    source, held_out = _training_data(config, physics)
+    source, held_out = training_data(config, physics)
     expected = to_uint8(validation_panel(model, physics, held_out, source, torch.device("cpu")))
     assert shown.shape == expected.shape and shown.shape[1] == 3 * held_out[0][1].shape[-1] + 2 * 4
     assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 1  # the estimate may differ by one rounding level

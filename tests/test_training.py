@@ -7,21 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import TINY
 from sei.cli import main
 from sei.errors import SeiUserError
-from sei.imageio import write_image
 from sei.training import StepBatches, TrainConfig, latest_checkpoint, learning_rate, load_checkpoint, train
-
-TINY = {"channels": 8, "levels": 2, "blocks": 1}
-
-
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory, astronaut):
-    """Four real 64x80 crops of the astronaut photograph."""
-    folder = tmp_path_factory.mktemp("photos")
-    for index, (top, left) in enumerate([(0, 0), (100, 200), (300, 120), (400, 400)]):
-        write_image(astronaut[:, top : top + 64, left : left + 80], folder / f"crop{index}.png")
-    return folder
 
 
 def _config(folder, **changes) -> TrainConfig:
@@ -40,19 +29,19 @@ def test_resume_equals_uninterrupted(photo_folder, tmp_path, monkeypatch):
     config = _config(photo_folder)
     train(config, tmp_path / "whole", progress=False)
 
-    import sei.training as training
+    from sei.training.writer import RunWriter
 
-    original = training._RunWriter.checkpoint
+    original = RunWriter.checkpoint
 
     def stop_after_first(self, step, *args):
         original(self, step, *args)
         if step == 3:
             raise KeyboardInterrupt  # the process dies right after a checkpoint
 
-    monkeypatch.setattr(training._RunWriter, "checkpoint", stop_after_first)
+    monkeypatch.setattr(RunWriter, "checkpoint", stop_after_first)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "split", progress=False)
-    monkeypatch.setattr(training._RunWriter, "checkpoint", original)
+    monkeypatch.setattr(RunWriter, "checkpoint", original)
     state = train(config, tmp_path / "split", resume="auto", progress=False)
     assert state.step == 6
     whole, split = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
@@ -66,8 +55,6 @@ def test_resume_equals_uninterrupted(photo_folder, tmp_path, monkeypatch):
 
 def test_kill_during_checkpoint_write_keeps_last_complete_checkpoint(photo_folder, tmp_path, monkeypatch):
     config = _config(photo_folder)
-    import sei.training as training
-
     real_save = torch.save
 
     def dying_save(obj, handle, *args, **kwargs):
@@ -76,10 +63,10 @@ def test_kill_during_checkpoint_write_keeps_last_complete_checkpoint(photo_folde
             raise SystemExit("killed mid-write")
         return real_save(obj, handle, *args, **kwargs)
 
-    monkeypatch.setattr(training.torch, "save", dying_save)
+    monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(SystemExit):
         train(config, tmp_path / "run", progress=False)
-    monkeypatch.setattr(training.torch, "save", real_save)
+    monkeypatch.setattr(torch, "save", real_save)
     files = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert files == ["step_00000003.pt"]  # no partial file left behind, the last complete one intact
     assert load_checkpoint(latest_checkpoint(tmp_path / "run"))["step"] == 3
@@ -213,10 +200,11 @@ def test_validation_flags_a_network_that_games_the_finite_difference():
 def test_stop_on_gaming_keeps_the_weights_of_the_last_honest_validation(photo_folder, tmp_path, monkeypatch):
     """Validations at steps 2, 4, 6: the gap opens at 6, so the run ends there with step 4's weights
     (the checkpoint written at step 4 of the same trajectory)."""
-    import sei.training as training
+    import sei.training.validation as validation
+    from sei.training.writer import RunWriter
     from sei.weights import load_weights
 
-    real_validate = training.validate
+    real_validate = validation.validate
 
     def scripted(model, physics, held_out, source, objective, device):
         record = real_validate(model, physics, held_out, source, objective, device)
@@ -224,14 +212,14 @@ def test_stop_on_gaming_keeps_the_weights_of_the_last_honest_validation(photo_fo
         return record
 
     training_steps = [0]
-    original_log = training._RunWriter.log
+    original_log = RunWriter.log
 
     def count(self, step, *args):
         training_steps[0] = step
         original_log(self, step, *args)
 
-    monkeypatch.setattr(training, "validate", scripted)
-    monkeypatch.setattr(training._RunWriter, "log", count)
+    monkeypatch.setattr(validation, "validate", scripted)
+    monkeypatch.setattr(RunWriter, "log", count)
     config = _config(photo_folder, method="proposed", max_steps=8, val_interval=2, checkpoint_interval=2, stop_on_gaming=True)
     state = train(config, tmp_path / "run", progress=False)
     assert state.stopped_early and state.step == 4

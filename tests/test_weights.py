@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
-import os
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import LoopbackHub, sei_against_hub, serving
 from sei import weights
 from sei.errors import SeiUserError
 from sei.models import create_model
@@ -115,7 +112,7 @@ def test_unknown_names_and_missing_files_are_user_errors():
 # --- a loopback server standing in for the Hugging Face hub ----------------------------------------
 
 
-class _Hub(http.server.BaseHTTPRequestHandler):
+class _Hub(LoopbackHub):
     """Serves ``/<repo>/resolve/main/<file>`` with the headers huggingface_hub reads (commit, ETag, size);
     ``truncate`` cuts the body short, as a dropped connection would (huggingface_hub then retries
     resumes five times, one second apart)."""
@@ -123,34 +120,17 @@ class _Hub(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     truncate = False
 
-    def _answer(self, with_body: bool) -> None:
+    def lookup(self) -> bytes | None:
         prefix = f"/{weights.HF_REPO}/resolve/main/"
-        body = self.files.get(self.path[len(prefix):]) if self.path.startswith(prefix) else None
-        if body is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", "a" * 40)
-        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if with_body and self.truncate:
+        return self.files.get(self.path[len(prefix):]) if self.path.startswith(prefix) else None
+
+    def send_body(self, body: bytes) -> None:
+        if self.truncate:
             # the first transfer dies half-way and every resume (a Range request) dies before any byte
             self.wfile.write(b"" if self.headers.get("Range") else body[: len(body) // 2])
             self.close_connection = True
-        elif with_body:
+        else:
             self.wfile.write(body)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._answer(False)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._answer(True)
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture
@@ -159,19 +139,12 @@ def hub(paper_deblurring_state):
     torch.save(paper_deblurring_state, buffer)
     _Hub.files = {f"{PAPER_NAME}.pt": buffer.getvalue(), f"{CUT_NAME}.pt": buffer.getvalue()[:4096]}
     _Hub.truncate = False
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(_Hub) as server:
+        yield server
 
 
 def _sei(args: list[str], home: Path, endpoint: str, offline: bool = False) -> subprocess.CompletedProcess:
-    """Run the CLI in a fresh process: huggingface_hub reads HF_* variables at import."""
-    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"),
-           "HF_HUB_OFFLINE": "1" if offline else "0", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "sei", *args], env=env, capture_output=True, text=True, timeout=120)
+    return sei_against_hub(args, home, endpoint, offline)
 
 
 @pytest.mark.slow

@@ -13,8 +13,6 @@ type they came in (:func:`write_like`), so a 16-bit input never comes back as 8-
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sei.errors import SeiUserError
+from sei.runtime import atomic_write
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -357,15 +356,7 @@ def write_tiff(images: torch.Tensor, path: str | Path, dtype: str = "float32") -
     array = array.transpose(0, 2, 3, 1) if colour else array[:, 0]
     if array.shape[0] == 1:
         array = array[0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
-    os.close(handle)
-    try:
-        tifffile.imwrite(tmp, array, photometric="rgb" if colour else "minisblack")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda handle: tifffile.imwrite(handle, array, photometric="rgb" if colour else "minisblack"))
 
 
 def read_images(path: str | Path, channels: int | None = 3) -> tuple[torch.Tensor, StoredFormat]:

@@ -30,16 +30,6 @@ class Loaded:
     network: torch.nn.Module | None = None
 
 
-def resolve_device(name: str) -> torch.device:
-    """``--device`` as a torch device; CUDA asked but absent, or a name torch does not know, is a user error."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SeiUserError(f"--device {name} asked for CUDA, but no CUDA device is available; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise SeiUserError(f"unknown device {name!r}: {error}") from error
-
-
 def load_reconstructor(
     weights: str | None,
     model_kind: str | None,

@@ -19,7 +19,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from deepinv.loss import Loss
@@ -28,6 +28,7 @@ from deepinv.transform import Transform
 
 from sei.errors import SeiUserError
 from sei.physics import gaussian_like
+from sei.runtime import AutocastDtype, NetworkRunner, resolve_autocast_dtype
 from sei.transforms import Rotate, Scale, Shift
 
 __all__ = [
@@ -60,15 +61,11 @@ METHODS: dict[str, str] = {
 # Defaults of the speed levers, set by what benchmarks/sei_step.py measured (docs/performance.md,
 # "One SEI training step"): each lever that paid on its own is on; torch.compile did not pay.
 DEFAULT_BATCHED_SURE_PASSES: bool | None = None  # automatic: one 2B batch when that is exact
-AutocastDtype = torch.dtype | Literal["auto"] | None
 DEFAULT_AUTOCAST_DTYPE: AutocastDtype = "auto"
 SURE_DIVERGENCES = ("exact", "finite-difference")
 # The paper's finite difference stays the default: it was faster and, on SR x2, better within the
 # budgets measured; the exact divergence cannot be gamed (SureLoss's docstring, docs/methods.md).
 DEFAULT_SURE_DIVERGENCE = "finite-difference"
-# --amp -> autocast of the network passes: "auto" is bf16 on CPUs with native bf16 (measured 2.1x per
-# SEI step, no PSNR loss; docs/performance.md) and float32 elsewhere until measured.
-AMP_DTYPES: dict[str, AutocastDtype] = {"auto": "auto", "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_CHANNELS_LAST = True
 # UNSURE (SureLoss(unsure=True)): gradient ascent on the noise variance eta with momentum, as in
 # deepinv's SureGaussianLoss (momentum 0.9, step 1e-4 there). Our step is relative to the initial
@@ -76,21 +73,6 @@ DEFAULT_CHANNELS_LAST = True
 # relative 0.01. docs/methods.md, "Unknown noise level: UNSURE".
 DEFAULT_UNSURE_STEP_SIZE = 0.01
 DEFAULT_UNSURE_MOMENTUM = 0.9
-
-
-def _native_bfloat16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it,
-    slower than float32."""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check is not None and check() for check in checks)
-
-
-def resolve_autocast_dtype(autocast_dtype: AutocastDtype, device: torch.device) -> torch.dtype | None:
-    """``"auto"``: bfloat16 on a CPU that computes it natively, float32 (``None``) elsewhere (on GPUs
-    the lever was not measured)."""
-    if autocast_dtype != "auto":
-        return autocast_dtype
-    return torch.bfloat16 if device.type == "cpu" and _native_bfloat16_cpu() else None
 
 
 def _per_image_mean(values: torch.Tensor) -> torch.Tensor:
@@ -170,7 +152,7 @@ class SureLoss(Loss):
     the default: per step it costs 2.7-3x the finite difference on a bf16 CPU (its pass runs in
     float32, see :class:`Objective`), and within 3000 steps it was better on Gaussian_R2 but worse on
     SR x2 (docs/results.md). Training validation measures the gap between the two estimators and
-    warns when it opens (``sei.training.validate``).
+    warns when it opens (``sei.training.validation.validate``).
 
     **UNSURE** (``unsure=True``; Tachella, Davies, Jacques, ICLR 2025): the noise level is unknown.
     :math:`\sigma^2` becomes a variable :math:`\eta` (initialised from ``sigma``, else
@@ -474,27 +456,6 @@ class CSSLoss(Loss):
         estimate = model(physics.noise(physics.A(y), rng=rng))
         target = y[..., : estimate.shape[-2], : estimate.shape[-1]]
         return _per_image_mean((estimate - target) ** 2)
-
-
-class NetworkRunner:
-    """Calls ``model`` with the speed levers applied: inputs in channels-last memory format (the
-    convolutions then run channels-last even with standard-format weights) and/or ``torch.autocast``.
-    The output is returned as float32, so the physics and the loss arithmetic (the divergence is a
-    difference of order tau) stay in full precision."""
-
-    def __init__(self, model: Model, autocast_dtype: torch.dtype | None, channels_last: bool) -> None:
-        self.model = model
-        self.autocast_dtype = autocast_dtype
-        self.channels_last = channels_last
-
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        if self.autocast_dtype is None:
-            return self.model(inputs)
-        with torch.autocast(inputs.device.type, dtype=self.autocast_dtype):
-            output = self.model(inputs)
-        return output.float()
 
 
 class Objective(torch.nn.Module):

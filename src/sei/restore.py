@@ -113,15 +113,17 @@ def restore(
     :param resume: continue the run already in ``output/run`` with a fresh budget.
     :param started: ``time.perf_counter()`` when the budget began (default: now; the CLI passes its own start,
         so that loading Python and torch counts too).
-    :param on_step: called with the training's :class:`~sei.training.RunState` after every step (see :func:`~sei.training.train`).
+    :param on_step: called with the training's :class:`~sei.training.loop.RunState` after every step (see :func:`~sei.training.loop.train`).
     """
     from sei.data import MeasurementFolder
     from sei.figures import image_grid
     from sei.imageio import bit_depth, read_image, write_image
-    from sei.inference import resolve_device, tiled
+    from sei.inference import tiled
     from sei.physics import make_physics
     from sei.physics.noise import AUTO
-    from sei.training import TrainConfig, resolve_config, train
+    from sei.runtime import resolve_device
+    from sei.training.config import TrainConfig, resolve_config
+    from sei.training.loop import train
     from sei.weights import load_weights_with_physics
 
     started = time.perf_counter() if started is None else started
@@ -160,7 +162,7 @@ def restore(
     )
     probe_config = config
     if init_name is not None:
-        from sei.training import init_model_config
+        from sei.training.config import init_model_config
 
         probe_config = init_model_config(config)
     reserve = _inference_seconds(init_name, resolve_config(probe_config), measurements, tile, device_)

@@ -22,6 +22,7 @@ TensorBoard is told to purge the steps after it, so every step appears once.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 from sei.errors import SeiUserError
+from sei.runtime import atomic_write
 
 BACKENDS = ("csv", "tensorboard")
 DEFAULT = "csv,tensorboard"
@@ -95,12 +97,11 @@ class CsvLog(RunLog):
             path.unlink()
             return
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        temporary = path.with_name(f".{path.name}.tmp")
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        temporary.replace(path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(path, lambda handle: handle.write(text.getvalue().encode()))
 
     def scalars(self, step: int, group: str, values: Mapping[str, float]) -> None:
         path = self.out_dir / CSV_FILES.get(group, f"{group}.csv")

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 from sei.errors import SeiUserError
 from sei.models import create_model
 from sei.models.common import learned_state_dict, load_state_dict_checked
+from sei.runtime import atomic_write
 
 HF_REPO = "jscanvic/scale-equivariant-imaging"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -131,7 +131,7 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, Any]
         its tensors (the blur kernel itself) are stored as ``physics.<name>``, so the file rebuilds
         the forward model anywhere (:func:`load_weights_with_physics`).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from sei.physics.state import physics_state
 
@@ -148,16 +148,7 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, Any]
     # safetensors refuses tensors that share storage; cloning also detaches from the training graph
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in learned_state_dict(model).items()}
     tensors.update({PHYSICS_PREFIX + k: v.clone() for k, v in physics_tensors.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: text})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda handle: handle.write(save(tensors, metadata={METADATA_KEY: text})))
 
 
 # --- resolving names ------------------------------------------------------------------------------

@@ -191,7 +191,8 @@ def run_reconstruction(job: Job, device: str) -> None:
     """A shipped or trained network (``kind == "model"``) or a training-free method (``"method"``) on every
     input, as ``sei reconstruct`` runs them (same loading, same tiling: the same pixels)."""
     from sei.imageio import read_image
-    from sei.inference import load_for_measurements, resolve_device, tiled
+    from sei.inference import load_for_measurements, tiled
+    from sei.runtime import resolve_device
 
     params = job.params
     device_ = resolve_device(device)

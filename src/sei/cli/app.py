@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from sei.app.server import Limits, create_app
-    from sei.inference import resolve_device
+    from sei.runtime import resolve_device
 
     resolve_device(args.device)
     if not 0 <= args.port <= 65535:

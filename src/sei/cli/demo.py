@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from sei.errors import SeiUserError
     from sei.evaluation import image_metrics
     from sei.figures import image_grid
-    from sei.inference import load_reconstructor, resolve_device
+    from sei.inference import load_reconstructor
+    from sei.runtime import resolve_device
     from sei.weights import PRETRAINED
 
     device = resolve_device(args.device)

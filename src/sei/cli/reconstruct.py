@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
         write_image,
         write_like,
     )
-    from sei.inference import load_for_measurements, resolve_device, tiled
-    from sei.runtime import progress_bar
+    from sei.inference import load_for_measurements, tiled
+    from sei.runtime import progress_bar, resolve_device
 
     if args.input.is_dir():
         sources = list_images(args.input, MEASUREMENT_SUFFIXES)

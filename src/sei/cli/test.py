@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from sei.evaluation import Evaluation, image_metrics
     from sei.figures import image_grid
     from sei.imageio import write_image
-    from sei.inference import load_for_measurements, resolve_device, tiled
+    from sei.inference import load_for_measurements, tiled
+    from sei.runtime import resolve_device
 
     device = resolve_device(args.device)
     if args.gain == "auto":

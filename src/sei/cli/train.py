@@ -95,7 +95,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """Layer the config file and the flags that were given (flags win)."""
-    from sei.training import TrainConfig
+    from sei.training.config import TrainConfig
 
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -114,7 +114,7 @@ def check_resume_flags(values: dict[str, Any], checkpoint: dict[str, Any], sourc
     """A resumed run continues with its own configuration: a flag that would change it is refused
     (never dropped silently); the budget, the device and the workers may change."""
     from sei.physics.state import check_kernel
-    from sei.training import RESUME_OVERRIDES
+    from sei.training.config import RESUME_OVERRIDES
 
     stored = checkpoint["config"]
     for name, value in values.items():
@@ -143,7 +143,9 @@ def _same(stored: Any, given: Any) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from sei.losses import METHODS
-    from sei.training import TrainConfig, latest_checkpoint, load_checkpoint, resolve_config, train
+    from sei.training.checkpoint import latest_checkpoint, load_checkpoint
+    from sei.training.config import TrainConfig, resolve_config
+    from sei.training.loop import train
 
     values = build_config(args)
     out_dir = args.out_dir

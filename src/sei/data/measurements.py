@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from sei.data.sources import Images
 from sei.errors import SeiUserError
 from sei.imageio import MEASUREMENT_SUFFIXES, list_images, read_image
 from sei.physics import measurement_seed
+from sei.runtime import atomic_write
 
 Measurement = tuple[str, torch.Tensor | None, torch.Tensor]
 
@@ -59,18 +58,6 @@ def _content_key(physics_digest: str, identity: str, seed: int, x: torch.Tensor)
     digest = hashlib.sha256(f"{physics_digest}|{identity}|{seed}|{tuple(x.shape)}".encode())
     digest.update(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()[:32]
-
-
-def _save_atomic(tensor: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(tensor, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class MeasuredImages(Sequence):
@@ -122,7 +109,7 @@ class MeasuredImages(Sequence):
         with torch.no_grad():
             y = self.physics.measure(x[None], seed=measurement_seed(identity, self.seed))[0].contiguous()
         if path is not None:
-            _save_atomic(y, path)
+            atomic_write(path, lambda handle: torch.save(y, handle))
         return y
 
     def __len__(self) -> int:

@@ -8,7 +8,6 @@ crops the same pixels: nothing depends on global random state or on which proces
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Sequence
 
@@ -17,12 +16,12 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from sei.data.measurements import Measurement
+from sei.runtime import derive_seed
 
 
 def crop_seed(seed: int, epoch: int, index: int) -> int:
     """The 63-bit seed of one crop, the same on every machine (Python's ``hash`` is salted per process)."""
-    digest = hashlib.blake2b(f"crop:{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+    return derive_seed("crop", seed, epoch, index)
 
 
 def reflect_pad(image: torch.Tensor, height: int, width: int) -> torch.Tensor:

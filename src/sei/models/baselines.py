@@ -28,8 +28,8 @@ from deepinv.models import ConvDecoder
 from torch import nn
 
 from sei.errors import SeiUserError
-from sei.losses import AMP_DTYPES, NetworkRunner, resolve_autocast_dtype
 from sei.physics import functional as Fn
+from sei.runtime import AMP_DTYPES, NetworkRunner, resolve_autocast_dtype
 
 RECONSTRUCTORS = ("id", "up", "wiener", "dip", "pnp", "bm3d", "rl")
 DENOISERS = ("ffdnet", "bm3d", "drunet")

@@ -8,7 +8,6 @@ pixels smaller per axis); ``valid_crop`` cuts the matching region out of the sha
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from sei.physics.functional import valid_blur, valid_crop
 from sei.physics.kernels import KERNEL_FORMS, box_kernel, gaussian_kernel, get_kernel, kernel_name
 from sei.physics.noise import DEFAULT_NOISE_MODEL, NOISE_MODELS
 from sei.physics.operators import BicubicSR, Blur, gaussian_like
+from sei.runtime import derive_seed
 
 TASKS = ("deblurring", "sr")
 SR_FACTORS = (2, 3, 4, 8)
@@ -86,5 +86,4 @@ def measurement_seed(identity: str, base_seed: int = 0) -> int:
     >>> measurement_seed("div2k/0801") == measurement_seed("div2k/0801")
     True
     """
-    digest = hashlib.blake2b(f"{base_seed}:{identity}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+    return derive_seed(base_seed, identity)
