@@ -201,3 +201,25 @@ def test_boundary_and_richardson_lucy_errors_are_user_errors():
     with pytest.raises(SeiUserError, match="iterations"):
         create_reconstructor("rl", blur, iterations=0)
     assert create_reconstructor("rl", blur).iterations == 15
+
+
+@pytest.mark.parametrize(
+    ("kind", "option", "value", "message"),
+    [
+        ("rl", "iterations", "abc", "whole number"),
+        ("pnp", "iterations", 2.5, "whole number"),  # never truncated silently to 2
+        ("dip", "iterations", "many", "whole number"),
+        ("dip", "lr", "x", "a number"),
+        ("wiener", "reg", "abc", "a number"),
+        ("dip", "progress", "yes", "true or false"),
+    ],
+)
+def test_options_of_the_wrong_type_are_one_line_errors(kind, option, value, message):
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    with pytest.raises(SeiUserError, match=message):
+        create_reconstructor(kind, physics, **{option: value})
+
+
+def test_a_whole_float_is_a_whole_number():
+    physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
+    assert create_reconstructor("rl", physics, iterations=10.0).iterations == 10
