@@ -1,10 +1,14 @@
-"""Shared timing helper for the benchmarks: interleaved repeats, medians."""
+"""Shared timing helpers for the benchmarks: interleaved repeats, medians; ``sei`` commands run and timed."""
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def median_seconds(functions: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3) -> dict[str, float]:
@@ -19,3 +23,16 @@ def median_seconds(functions: dict[str, Callable[[], object]], repeats: int = 20
             function()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def run_sei(args: list[str], log: Path, cwd: Path | None, threads: int = 1) -> tuple[int, float]:
+    """Run ``python -m sei ARGS`` with ``threads`` threads, output appended to ``log``; (exit code, wall seconds)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log, "a") as handle:
+        handle.write(f"$ sei {' '.join(args)}\n")
+        handle.flush()
+        done = subprocess.run([sys.executable, "-m", "sei", *args], stdout=handle, stderr=subprocess.STDOUT, env=env,
+                              check=False, cwd=cwd)
+    return done.returncode, time.perf_counter() - started

@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+from _timing import run_sei
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -63,15 +63,10 @@ def prepare() -> Path:
 
 
 def sei(args: list[str], log: Path) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    started = time.perf_counter()
-    with open(log, "a") as handle:
-        handle.write(f"$ sei {' '.join(args)}\n")
-        handle.flush()
-        done = subprocess.run([sys.executable, "-m", "sei", *args], stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    if done.returncode != 0:
-        raise RuntimeError(f"sei {args[0]} failed (exit {done.returncode}); see {log}")
-    return time.perf_counter() - started
+    code, seconds = run_sei(args, log, cwd=ROOT)
+    if code != 0:
+        raise RuntimeError(f"sei {args[0]} failed (exit {code}); see {log}")
+    return seconds
 
 
 def run(label: str, flags: list[str], measurements: Path, steps: int) -> dict:

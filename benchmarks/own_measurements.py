@@ -41,7 +41,6 @@ import fcntl
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -51,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _timing import run_sei
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 HELD_OUT = HERE / "photo_pool_held_out"
@@ -58,7 +59,6 @@ WORK = HERE / "work" / "own_measurements"
 RESULTS = HERE / "results" / "own_measurements.json"
 FIGURE = ROOT / "docs" / "figures" / "own_measurements.jpg"
 DOC = ROOT / "docs" / "own_measurements.md"
-SEI = [sys.executable, "-m", "sei"]
 NOISE_LEVEL = 5.0  # 8-bit units
 SEED = 0
 KERNELS = ("gaussian_r2", "disk_r4")
@@ -232,16 +232,7 @@ def training_facts(run: Path) -> dict:
 
 def sei(args: list[str], log: Path) -> tuple[int, float]:
     """Run ``sei ARGS`` with one thread, output appended to ``log``; (exit code, wall seconds)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(log, "a") as handle:
-        handle.write(f"$ sei {' '.join(args)}\n")
-        handle.flush()
-        done = subprocess.run(
-            [*SEI, *args], stdout=handle, stderr=subprocess.STDOUT, env=env, check=False, cwd=ROOT
-        )
-    return done.returncode, time.perf_counter() - started
+    return run_sei(args, log, cwd=ROOT)
 
 
 def reconstruct_cell(kernel: str, method: str, log: Path, out: Path, options: list[str]) -> dict:

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from _timing import run_sei
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "reproduce.json"
 WORK = HERE / "work" / "reproduce"
@@ -98,14 +100,9 @@ def save_record(record: dict) -> None:
 
 
 def sei(*args: str, threads: int, log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as handle:
-        handle.write(f"$ sei {' '.join(args)}\n")
-        handle.flush()
-        done = subprocess.run([sys.executable, "-m", "sei", *args], stdout=handle, stderr=subprocess.STDOUT, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"sei {args[0]} failed (exit {done.returncode}); see {log}")
+    code, _ = run_sei(list(args), log, cwd=None, threads=threads)
+    if code != 0:
+        raise RuntimeError(f"sei {args[0]} failed (exit {code}); see {log}")
 
 
 def wiener_reg(run: Run, train_root: Path) -> float:
