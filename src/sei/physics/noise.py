@@ -31,18 +31,25 @@ INTENSITY_SCALE = 255.0  # levels and gains are given in 8-bit units: value / 25
 NEGATIVE_TOLERANCE = 1e-6  # below this an intensity under Poisson noise is a user error, not rounding
 
 
+def _number_or_auto(text: str | float, usage: str) -> float | str:
+    """``auto`` (any case), or ``text`` as a float; a one-line error with ``usage`` otherwise."""
+    if str(text).strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise SeiUserError(f"{usage}, got {text!r}") from None
+
+
 def parse_noise_level(text: str | float) -> float | str:
     """``--noise_level``: a std in 8-bit units (>= 0) or ``auto`` (estimated from the measurements).
 
     >>> parse_noise_level("5"), parse_noise_level("AUTO")
     (5.0, 'auto')
     """
-    if str(text).strip().lower() == AUTO:
+    value = _number_or_auto(text, "--noise_level takes a number (the std in 8-bit units) or 'auto'")
+    if value == AUTO:
         return AUTO
-    try:
-        value = float(text)
-    except ValueError:
-        raise SeiUserError(f"--noise_level takes a number (the std in 8-bit units) or 'auto', got {text!r}") from None
     if not value >= 0 or not math.isfinite(value):
         raise SeiUserError(f"the noise level must be a finite number >= 0, got {text!r}")
     return value
@@ -54,12 +61,9 @@ def parse_gain(text: str | float) -> float | str:
     >>> parse_gain("2.55"), parse_gain("auto")
     (2.55, 'auto')
     """
-    if str(text).strip().lower() == AUTO:
+    value = _number_or_auto(text, "--gain takes a number (one photon's intensity in 8-bit units) or 'auto'")
+    if value == AUTO:
         return AUTO
-    try:
-        value = float(text)
-    except ValueError:
-        raise SeiUserError(f"--gain takes a number (one photon's intensity in 8-bit units) or 'auto', got {text!r}") from None
     check_gain(value)
     return value
 
