@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def median_seconds(functions: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3) -> dict[str, float]:
+def median_seconds(
+    functions: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3
+) -> dict[str, float]:
     """Median wall time of each function, interleaving them so machine noise hits all alike."""
     for function in functions.values():
         for _ in range(warmup):
@@ -33,6 +35,12 @@ def run_sei(args: list[str], log: Path, cwd: Path | None, threads: int = 1) -> t
     with open(log, "a") as handle:
         handle.write(f"$ sei {' '.join(args)}\n")
         handle.flush()
-        done = subprocess.run([sys.executable, "-m", "sei", *args], stdout=handle, stderr=subprocess.STDOUT, env=env,
-                              check=False, cwd=cwd)
+        done = subprocess.run(
+            [sys.executable, "-m", "sei", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=False,
+            cwd=cwd,
+        )
     return done.returncode, time.perf_counter() - started

@@ -49,7 +49,9 @@ def evaluate(model: torch.nn.Module, physics, measured: MeasuredImages) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train_root", type=Path, default=HERE / "photo_pool")
@@ -59,7 +61,11 @@ def main() -> None:
     torch.manual_seed(0)
     ours = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5)
     sigma = ours.sigma
-    physics = dinv.physics.BlurFFT(img_size=(3, 48, 48), filter=ours.kernel.float()[None, None], noise_model=dinv.physics.GaussianNoise(sigma))
+    physics = dinv.physics.BlurFFT(
+        img_size=(3, 48, 48),
+        filter=ours.kernel.float()[None, None],
+        noise_model=dinv.physics.GaussianNoise(sigma),
+    )
     test_physics = ours  # the same circular blur; fixed measurements identical to `sei test`'s
     measured = MeasuredImages(list(load_images("samples", split="test")), test_physics, seed=0)
     model = dinv.models.UNet(in_channels=3, out_channels=3, scales=3, residual=True)
@@ -67,7 +73,9 @@ def main() -> None:
     loss_sure = dinv.loss.SureGaussianLoss(sigma=sigma, tau=0.01)
     loss_ei = dinv.loss.EILoss(transform=dinv.transform.Scale(), no_grad=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[int(0.7 * args.steps), int(0.9 * args.steps)], gamma=0.5)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=[int(0.7 * args.steps), int(0.9 * args.steps)], gamma=0.5
+    )
     pool = tiles(args.train_root)
     generator = torch.Generator().manual_seed(0)
     curve = []
@@ -76,10 +84,18 @@ def main() -> None:
         started = time.perf_counter()
         chosen = torch.randint(len(pool), (8,), generator=generator)
         corners = torch.randint(0, 256 - 48 + 1, (8, 2), generator=generator)
-        x = torch.stack([pool[i, :, t : t + 48, s : s + 48] for i, (t, s) in zip(chosen.tolist(), corners.tolist(), strict=True)])
+        x = torch.stack(
+            [
+                pool[i, :, t : t + 48, s : s + 48]
+                for i, (t, s) in zip(chosen.tolist(), corners.tolist(), strict=True)
+            ]
+        )
         y = physics(x)
         x_net = model(y, physics)
-        loss = loss_sure(y=y, x_net=x_net, physics=physics, model=model).mean() + loss_ei(x_net=x_net, physics=physics, model=model).mean()
+        loss = (
+            loss_sure(y=y, x_net=x_net, physics=physics, model=model).mean()
+            + loss_ei(x_net=x_net, physics=physics, model=model).mean()
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -89,7 +105,9 @@ def main() -> None:
             psnr = evaluate(model, test_physics, measured)
             curve.append({"step": step, "train_seconds": round(train_seconds, 1), "psnr": psnr})
             print(f"step {step:5d}  {train_seconds:7.0f} s  test PSNR {psnr:.2f} dB", flush=True)
-            write(curve, parameters, args)  # after every evaluation: an interrupted run still leaves its curve
+            write(
+                curve, parameters, args
+            )  # after every evaluation: an interrupted run still leaves its curve
 
 
 def write(curve: list[dict], parameters: int, args: argparse.Namespace) -> None:
@@ -102,8 +120,14 @@ def write(curve: list[dict], parameters: int, args: argparse.Namespace) -> None:
         + ", ".join(f"{p['psnr']:.2f} dB at {p['train_seconds']:.0f} s" for p in curve)
         + "."
     )
-    result = {"recipe": "deepinv UNet scales=3 + SureGaussianLoss + EILoss(Scale, no_grad)", "parameters": parameters, "threads": args.threads,
-              "steps_planned": args.steps, "curve": curve, "markdown": markdown}
+    result = {
+        "recipe": "deepinv UNet scales=3 + SureGaussianLoss + EILoss(Scale, no_grad)",
+        "parameters": parameters,
+        "threads": args.threads,
+        "steps_planned": args.steps,
+        "curve": curve,
+        "markdown": markdown,
+    }
     (HERE / "results" / "anchor_deepinv.json").write_text(json.dumps(result, indent=1))
 
 

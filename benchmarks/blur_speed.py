@@ -22,7 +22,12 @@ from sei.physics import make_physics
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=1, help="1 by default: the machine is shared, and 2 threads on 2 busy cores time the scheduler")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="1 by default: the machine is shared, and 2 threads on 2 busy cores time the scheduler",
+    )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--kernel", default="Gaussian_R2")
     args = parser.parse_args()
@@ -47,13 +52,29 @@ def main() -> None:
                 repeats=args.repeats if shape[0] == 8 else max(5, args.repeats // 4),
             )
             for name, seconds in times.items():
-                records.append({"shape": list(shape), "op": direction, "impl": name, "median_ms": 1e3 * seconds, "speedup_of_sei": seconds / times["sei"]})
+                records.append(
+                    {
+                        "shape": list(shape),
+                        "op": direction,
+                        "impl": name,
+                        "median_ms": 1e3 * seconds,
+                        "speedup_of_sei": seconds / times["sei"],
+                    }
+                )
     print(f"{'shape':<18}{'op':<11}{'implementation':<26}{'median ms':>11}{'sei faster by':>15}")
     for r in records:
-        print(f"{'x'.join(map(str, r['shape'])):<18}{r['op']:<11}{r['impl']:<26}{r['median_ms']:>11.3f}{r['speedup_of_sei']:>14.2f}x")
+        print(
+            f"{'x'.join(map(str, r['shape'])):<18}{r['op']:<11}{r['impl']:<26}{r['median_ms']:>11.3f}{r['speedup_of_sei']:>14.2f}x"
+        )
     out = Path(__file__).parent / "results" / "blur_speed.json"
     out.parent.mkdir(exist_ok=True)
-    meta = {"threads": args.threads, "kernel": args.kernel, "torch": torch.__version__, "deepinv": dinv.__version__, "machine": platform.processor() or platform.machine()}
+    meta = {
+        "threads": args.threads,
+        "kernel": args.kernel,
+        "torch": torch.__version__,
+        "deepinv": dinv.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
     out.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     print(f"wrote {out}")
 

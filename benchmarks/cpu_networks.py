@@ -22,7 +22,15 @@ import torch
 from sei.models import create_model
 from sei.physics import make_physics
 
-TRAIN_IMAGES = ["skimage:astronaut", "skimage:coffee", "skimage:chelsea", "skimage:rocket", "sporco:barbara", "sporco:sail", "sporco:tulips"]
+TRAIN_IMAGES = [
+    "skimage:astronaut",
+    "skimage:coffee",
+    "skimage:chelsea",
+    "skimage:rocket",
+    "sporco:barbara",
+    "sporco:sail",
+    "sporco:tulips",
+]
 TEST_IMAGES = ["sporco:kodim23", "sporco:monarch"]
 CANDIDATES = ["unet-small", "dncnn-small", "swinir-tiny"]
 
@@ -68,7 +76,10 @@ def sei_loss(physics):
 
         def loss(model, y, rng):
             x_net = model(y, physics)
-            return (sure(y=y, x_net=x_net, physics=physics, model=model) + ei(x_net=x_net, physics=physics, model=model)).mean()
+            return (
+                sure(y=y, x_net=x_net, physics=physics, model=model)
+                + ei(x_net=x_net, physics=physics, model=model)
+            ).mean()
 
         return "deepinv SureGaussianLoss + EILoss(Scale)", loss
 
@@ -111,21 +122,44 @@ def run_candidate(name, task, sr_factor, physics, train, tests, budget, checkpoi
             elapsed += step
             step_times.append(step)
             steps += 1
-        curve.append({"cpu_seconds": round(elapsed, 1), "steps": steps, "test_psnr": round(evaluate(model, physics, tests), 3)})
+        curve.append(
+            {
+                "cpu_seconds": round(elapsed, 1),
+                "steps": steps,
+                "test_psnr": round(evaluate(model, physics, tests), 3),
+            }
+        )
         print(f"{task} {name}: {curve[-1]}", flush=True)
-    return {"model": name, "params": params, "median_step_s": round(float(np.median(step_times)), 3), "curve": curve, "loss": loss_label}
+    return {
+        "model": name,
+        "params": params,
+        "median_step_s": round(float(np.median(step_times)), 3),
+        "curve": curve,
+        "loss": loss_label,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=150.0, help="CPU seconds of training per candidate and task")
-    parser.add_argument("--tasks", default="deblurring,sr", help="comma-separated: deblurring (Gaussian_R2), sr (x2)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--budget", type=float, default=150.0, help="CPU seconds of training per candidate and task"
+    )
+    parser.add_argument(
+        "--tasks", default="deblurring,sr", help="comma-separated: deblurring (Gaussian_R2), sr (x2)"
+    )
     parser.add_argument("--models", default=",".join(CANDIDATES))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu_networks.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread",
-               "budget_cpu_s": args.budget, "train_images": TRAIN_IMAGES, "test_images": TEST_IMAGES, "runs": []}
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread",
+        "budget_cpu_s": args.budget,
+        "train_images": TRAIN_IMAGES,
+        "test_images": TEST_IMAGES,
+        "runs": [],
+    }
     if args.out.is_file():  # rerunning some candidates replaces their rows and keeps the others
         results["runs"] = json.loads(args.out.read_text())["runs"]
     for task in args.tasks.split(","):
@@ -136,7 +170,9 @@ def main() -> None:
         for i, spec in enumerate(TEST_IMAGES):
             x = load_image(spec)[:, 128:384, 256:512]  # a 256x256 crop keeps evaluation cheap
             tests.append((x, physics.measure(x[None], seed=100 + i)[0]))
-        baseline = np.mean([y_psnr(physics.upsample(y[None]) if task == "sr" else y[None], x[None]) for x, y in tests])
+        baseline = np.mean(
+            [y_psnr(physics.upsample(y[None]) if task == "sr" else y[None], x[None]) for x, y in tests]
+        )
         print(f"{task}: input/up PSNR {baseline:.3f}", flush=True)
         lr = 2e-4 if task == "sr" else 1e-4
         lr *= 5  # short budgets: the paper's rates are for 50k steps

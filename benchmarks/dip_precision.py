@@ -37,7 +37,9 @@ def main() -> None:
 
     physics = make_physics("deblurring", kernel=args.kernel, noise_level=5)
     pairs = MeasuredImages(load_images("samples", split="test"), physics, seed=0)
-    rows: dict[str, dict[str, list[float]]] = {amp: {"psnr": [], "s_per_iteration": []} for amp in ("none", "auto")}
+    rows: dict[str, dict[str, list[float]]] = {
+        amp: {"psnr": [], "s_per_iteration": []} for amp in ("none", "auto")
+    }
     for index in range(min(args.images, len(pairs))):
         _, x, y = pairs[index]
         for amp, row in rows.items():  # interleaved, so machine noise hits both alike
@@ -45,7 +47,10 @@ def main() -> None:
             estimate = DeepImagePrior(physics, iterations=args.iterations, amp=amp, progress=False)(y[None])
             row["s_per_iteration"].append((time.perf_counter() - start) / args.iterations)
             row["psnr"].append(image_metrics(estimate[0], x)[0])
-            print(f"image {index} amp={amp}: {row['psnr'][-1]:.2f} dB, {row['s_per_iteration'][-1] * 1e3:.1f} ms/iteration", flush=True)
+            print(
+                f"image {index} amp={amp}: {row['psnr'][-1]:.2f} dB, {row['s_per_iteration'][-1] * 1e3:.1f} ms/iteration",
+                flush=True,
+            )
 
     base = statistics.median(rows["none"]["s_per_iteration"])
     print("\n| amp | mean PSNR (dB) | median ms/iteration | speed-up |\n|---|---|---|---|")
@@ -53,8 +58,13 @@ def main() -> None:
         median = statistics.median(row["s_per_iteration"])
         print(f"| {amp} | {statistics.mean(row['psnr']):.2f} | {median * 1e3:.1f} | {base / median:.2f}x |")
     result = {
-        "kernel": args.kernel, "iterations": args.iterations, "threads": args.threads, "images": len(rows["none"]["psnr"]),
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "rows": rows,
+        "kernel": args.kernel,
+        "iterations": args.iterations,
+        "threads": args.threads,
+        "images": len(rows["none"]["psnr"]),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

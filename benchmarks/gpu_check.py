@@ -99,14 +99,42 @@ class Sizes:
 
 
 CUDA_SIZES = Sizes(
-    device="cuda", model="swinir", model_options={}, batch=8, patch=48, steps=200, warmup=20, compare_steps=20, photos=8,
-    resize=256, ddp_steps=4, megapixels=12.0, tile=256, agreement_model="swinir", agreement_dtypes=("float32", "float32"),
-    timeout=180, extra_train_args=("--num_workers", "2"),  # DataLoader workers and pinned memory, as on a real run
+    device="cuda",
+    model="swinir",
+    model_options={},
+    batch=8,
+    patch=48,
+    steps=200,
+    warmup=20,
+    compare_steps=20,
+    photos=8,
+    resize=256,
+    ddp_steps=4,
+    megapixels=12.0,
+    tile=256,
+    agreement_model="swinir",
+    agreement_dtypes=("float32", "float32"),
+    timeout=180,
+    extra_train_args=("--num_workers", "2"),  # DataLoader workers and pinned memory, as on a real run
 )
 CPU_SIZES = Sizes(
-    device="cpu", model="swinir-tiny", model_options={"drop_path_rate": 0.1}, batch=2, patch=16, steps=4, warmup=1,
-    compare_steps=3, photos=2, resize=48, ddp_steps=2, megapixels=0.1, tile=96, agreement_model="swinir-tiny",
-    agreement_dtypes=("float64", "float32"), timeout=240, extra_train_args=("--model", "swinir-tiny"),
+    device="cpu",
+    model="swinir-tiny",
+    model_options={"drop_path_rate": 0.1},
+    batch=2,
+    patch=16,
+    steps=4,
+    warmup=1,
+    compare_steps=3,
+    photos=2,
+    resize=48,
+    ddp_steps=2,
+    megapixels=0.1,
+    tile=96,
+    agreement_model="swinir-tiny",
+    agreement_dtypes=("float64", "float32"),
+    timeout=240,
+    extra_train_args=("--model", "swinir-tiny"),
 )
 
 
@@ -152,8 +180,15 @@ def _environment() -> dict[str, str]:
 def _run(command: list[str], timeout: int, cwd: Path = ROOT) -> dict[str, Any]:
     """Run a command in its own process group (killed whole on timeout); rc, seconds and the output's tail."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=timeout)
         rc = process.returncode
@@ -161,7 +196,12 @@ def _run(command: list[str], timeout: int, cwd: Path = ROOT) -> dict[str, Any]:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         rc = None
-    return {"rc": rc, "timed_out": rc is None, "seconds": round(time.perf_counter() - started, 2), "output_tail": output[-2500:]}
+    return {
+        "rc": rc,
+        "timed_out": rc is None,
+        "seconds": round(time.perf_counter() - started, 2),
+        "output_tail": output[-2500:],
+    }
 
 
 def relative_difference(reference: Any, compared: Any, scale: float | None = None) -> dict[str, float]:
@@ -175,7 +215,10 @@ def relative_difference(reference: Any, compared: Any, scale: float | None = Non
     largest = float((reference - compared).abs().max())
     if scale is None:
         scale = float(reference.abs().max())
-    return {"max_abs": largest, "relative": largest / scale if scale > 0 else (0.0 if largest == 0 else math.inf)}
+    return {
+        "max_abs": largest,
+        "relative": largest / scale if scale > 0 else (0.0 if largest == 0 else math.inf),
+    }
 
 
 def _photos(count: int) -> list[tuple[str, Any]]:
@@ -218,23 +261,48 @@ def _astronaut() -> Any:
 def section_tests(sizes: Sizes, work: Path) -> dict[str, Any]:
     """Run every test marked ``cuda`` (tests/conftest.py skips them where there is no GPU)."""
     junit = work / "junit.xml"
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py") if "pytest.mark.cuda" in p.read_text())
+    files = sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").glob("test_*.py")
+        if "pytest.mark.cuda" in p.read_text()
+    )
     if not files:
         return {"status": "failed", "error": "no test is marked cuda under tests/"}
-    command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", f"--junitxml={junit}", *files]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-m",
+        "cuda",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+        *files,
+    ]
     outcome = _run(command, sizes.timeout)
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     names: dict[str, str] = {}
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):
-            kind = "failed" if case.find("failure") is not None or case.find("error") is not None else (
-                "skipped" if case.find("skipped") is not None else "passed")
+            kind = (
+                "failed"
+                if case.find("failure") is not None or case.find("error") is not None
+                else ("skipped" if case.find("skipped") is not None else "passed")
+            )
             counts[kind] += 1
             names[f"{case.get('classname')}::{case.get('name')}"] = kind
     ran = sum(counts.values())
     status = "ok" if outcome["rc"] == 0 and counts["failed"] == 0 and ran > 0 else "failed"
-    return {"status": status, "command": " ".join(command[1:]), **counts, "tests": names, "rc": outcome["rc"],
-            "seconds": outcome["seconds"], **({"output_tail": outcome["output_tail"]} if status != "ok" else {})}
+    return {
+        "status": status,
+        "command": " ".join(command[1:]),
+        **counts,
+        "tests": names,
+        "rc": outcome["rc"],
+        "seconds": outcome["seconds"],
+        **({"output_tail": outcome["output_tail"]} if status != "ok" else {}),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +317,9 @@ def _patch_pool(sizes: Sizes, physics: Any, device: Any, batches: int = 16) -> l
     from sei.imageio import resize_short_side
 
     images = [(identity, resize_short_side(image, sizes.resize)) for identity, image in _photos(sizes.photos)]
-    patches = PatchDataset(MeasuredImages(images, physics, seed=0), patch_size=sizes.patch, seed=0)  # measured on the CPU
+    patches = PatchDataset(
+        MeasuredImages(images, physics, seed=0), patch_size=sizes.patch, seed=0
+    )  # measured on the CPU
     pool = []
     for index in range(batches):
         patches.set_epoch(index)
@@ -258,7 +328,9 @@ def _patch_pool(sizes: Sizes, physics: Any, device: Any, batches: int = 16) -> l
     return pool
 
 
-def _train_run(sizes: Sizes, method: str, amp: str, physics: Any, pool: list[dict[str, Any]]) -> dict[str, Any]:
+def _train_run(
+    sizes: Sizes, method: str, amp: str, physics: Any, pool: list[dict[str, Any]]
+) -> dict[str, Any]:
     """``steps`` optimizer steps the way ``sei.training.train`` takes them (per-step seeds, the paper's
     learning rate and schedule, losses read back every step); timed after the warm-up."""
     import torch
@@ -291,7 +363,9 @@ def _train_run(sizes: Sizes, method: str, amp: str, physics: Any, pool: list[dic
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
-        values = torch.stack([value.detach().float() for value in terms.values()]).tolist()  # a sync, as the loop's logging
+        values = torch.stack(
+            [value.detach().float() for value in terms.values()]
+        ).tolist()  # a sync, as the loop's logging
         curve.append(dict(zip(terms, values, strict=True)))
         if not all(math.isfinite(v) for v in values):
             raise RuntimeError(f"{method} {amp}: non-finite loss at step {step + 1}: {curve[-1]}")
@@ -301,26 +375,39 @@ def _train_run(sizes: Sizes, method: str, amp: str, physics: Any, pool: list[dic
     _sync(device)
     ended = time.perf_counter()
     record = {
-        "method": method, "amp": amp, "steps": sizes.steps, "seconds": round(ended - started, 2),
+        "method": method,
+        "amp": amp,
+        "steps": sizes.steps,
+        "seconds": round(ended - started, 2),
         "steps_per_second": round((sizes.steps - sizes.warmup) / (ended - timed_from), 3),
-        "peak_memory_mib": _peak_mib(device), "curve": curve,
+        "peak_memory_mib": _peak_mib(device),
+        "curve": curve,
     }
     del model, optimizer, objective
     return record
 
 
-def _curve_difference(reference: list[dict[str, float]], compared: list[dict[str, float]], steps: int) -> dict[str, dict[str, float]]:
+def _curve_difference(
+    reference: list[dict[str, float]], compared: list[dict[str, float]], steps: int
+) -> dict[str, dict[str, float]]:
     """Per loss term, over the first ``steps`` steps: |compared - reference| relative to the mean |reference|."""
     out = {}
     for term in reference[0]:
         first = [row[term] for row in reference[:steps]]
         scale = sum(abs(v) for v in first) / len(first)
-        differences = [abs(b[term] - a[term]) / scale if scale > 0 else 0.0 for a, b in zip(reference[:steps], compared[:steps], strict=True)]
+        differences = [
+            abs(b[term] - a[term]) / scale if scale > 0 else 0.0
+            for a, b in zip(reference[:steps], compared[:steps], strict=True)
+        ]
         tail = max(1, len(reference) // 5)  # the last fifth of the run: where each precision ended up
         end_reference = sum(row[term] for row in reference[-tail:]) / tail
         end_compared = sum(row[term] for row in compared[-tail:]) / tail
-        out[term] = {"mean_relative": sum(differences) / len(differences), "max_relative": max(differences),
-                     "last_fifth_mean_reference": end_reference, "last_fifth_mean_compared": end_compared}
+        out[term] = {
+            "mean_relative": sum(differences) / len(differences),
+            "max_relative": max(differences),
+            "last_fifth_mean_reference": end_reference,
+            "last_fifth_mean_compared": end_compared,
+        }
     return out
 
 
@@ -333,7 +420,9 @@ def section_training(sizes: Sizes, work: Path) -> dict[str, Any]:
     device = torch.device(sizes.device)
     physics = make_physics(TASK, kernel=KERNEL, noise_level=NOISE_LEVEL).to(device)
     pool = _patch_pool(sizes, physics, device)
-    parameters = sum(p.numel() for p in create_model(sizes.model, task=TASK, **sizes.model_options).parameters())
+    parameters = sum(
+        p.numel() for p in create_model(sizes.model, task=TASK, **sizes.model_options).parameters()
+    )
     runs: dict[str, dict[str, Any]] = {}
     for method in ("proposed", "sup"):
         for amp in ("none", "bf16"):
@@ -343,17 +432,29 @@ def section_training(sizes: Sizes, work: Path) -> dict[str, Any]:
         fp32, bf16 = runs[f"{method}/none"], runs[f"{method}/bf16"]
         comparison[method] = _curve_difference(fp32["curve"], bf16["curve"], sizes.compare_steps)
         speedups[method] = round(bf16["steps_per_second"] / fp32["steps_per_second"], 3)
-    curves_agree = all(comparison[m]["loss"]["mean_relative"] <= BF16_MAX_CURVE_DIFFERENCE for m in comparison)
+    curves_agree = all(
+        comparison[m]["loss"]["mean_relative"] <= BF16_MAX_CURVE_DIFFERENCE for m in comparison
+    )
     faster = all(s >= BF16_MIN_SPEEDUP for s in speedups.values())
     choice = "bf16" if curves_agree and faster else "float32"
     differences = ", ".join(f"{m} {c['loss']['mean_relative']:.3g}" for m, c in comparison.items())
-    reason = (f"bf16 speed-up {', '.join(f'{m} {s}x' for m, s in speedups.items())} (needs >= {BF16_MIN_SPEEDUP}x); "
-              f"mean relative loss difference over the first {sizes.compare_steps} steps {differences} "
-              f"(needs <= {BF16_MAX_CURVE_DIFFERENCE})")
+    reason = (
+        f"bf16 speed-up {', '.join(f'{m} {s}x' for m, s in speedups.items())} (needs >= {BF16_MIN_SPEEDUP}x); "
+        f"mean relative loss difference over the first {sizes.compare_steps} steps {differences} "
+        f"(needs <= {BF16_MAX_CURVE_DIFFERENCE})"
+    )
     return {
-        "status": "ok", "model": sizes.model, "model_options": sizes.model_options, "parameters": parameters,
-        "batch": sizes.batch, "patch": sizes.patch, "task": f"{TASK} {KERNEL} noise {NOISE_LEVEL:g}",
-        "steps": sizes.steps, "timed_after_step": sizes.warmup, "runs": runs, "bf16_speedup": speedups,
+        "status": "ok",
+        "model": sizes.model,
+        "model_options": sizes.model_options,
+        "parameters": parameters,
+        "batch": sizes.batch,
+        "patch": sizes.patch,
+        "task": f"{TASK} {KERNEL} noise {NOISE_LEVEL:g}",
+        "steps": sizes.steps,
+        "timed_after_step": sizes.warmup,
+        "runs": runs,
+        "bf16_speedup": speedups,
         "bf16_against_float32": comparison,
         "recommendation": {"amp_auto": choice, "device": device.type, "reason": reason},
     }
@@ -381,7 +482,14 @@ def _checkpoint_step(run_dir: Path) -> int | None:
 
 
 def _torchrun(processes: int, arguments: list[str], shared_device: bool) -> list[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+    ]
     if shared_device:  # every process on device 0 (torchrun would give process 1 cuda:1, which one GPU lacks)
         return [*command, str(Path(__file__).resolve()), WORKER_FLAG, *arguments]
     return [*command, "-m", "sei", *arguments]
@@ -393,28 +501,78 @@ def section_distributed(sizes: Sizes, work: Path) -> dict[str, Any]:
     photos = _photo_folder(sizes, work)
     run_dir = work / "ddp_run"
     config = work / "ddp.toml"
-    config.write_text("log_interval = 1\n")  # every step in metrics.csv, to check that the resumed run continues
+    config.write_text(
+        "log_interval = 1\n"
+    )  # every step in metrics.csv, to check that the resumed run continues
     k = sizes.ddp_steps
-    first = ["train", "--config", str(config), "--method", "proposed", "--preset", "paper", "--dataset", str(photos),
-             "--resize", str(sizes.resize), "--batch_size", str(sizes.batch), "--patch_size", str(sizes.patch),
-             "--val_images", "0", "--val_interval", "0", "--checkpoint_interval", str(k), "--max_steps", str(k),
-             "--device", sizes.device, "--quiet", "--out_dir", str(run_dir), *sizes.extra_train_args]
-    resume = ["train", "--resume", str(run_dir), "--max_steps", str(2 * k), "--device", sizes.device, "--quiet"]
+    first = [
+        "train",
+        "--config",
+        str(config),
+        "--method",
+        "proposed",
+        "--preset",
+        "paper",
+        "--dataset",
+        str(photos),
+        "--resize",
+        str(sizes.resize),
+        "--batch_size",
+        str(sizes.batch),
+        "--patch_size",
+        str(sizes.patch),
+        "--val_images",
+        "0",
+        "--val_interval",
+        "0",
+        "--checkpoint_interval",
+        str(k),
+        "--max_steps",
+        str(k),
+        "--device",
+        sizes.device,
+        "--quiet",
+        "--out_dir",
+        str(run_dir),
+        *sizes.extra_train_args,
+    ]
+    resume = [
+        "train",
+        "--resume",
+        str(run_dir),
+        "--max_steps",
+        str(2 * k),
+        "--device",
+        sizes.device,
+        "--quiet",
+    ]
     launches: dict[str, dict[str, Any]] = {}
 
-    def launch(name: str, processes: int, arguments: list[str], shared: bool = False, timeout: int | None = None) -> dict[str, Any]:
+    def launch(
+        name: str, processes: int, arguments: list[str], shared: bool = False, timeout: int | None = None
+    ) -> dict[str, Any]:
         outcome = _run(_torchrun(processes, arguments, shared), timeout or sizes.timeout)
-        outcome.update(processes=processes, steps_logged=_metrics_steps(run_dir), checkpoint_step=_checkpoint_step(run_dir))
+        outcome.update(
+            processes=processes,
+            steps_logged=_metrics_steps(run_dir),
+            checkpoint_step=_checkpoint_step(run_dir),
+        )
         if outcome["rc"] == 0:
             outcome.pop("output_tail")
         launches[name] = outcome
         return outcome
 
     single = launch("one_process", 1, first)
-    shared = launch("two_processes_one_device_resumed", 2, resume, shared=True, timeout=min(sizes.timeout, 120))
+    shared = launch(
+        "two_processes_one_device_resumed", 2, resume, shared=True, timeout=min(sizes.timeout, 120)
+    )
     shared_ok = shared["rc"] == 0 and shared["checkpoint_step"] == 2 * k
-    record: dict[str, Any] = {"backend": "nccl" if sizes.device == "cuda" else "gloo", "model": sizes.model, "steps_per_launch": k,
-                              "two_processes_one_device": "ok" if shared_ok else "refused"}
+    record: dict[str, Any] = {
+        "backend": "nccl" if sizes.device == "cuda" else "gloo",
+        "model": sizes.model,
+        "steps_per_launch": k,
+        "two_processes_one_device": "ok" if shared_ok else "refused",
+    }
     resumed = shared
     if not shared_ok and sizes.device == "cuda":
         # NCCL alone, without sei: does it accept two ranks on one GPU? Then resume with one process.
@@ -428,8 +586,12 @@ def section_distributed(sizes: Sizes, work: Path) -> dict[str, Any]:
         "steps_logged": resumed["steps_logged"],
     }
     check["continued"] = (
-        single["rc"] == 0 and resumed["rc"] == 0 and check["resumed_from_step"] == k and check["first_new_step"] == k + 1
-        and check["steps_logged"] == list(range(1, 2 * k + 1)) and check["final_step"] == 2 * k
+        single["rc"] == 0
+        and resumed["rc"] == 0
+        and check["resumed_from_step"] == k
+        and check["first_new_step"] == k + 1
+        and check["steps_logged"] == list(range(1, 2 * k + 1))
+        and check["final_step"] == 2 * k
     )
     record.update(launches=launches, resume=check)
     # on a GPU, two processes on one device are NCCL's call (recorded); on the CPU, gloo must take them
@@ -475,7 +637,9 @@ def section_reconstruct(sizes: Sizes, work: Path) -> dict[str, Any]:
     # border and a tile's unpadded one are not the same input, and the comparison would measure that
     height = int(round(math.sqrt(sizes.megapixels * 1e6 * 3 / 4) / 24)) * 24
     width = height * 4 // 3
-    sharp = F.interpolate(_astronaut()[None], size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+    sharp = F.interpolate(
+        _astronaut()[None], size=(height, width), mode="bicubic", align_corners=False
+    ).clamp(0, 1)
     physics = make_physics(TASK, kernel=KERNEL, noise_level=NOISE_LEVEL).to(device)
     with torch.no_grad():
         measured = physics.measure(sharp.to(device), seed=0).cpu()
@@ -483,19 +647,40 @@ def section_reconstruct(sizes: Sizes, work: Path) -> dict[str, Any]:
     write_image(measured[0], source)
     del sharp, measured
     megapixels = height * width / 1e6
-    record: dict[str, Any] = {"image": f"{width}x{height} ({megapixels:.1f} MP), scikit-image astronaut upsampled, "
-                                       f"{KERNEL} blur, noise {NOISE_LEVEL:g}, 8-bit PNG", "weights": WEIGHTS, "runs": {}}
+    record: dict[str, Any] = {
+        "image": f"{width}x{height} ({megapixels:.1f} MP), scikit-image astronaut upsampled, "
+        f"{KERNEL} blur, noise {NOISE_LEVEL:g}, 8-bit PNG",
+        "weights": WEIGHTS,
+        "runs": {},
+    }
     outputs = {}
     for label, tile in (("tiled", sizes.tile), ("whole", 0)):
         target = work / f"large_{label}.npy"
         _reset_peak(device)
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            rc = main(["reconstruct", str(source), str(target), "--weights", WEIGHTS, "--device", sizes.device, "--tile", str(tile)])
+            rc = main(
+                [
+                    "reconstruct",
+                    str(source),
+                    str(target),
+                    "--weights",
+                    WEIGHTS,
+                    "--device",
+                    sizes.device,
+                    "--tile",
+                    str(tile),
+                ]
+            )
         _sync(device)
         seconds = time.perf_counter() - started
-        run = {"tile": tile, "rc": rc, "command_seconds": round(seconds, 2), "command_megapixels_per_second": round(megapixels / seconds, 3),
-               "command_peak_memory_mib": _peak_mib(device)}
+        run = {
+            "tile": tile,
+            "rc": rc,
+            "command_seconds": round(seconds, 2),
+            "command_megapixels_per_second": round(megapixels / seconds, 3),
+            "command_peak_memory_mib": _peak_mib(device),
+        }
         # the network alone (image already on the device; PNG decoding and .npy writing left out)
         loaded = load_reconstructor(WEIGHTS, None, TASK, None, None, None, device)
         y = read_image(source)[None].to(device)
@@ -506,16 +691,26 @@ def section_reconstruct(sizes: Sizes, work: Path) -> dict[str, Any]:
             estimate = tiled(loaded.reconstruct, y, 1, tile) if tile else loaded.reconstruct(y)
         _sync(device)
         seconds = time.perf_counter() - started
-        run.update(inference_seconds=round(seconds, 3), inference_megapixels_per_second=round(megapixels / seconds, 3),
-                   inference_peak_memory_mib=_peak_mib(device))
+        run.update(
+            inference_seconds=round(seconds, 3),
+            inference_megapixels_per_second=round(megapixels / seconds, 3),
+            inference_peak_memory_mib=_peak_mib(device),
+        )
         del estimate, y, loaded
         record["runs"][label] = run
         outputs[label] = np.load(target) if rc == 0 and target.exists() else None
     if outputs["tiled"] is not None and outputs["whole"] is not None:
         difference = relative_difference(outputs["whole"], outputs["tiled"])
         mse = float(np.mean((outputs["whole"].astype(np.float64) - outputs["tiled"]) ** 2))
-        record["tiled_against_whole"] = {**difference, "psnr_db": round(10 * math.log10(1 / mse), 2) if mse > 0 else math.inf}
-    record["status"] = "ok" if all(r["rc"] == 0 for r in record["runs"].values()) and "tiled_against_whole" in record else "failed"
+        record["tiled_against_whole"] = {
+            **difference,
+            "psnr_db": round(10 * math.log10(1 / mse), 2) if mse > 0 else math.inf,
+        }
+    record["status"] = (
+        "ok"
+        if all(r["rc"] == 0 for r in record["runs"].values()) and "tiled_against_whole" in record
+        else "failed"
+    )
     return record
 
 
@@ -551,7 +746,9 @@ def _tf32(allowed: bool | None):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _agreement_values(setting: tuple[str, str], sizes: Sizes, inputs: dict[str, Any], states: dict[str, Any]) -> dict[str, Any]:
+def _agreement_values(
+    setting: tuple[str, str], sizes: Sizes, inputs: dict[str, Any], states: dict[str, Any]
+) -> dict[str, Any]:
     """Every compared quantity, computed on one (device, dtype) from the same float64 inputs and weights."""
     import torch
 
@@ -580,9 +777,15 @@ def _agreement_values(setting: tuple[str, str], sizes: Sizes, inputs: dict[str, 
     sure, equivariance = objective.losses["sure"], objective.losses["equivariance"]
     x_net = net(cast["y"])
     values["sure/SURE value"] = sure(x_net, None, cast["y"], blur, net, probe=cast["probe"]).mean()
-    generator = torch.Generator().manual_seed(1)  # on the CPU for every device: its draws (float32) are the same everywhere
-    values["loss/equivariance value"] = equivariance(x_net, None, cast["y"], _FixedNoise(blur, cast["noise"]), net, rng=generator).mean()
-    if sizes.agreement_dtypes[0] == sizes.agreement_dtypes[1]:  # same dtype on both sides: the objective's own draws agree too
+    generator = torch.Generator().manual_seed(
+        1
+    )  # on the CPU for every device: its draws (float32) are the same everywhere
+    values["loss/equivariance value"] = equivariance(
+        x_net, None, cast["y"], _FixedNoise(blur, cast["noise"]), net, rng=generator
+    ).mean()
+    if (
+        sizes.agreement_dtypes[0] == sizes.agreement_dtypes[1]
+    ):  # same dtype on both sides: the objective's own draws agree too
         terms = objective(net, cast["y"], blur, rng=torch.Generator().manual_seed(2))
         values["sure/objective (defaults) sure term"] = terms["sure"]
         values["loss/objective (defaults) equivariance term"] = terms["equivariance"]
@@ -603,8 +806,11 @@ def section_agreement(sizes: Sizes, work: Path) -> dict[str, Any]:
     from sei.losses import interior_mask
 
     inputs = {
-        "x": x, "y": y, "y_sr": sr.A(x) + sr.sigma * torch.randn(1, 3, 32, 32, generator=generator, dtype=torch.float64),
-        "probe": torch.randn(x.shape, generator=generator, dtype=torch.float64) * interior_mask(x, blur.margin),
+        "x": x,
+        "y": y,
+        "y_sr": sr.A(x) + sr.sigma * torch.randn(1, 3, 32, 32, generator=generator, dtype=torch.float64),
+        "probe": torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        * interior_mask(x, blur.margin),
         "noise": torch.randn(x.shape, generator=generator, dtype=torch.float64),
     }
     states = {}
@@ -614,8 +820,12 @@ def section_agreement(sizes: Sizes, work: Path) -> dict[str, Any]:
     reference_setting = ("cpu", sizes.agreement_dtypes[0])
     compared_setting = (sizes.device, sizes.agreement_dtypes[1])
     passes = [("strict", False), ("defaults", None)] if sizes.device == "cuda" else [("strict", None)]
-    record: dict[str, Any] = {"reference": "/".join(reference_setting), "compared": "/".join(compared_setting),
-                              "tolerances": {p: TOLERANCES[p] for p, _ in passes}, "passes": {}}
+    record: dict[str, Any] = {
+        "reference": "/".join(reference_setting),
+        "compared": "/".join(compared_setting),
+        "tolerances": {p: TOLERANCES[p] for p, _ in passes},
+        "passes": {},
+    }
     with _tf32(False):  # the reference runs on the CPU, where TF32 does not apply; set for clarity
         reference = _agreement_values(reference_setting, sizes, inputs, states)
     all_within = True
@@ -627,7 +837,9 @@ def section_agreement(sizes: Sizes, work: Path) -> dict[str, Any]:
             kind = name.split("/")[0]
             scale = blur.sigma**2 if kind == "sure" else None
             entry = relative_difference(value, compared[name], scale)
-            entry.update(tolerance=TOLERANCES[label][kind], unit="sigma^2" if kind == "sure" else "of max |reference|")
+            entry.update(
+                tolerance=TOLERANCES[label][kind], unit="sigma^2" if kind == "sure" else "of max |reference|"
+            )
             entry["within"] = entry["relative"] <= entry["tolerance"]
             entries[name] = entry
             if label == "strict":
@@ -645,19 +857,31 @@ def machine(sizes: Sizes) -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {
-        "python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
     }
     for package in ("deepinv", "numpy"):
         with contextlib.suppress(Exception):
             info[package] = __import__(package).__version__
     with contextlib.suppress(Exception):
-        info["sei_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        info["sei_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     if sizes.device == "cuda":
         properties = torch.cuda.get_device_properties(0)
         info.update(
-            gpu=properties.name, gpu_memory_gib=round(properties.total_memory / 2**30, 1), compute_capability=f"{properties.major}.{properties.minor}",
-            cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), bf16_supported=torch.cuda.is_bf16_supported(),
-            tf32_defaults={"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+            gpu=properties.name,
+            gpu_memory_gib=round(properties.total_memory / 2**30, 1),
+            compute_capability=f"{properties.major}.{properties.minor}",
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            bf16_supported=torch.cuda.is_bf16_supported(),
+            tf32_defaults={
+                "matmul": torch.backends.cuda.matmul.allow_tf32,
+                "cudnn": torch.backends.cudnn.allow_tf32,
+            },
         )
         with contextlib.suppress(Exception):
             version = torch.cuda.nccl.version()
@@ -677,12 +901,33 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [WORKER_FLAG]:
         return worker(argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu", action="store_true", help="tiny sizes on the CPU (float64 against float32 in section 5)")
-    parser.add_argument("--out", type=Path, default=None, help="the JSON file (default benchmarks/results/gpu_check[_cpu].json)")
-    parser.add_argument("--steps", type=int, default=None, help="section 2's steps per run (default 200 on CUDA, 4 with --cpu)")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed at the end)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cpu", action="store_true", help="tiny sizes on the CPU (float64 against float32 in section 5)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the JSON file (default benchmarks/results/gpu_check[_cpu].json)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="section 2's steps per run (default 200 on CUDA, 4 with --cpu)",
+    )
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="scratch folder (default: a temporary one, removed at the end)",
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
@@ -698,17 +943,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
         if args.steps <= sizes.warmup:
             parser.error(f"--steps must be larger than the {sizes.warmup} warm-up steps")
-        sizes = Sizes(**{**asdict(sizes), "steps": args.steps, "compare_steps": min(sizes.compare_steps, args.steps)})
+        sizes = Sizes(
+            **{**asdict(sizes), "steps": args.steps, "compare_steps": min(sizes.compare_steps, args.steps)}
+        )
     out = args.out or HERE / "results" / ("gpu_check_cpu.json" if args.cpu else "gpu_check.json")
     work = args.work or Path(tempfile.mkdtemp(prefix="sei_gpu_check_"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     report: dict[str, Any] = {
-        "script": "benchmarks/gpu_check.py", "mode": sizes.device, "command": " ".join(["python", "benchmarks/gpu_check.py", *argv]),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sizes": asdict(sizes), "machine": machine(sizes), "sections": {},
+        "script": "benchmarks/gpu_check.py",
+        "mode": sizes.device,
+        "command": " ".join(["python", "benchmarks/gpu_check.py", *argv]),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sizes": asdict(sizes),
+        "machine": machine(sizes),
+        "sections": {},
     }
-    functions = {"tests": section_tests, "training": section_training, "distributed": section_distributed,
-                 "reconstruct": section_reconstruct, "agreement": section_agreement}
+    functions = {
+        "tests": section_tests,
+        "training": section_training,
+        "distributed": section_distributed,
+        "reconstruct": section_reconstruct,
+        "agreement": section_agreement,
+    }
     try:
         for name in SECTIONS:
             if name not in chosen:
@@ -719,12 +976,20 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 result = functions[name](sizes, work)
             except Exception as error:  # noqa: BLE001 - recorded; the other sections still run
-                result = {"status": "error", "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()[-3000:]}
+                result = {
+                    "status": "error",
+                    "error": f"{type(error).__name__}: {error}",
+                    "traceback": traceback.format_exc()[-3000:],
+                }
             result["section_seconds"] = round(time.perf_counter() - section_started, 2)
             report["sections"][name] = result
             report["seconds"] = round(time.perf_counter() - started, 2)
             _write(report, out)
-            print(f"gpu_check: {name}: {result['status']} ({result['section_seconds']} s)", file=sys.stderr, flush=True)
+            print(
+                f"gpu_check: {name}: {result['status']} ({result['section_seconds']} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -37,7 +37,9 @@ def measure(model: str, task: str, megapixels: float, tile: int, threads: int) -
     photo = torch.from_numpy(data.astronaut().astype(np.float32) / 255).permute(2, 0, 1)
     reps = (side_h // 512 + 1, side_w // 512 + 1)
     x = photo.repeat(1, *reps)[:, :side_h, :side_w][None]
-    physics = make_physics(task, kernel="Gaussian_R2" if task == "deblurring" else None, sr_factor=2 if task == "sr" else None)
+    physics = make_physics(
+        task, kernel="Gaussian_R2" if task == "deblurring" else None, sr_factor=2 if task == "sr" else None
+    )
     with torch.no_grad():
         y = physics.measure(x, seed=0)
         network = create_model(model, task=task, sr_factor=2 if task == "sr" else None).eval()
@@ -48,9 +50,15 @@ def measure(model: str, task: str, megapixels: float, tile: int, threads: int) -
     assert out.shape[-2:] == x.shape[-2:]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "model": model, "task": task, "output_megapixels": round(x.shape[-1] * x.shape[-2] / 1e6, 2), "tile": tile, "threads": threads,
-        "seconds": round(seconds, 2), "megapixels_per_second": round(x.shape[-1] * x.shape[-2] / 1e6 / seconds, 3),
-        "peak_rss_mb": round(peak / 1024), "peak_rss_above_inputs_mb": round((peak - baseline) / 1024),
+        "model": model,
+        "task": task,
+        "output_megapixels": round(x.shape[-1] * x.shape[-2] / 1e6, 2),
+        "tile": tile,
+        "threads": threads,
+        "seconds": round(seconds, 2),
+        "megapixels_per_second": round(x.shape[-1] * x.shape[-2] / 1e6 / seconds, 3),
+        "peak_rss_mb": round(peak / 1024),
+        "peak_rss_above_inputs_mb": round((peak - baseline) / 1024),
     }
 
 
@@ -64,17 +72,36 @@ def main() -> None:
         task, megapixels, tile, model = args.child
         print(json.dumps(measure(model, task, float(megapixels), int(tile), args.threads)))
         return
-    configurations = [("deblurring", 2.0, 0), ("deblurring", 2.0, 256), ("deblurring", 12.0, 256), ("sr", 12.0, 256)]
+    configurations = [
+        ("deblurring", 2.0, 0),
+        ("deblurring", 2.0, 256),
+        ("deblurring", 12.0, 256),
+        ("sr", 12.0, 256),
+    ]
     records = []
     for task, megapixels, tile in configurations:
         done = subprocess.run(
-            [sys.executable, __file__, "--threads", str(args.threads), "--child", task, str(megapixels), str(tile), args.model],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--threads",
+                str(args.threads),
+                "--child",
+                task,
+                str(megapixels),
+                str(tile),
+                args.model,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         records.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"{'task':<12}{'MP out':>8}{'tile':>6}{'seconds':>9}{'MP/s':>8}{'peak RSS MB':>13}")
     for r in records:
-        print(f"{r['task']:<12}{r['output_megapixels']:>8}{r['tile'] or 'whole':>6}{r['seconds']:>9}{r['megapixels_per_second']:>8}{r['peak_rss_mb']:>13}")
+        print(
+            f"{r['task']:<12}{r['output_megapixels']:>8}{r['tile'] or 'whole':>6}{r['seconds']:>9}{r['megapixels_per_second']:>8}{r['peak_rss_mb']:>13}"
+        )
     out = HERE / "results" / "inference_speed.json"
     out.write_text(json.dumps(records, indent=1))
     print(f"wrote {out}")

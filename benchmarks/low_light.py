@@ -52,7 +52,9 @@ def mean_psnr(estimates: list[torch.Tensor], truths: list[torch.Tensor]) -> floa
 
 
 def wiener_oracle(physics, ys, xs) -> tuple[float, dict]:
-    best = max((mean_psnr([physics.prox_l2(0, y, g) for y in ys], xs), g) for g in torch.logspace(0, 4, 12).tolist())
+    best = max(
+        (mean_psnr([physics.prox_l2(0, y, g) for y in ys], xs), g) for g in torch.logspace(0, 4, 12).tolist()
+    )
     return best[0], {"gamma": best[1]}
 
 
@@ -60,7 +62,10 @@ def rl_oracle(physics, ys, xs) -> tuple[float, dict]:
     estimates = [torch.full_like(y, float(y.mean())) for y in ys]  # the usual flat start
     best, best_iterations = -1.0, 0
     for iteration in range(1, 201):
-        estimates = [e * physics.A_adjoint(y.clamp_min(0) / physics.A(e).clamp_min(1e-6)) for e, y in zip(estimates, ys, strict=True)]
+        estimates = [
+            e * physics.A_adjoint(y.clamp_min(0) / physics.A(e).clamp_min(1e-6))
+            for e, y in zip(estimates, ys, strict=True)
+        ]
         value = mean_psnr(estimates, xs)
         if value > best:
             best, best_iterations = value, iteration
@@ -90,7 +95,9 @@ def run(steps: int, only: list[str] | None) -> dict:
     images = [image.float() for _, image in load_images("samples", split="test", resize=128)]
     results = json.loads(OUT.read_text()) if OUT.exists() else {"cells": {}}
     for photons, gain in GAINS.items():
-        physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=LEVEL, noise_model="poisson-gaussian", gain=gain)
+        physics = make_physics(
+            "deblurring", kernel="Gaussian_R2", noise_level=LEVEL, noise_model="poisson-gaussian", gain=gain
+        )
         xs = [x[None] for x in images]
         ys = [physics.measure(x, seed=index) for index, x in enumerate(xs)]
         for method in METHODS:
@@ -108,10 +115,18 @@ def run(steps: int, only: list[str] | None) -> dict:
                 if method == "sei_pg_auto":
                     estimate = estimate_poisson_gaussian([y[0] for y in ys])
                     facts = {"gain_estimate": estimate.gain_level, "level_estimate": estimate.noise_level}
-                    trained = make_physics("deblurring", kernel="Gaussian_R2", noise_level=estimate.noise_level,
-                                           noise_model="poisson-gaussian", gain=estimate.gain_level)
+                    trained = make_physics(
+                        "deblurring",
+                        kernel="Gaussian_R2",
+                        noise_level=estimate.noise_level,
+                        noise_model="poisson-gaussian",
+                        gain=estimate.gain_level,
+                    )
                 else:
-                    average = float(torch.cat([physics.gain * y + physics.sigma**2 for y in ys], -1).mean().sqrt()) * 255
+                    average = (
+                        float(torch.cat([physics.gain * y + physics.sigma**2 for y in ys], -1).mean().sqrt())
+                        * 255
+                    )
                     facts = {"gaussian_level": average}
                     trained = make_physics("deblurring", kernel="Gaussian_R2", noise_level=average)
                 model = train_sei(trained, ys, steps)
@@ -120,15 +135,26 @@ def run(steps: int, only: list[str] | None) -> dict:
                 facts["steps"] = steps
             cell = {"psnr": value, "seconds": time.perf_counter() - start, **facts}
             results["cells"][f"{photons}/{method}"] = cell
-            print(f"{photons:>4} photons  {method:<15}{value:7.2f} dB  {cell['seconds']:6.0f} s  {facts}", flush=True)
-            results["meta"] = {"images": len(images), "size": "short side 128", "level": LEVEL, "kernel": "Gaussian_R2 (circular)",
-                               "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+            print(
+                f"{photons:>4} photons  {method:<15}{value:7.2f} dB  {cell['seconds']:6.0f} s  {facts}",
+                flush=True,
+            )
+            results["meta"] = {
+                "images": len(images),
+                "size": "short side 128",
+                "level": LEVEL,
+                "kernel": "Gaussian_R2 (circular)",
+                "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine(),
+            }
             OUT.write_text(json.dumps(results, indent=1))
     return results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--only", action="append", choices=METHODS)
     parser.add_argument("--threads", type=int, default=1)

@@ -94,21 +94,27 @@ def run(resize: int | None, cheap: bool = False) -> list[dict]:
                     seconds = (time.perf_counter() - start) / len(ys)
                     absolute = [abs(e) for e in errors]
                     worst = max(range(len(ys)), key=lambda i: absolute[i])
-                    records.append({
-                        "size": "native" if resize is None else f"short side {resize}",
-                        "task": task + (f" ({variant})" if variant else ""),
-                        "level": level,
-                        "estimator": name,
-                        "median_abs_rel_error": statistics.median(absolute),
-                        "max_abs_rel_error": max(absolute),
-                        "median_signed_rel_error": statistics.median(errors),
-                        "worst_image": images[worst][0], "seconds_per_image": seconds,
-                        "errors": dict(zip([n for n, _ in images], errors, strict=True)),
-                    })
+                    records.append(
+                        {
+                            "size": "native" if resize is None else f"short side {resize}",
+                            "task": task + (f" ({variant})" if variant else ""),
+                            "level": level,
+                            "estimator": name,
+                            "median_abs_rel_error": statistics.median(absolute),
+                            "max_abs_rel_error": max(absolute),
+                            "median_signed_rel_error": statistics.median(errors),
+                            "worst_image": images[worst][0],
+                            "seconds_per_image": seconds,
+                            "errors": dict(zip([n for n, _ in images], errors, strict=True)),
+                        }
+                    )
                     r = records[-1]
-                    print(f"{r['size']:<15}{r['task']:<24}{level:>4}  {name:<26}"
-                          f"{r['median_abs_rel_error']:>8.3f}{r['max_abs_rel_error']:>8.3f}"
-                          f"  {images[worst][0]:<18}{1e3 * seconds:>8.0f} ms", flush=True)
+                    print(
+                        f"{r['size']:<15}{r['task']:<24}{level:>4}  {name:<26}"
+                        f"{r['median_abs_rel_error']:>8.3f}{r['max_abs_rel_error']:>8.3f}"
+                        f"  {images[worst][0]:<18}{1e3 * seconds:>8.0f} ms",
+                        flush=True,
+                    )
     return records
 
 
@@ -121,8 +127,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{'size':<15}{'task':<24}{'lvl':>4}  {'estimator':<26}{'median':>8}{'max':>8}  {'worst image':<18}"
-          f"{'time':>11}")
+    print(
+        f"{'size':<15}{'task':<24}{'lvl':>4}  {'estimator':<26}{'median':>8}{'max':>8}  {'worst image':<18}"
+        f"{'time':>11}"
+    )
     records = []
     for size in args.sizes:
         records += run(None if size == "native" else int(size), args.cheap)
@@ -131,9 +139,14 @@ def main() -> None:
     if out.exists():  # keep the records of the sizes not rerun
         done = {r["size"] for r in records}
         records = [r for r in json.loads(out.read_text())["records"] if r["size"] not in done] + records
-    meta = {"threads": args.threads, "levels": list(LEVELS), "quantised": "8-bit (clipped, rounded)",
-            "torch": torch.__version__, "deepinv": dinv.__version__,
-            "machine": platform.processor() or platform.machine()}
+    meta = {
+        "threads": args.threads,
+        "levels": list(LEVELS),
+        "quantised": "8-bit (clipped, rounded)",
+        "torch": torch.__version__,
+        "deepinv": dinv.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
     out.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     print(f"wrote {out}")
 

@@ -73,12 +73,37 @@ def run(label: str, flags: list[str], measurements: Path, steps: int) -> dict:
     folder = WORK / "runs" / label.replace(" ", "_").replace("(", "").replace(")", "")
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "log.txt"
-    train = ["train", "--measurements", str(measurements), "--kernel", KERNEL, *flags, "--max_steps", str(steps),
-             "--val_interval", "0", "--out_dir", str(folder / "run"), "--overwrite", "--quiet"]
+    train = [
+        "train",
+        "--measurements",
+        str(measurements),
+        "--kernel",
+        KERNEL,
+        *flags,
+        "--max_steps",
+        str(steps),
+        "--val_interval",
+        "0",
+        "--out_dir",
+        str(folder / "run"),
+        "--overwrite",
+        "--quiet",
+    ]
     load = round(os.getloadavg()[0], 2)
     seconds = sei(train, log)
-    sei(["test", "--weights", str(folder / "run" / "weights.safetensors"), "--noise_level", f"{TRUE_LEVEL:g}",
-         "--json", str(folder / "test.json"), "--quiet"], log)
+    sei(
+        [
+            "test",
+            "--weights",
+            str(folder / "run" / "weights.safetensors"),
+            "--noise_level",
+            f"{TRUE_LEVEL:g}",
+            "--json",
+            str(folder / "test.json"),
+            "--quiet",
+        ],
+        log,
+    )
     test = json.loads((folder / "test.json").read_text())
     config = json.loads((folder / "run" / "config.json").read_text())
     from sei.weights import read_weights
@@ -98,7 +123,10 @@ def run(label: str, flags: list[str], measurements: Path, steps: int) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = ["| told | level used | level learned | test PSNR | vs true | SSIM | train s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| told | level used | level learned | test PSNR | vs true | SSIM | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     cells = results["cells"]
     reference = cells.get("true (5)", {}).get("psnr")
     for label in RUNS:
@@ -109,12 +137,16 @@ def table(results: dict) -> str:
         delta = "" if reference is None else f"{cell['psnr'] - reference:+.2f}"
         used = cell["noise_level_used"]
         used = f"{used:.2f}" if isinstance(used, float | int) else str(used)
-        lines.append(f"| {label} | {used} | {learned} | {cell['psnr']:.2f} | {delta} | {cell['ssim']:.4f} | {cell['train_s']:.0f} |")
+        lines.append(
+            f"| {label} | {used} | {learned} | {cell['psnr']:.2f} | {delta} | {cell['ssim']:.4f} | {cell['train_s']:.0f} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--jobs", type=int, default=2, help="trainings side by side (one thread each)")
     parser.add_argument("--force", action="store_true")
@@ -124,8 +156,13 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     measurements = prepare()
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"cells": {}}
-    results["setup"] = {"true_level": TRUE_LEVEL, "kernel": KERNEL, "training": f"{len(list(measurements.glob('*.png')))} pool tiles",
-                        "test": "samples test split (10 photographs), measured at the true level", "steps": args.steps}
+    results["setup"] = {
+        "true_level": TRUE_LEVEL,
+        "kernel": KERNEL,
+        "training": f"{len(list(measurements.glob('*.png')))} pool tiles",
+        "test": "samples test split (10 photographs), measured at the true level",
+        "steps": args.steps,
+    }
     todo = [label for label in (args.only or RUNS) if args.force or label not in results["cells"]]
 
     lock = threading.Lock()
@@ -142,7 +179,10 @@ def main() -> None:
             temporary = RESULTS.with_suffix(f".{os.getpid()}.tmp")
             temporary.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
             os.replace(temporary, RESULTS)
-        print(f"{label}: {cell['psnr']:.2f} dB (level used {cell['noise_level_used']}, learned {cell['noise_level_learned']})", flush=True)
+        print(
+            f"{label}: {cell['psnr']:.2f} dB (level used {cell['noise_level_used']}, learned {cell['noise_level_learned']})",
+            flush=True,
+        )
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         for future in [pool.submit(job, label) for label in todo]:

@@ -444,7 +444,9 @@ def targets(results: dict) -> list[str]:
             # a PnP run on the first photographs only is compared on those same photographs
             ours = float(np.mean([one["images"][name]["psnr"] for name in pnp["images"]]))
             where = f", on its {len(pnp['images'])} photographs" if pnp.get("images_subset") else ""
-            checks.append((">= 0.5 dB above PnP", ours - pnp["psnr"] >= 0.5, f"{ours - pnp['psnr']:+.2f} dB{where}"))
+            checks.append(
+                (">= 0.5 dB above PnP", ours - pnp["psnr"] >= 0.5, f"{ours - pnp['psnr']:+.2f} dB{where}")
+            )
         lines.append(
             f"- {kernel}: "
             + "; ".join(f"{what}: **{'met' if ok else 'missed'}** ({value})" for what, ok, value in checks)
@@ -482,7 +484,9 @@ def figure(results: dict) -> None:
                 if method == "truth"
                 else f"{method} {cell['images'][stem]['psnr']:.1f} dB"
                 if cell and stem in cell["images"]
-                else method if not cell else f"{method}: not run"
+                else method
+                if not cell
+                else f"{method}: not run"
             )
             draw.text((x + 2, y + 2), title, fill="black")
             draw.text((x + 2, y + 14), kernel, fill="gray")
@@ -549,7 +553,9 @@ def main() -> None:
         "--report", action="store_true", help="only print the table and write the figure and doc"
     )
     parser.add_argument(
-        "--subset", type=int, default=None,
+        "--subset",
+        type=int,
+        default=None,
         help="reconstruction cells only: the first N photographs (for a method too slow for all 10 in the time at hand)",
     )
     args = parser.parse_args()

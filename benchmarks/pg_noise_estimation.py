@@ -31,8 +31,11 @@ GAINS = (2.55, 8.5, 25.5)
 LEVELS = (0.0, 2.0, 5.0)
 TASKS = {
     "Gaussian_R2 (valid)": lambda gain, level: make_physics(
-        "deblurring", kernel="Gaussian_R2", noise_level=level, noise_model="poisson-gaussian", gain=gain),
-    "sr_x2": lambda gain, level: make_physics("sr", sr_factor=2, noise_level=level, noise_model="poisson-gaussian", gain=gain),
+        "deblurring", kernel="Gaussian_R2", noise_level=level, noise_model="poisson-gaussian", gain=gain
+    ),
+    "sr_x2": lambda gain, level: make_physics(
+        "sr", sr_factor=2, noise_level=level, noise_model="poisson-gaussian", gain=gain
+    ),
 }
 
 
@@ -65,9 +68,14 @@ def run(size: int | None) -> list[dict]:
                 gain_errors = [abs(g / gain - 1) for g in gains]
                 level_errors = [abs(s - level) for s in levels]
                 record = {
-                    "task": task, "gain": gain, "peak_photons": round(255 / gain, 1), "level": level,
-                    "gain_median_abs_rel_error": statistics.median(gain_errors), "gain_max_abs_rel_error": max(gain_errors),
-                    "level_median_abs_error": statistics.median(level_errors), "level_max_abs_error": max(level_errors),
+                    "task": task,
+                    "gain": gain,
+                    "peak_photons": round(255 / gain, 1),
+                    "level": level,
+                    "gain_median_abs_rel_error": statistics.median(gain_errors),
+                    "gain_max_abs_rel_error": max(gain_errors),
+                    "level_median_abs_error": statistics.median(level_errors),
+                    "level_max_abs_error": max(level_errors),
                     "variance_median_abs_rel_error": statistics.median(variance_errors),
                     "variance_max_abs_rel_error": max(variance_errors),
                     "gain_estimates": dict(zip([n for n, _ in images], gains, strict=True)),
@@ -75,23 +83,33 @@ def run(size: int | None) -> list[dict]:
                     "seconds_per_image": seconds,
                 }
                 records.append(record)
-                print(f"{task:<22}{gain:>6}{level:>5}  gain err median {record['gain_median_abs_rel_error']:6.3f} "
-                      f"max {record['gain_max_abs_rel_error']:6.3f}   level err median {record['level_median_abs_error']:5.2f} "
-                      f"max {record['level_max_abs_error']:5.2f}  var err median {record['variance_median_abs_rel_error']:5.3f} "
-                      f"max {record['variance_max_abs_rel_error']:5.3f}  {1e3 * seconds:4.0f} ms", flush=True)
+                print(
+                    f"{task:<22}{gain:>6}{level:>5}  gain err median {record['gain_median_abs_rel_error']:6.3f} "
+                    f"max {record['gain_max_abs_rel_error']:6.3f}   level err median {record['level_median_abs_error']:5.2f} "
+                    f"max {record['level_max_abs_error']:5.2f}  var err median {record['variance_median_abs_rel_error']:5.3f} "
+                    f"max {record['variance_max_abs_rel_error']:5.3f}  {1e3 * seconds:4.0f} ms",
+                    flush=True,
+                )
     return records
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=256, help="short side of the photographs (0: native)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     records = run(args.size or None)
     out = Path(__file__).parent / "results" / "pg_noise_estimation.json"
-    meta = {"size": args.size or "native", "quantised": "16-bit (clipped, rounded)", "threads": args.threads,
-            "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+    meta = {
+        "size": args.size or "native",
+        "quantised": "16-bit (clipped, rounded)",
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
     out.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     print(f"wrote {out}")
 

@@ -61,24 +61,64 @@ class Package:
 
 PACKAGES = (
     Package(
-        "lomiri-wallpapers-16.04", "usr/share/backgrounds", "16.04",
-        ("Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg",
-         "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg",
-         "analogpattern_by_Peter_Nerlich.jpg", "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg",
-         "greentock_by_Peter_Nerlich.jpg", "life_by_Aitzol_Berasategi.jpg", "picosdeeuropa_by_Aitzol_Berasategi.jpg",
-         "seeding_by_Clements_Engelhardt.jpg", "sunset_by_Aitzol_Berasategi.jpg"),
+        "lomiri-wallpapers-16.04",
+        "usr/share/backgrounds",
+        "16.04",
+        (
+            "Bridge_by_Sander_Klootwijk.jpg",
+            "Dragonfly_by_Bolly.jpg",
+            "Picture_0B_by_freespace.jpg",
+            "Picture_1A_by_freespace.jpg",
+            "Wine_by_Jakkub_Mede.jpg",
+            "aitzgorri_by_Aitzol_Berasategi.jpg",
+            "analogpattern_by_Peter_Nerlich.jpg",
+            "free_by_Peter_Nerlich.jpg",
+            "friends_by_Aitzol_Berasategi.jpg",
+            "greentock_by_Peter_Nerlich.jpg",
+            "life_by_Aitzol_Berasategi.jpg",
+            "picosdeeuropa_by_Aitzol_Berasategi.jpg",
+            "seeding_by_Clements_Engelhardt.jpg",
+            "sunset_by_Aitzol_Berasategi.jpg",
+        ),
     ),
     Package("lomiri-wallpapers-20.04", "usr/share/backgrounds", "20.04", ("Kleiber_by_Lukas_Baubkus.jpg",)),
     Package(
-        "lxqt-themes", "usr/share/lxqt/wallpapers", "wallpapers",
-        ("Butterfly-Kenneth-Wimer.jpg", "Valendas.png", "after-the-rain.jpg", "appleflower.png", "beam.png",
-         "butterfly.png", "cloud.png", "drop.png", "flowers.png", "fog.jpg", "this-is-not-windows.jpg"),
+        "lxqt-themes",
+        "usr/share/lxqt/wallpapers",
+        "wallpapers",
+        (
+            "Butterfly-Kenneth-Wimer.jpg",
+            "Valendas.png",
+            "after-the-rain.jpg",
+            "appleflower.png",
+            "beam.png",
+            "butterfly.png",
+            "cloud.png",
+            "drop.png",
+            "flowers.png",
+            "fog.jpg",
+            "this-is-not-windows.jpg",
+        ),
         notice="usr/share/lxqt/wallpapers/License",
     ),
     Package(
-        "mate-backgrounds", "usr/share/backgrounds/mate/nature", "nature",
-        ("Aqua.jpg", "Blinds.jpg", "Dune.jpg", "FreshFlower.jpg", "Garden.jpg", "GreenMeadow.jpg", "LadyBird.jpg",
-         "RainDrops.jpg", "Storm.jpg", "TwoWings.jpg", "Wood.jpg", "YellowFlower.jpg"),
+        "mate-backgrounds",
+        "usr/share/backgrounds/mate/nature",
+        "nature",
+        (
+            "Aqua.jpg",
+            "Blinds.jpg",
+            "Dune.jpg",
+            "FreshFlower.jpg",
+            "Garden.jpg",
+            "GreenMeadow.jpg",
+            "LadyBird.jpg",
+            "RainDrops.jpg",
+            "Storm.jpg",
+            "TwoWings.jpg",
+            "Wood.jpg",
+            "YellowFlower.jpg",
+        ),
     ),
 )
 
@@ -135,7 +175,9 @@ def download_deb(package: str, cache: Path) -> Path:
 
 
 def deb_version(deb: Path) -> str:
-    return subprocess.run(["dpkg-deb", "--field", str(deb), "Version"], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["dpkg-deb", "--field", str(deb), "Version"], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def extract(deb: Path, members: set[str], destination: Path) -> None:
@@ -195,7 +237,12 @@ def tile_boxes(width: int, height: int, tile_short: int) -> list[tuple[int, int,
     rows, cols = height // tile_height, width // tile_width
     top0, left0 = (height - rows * tile_height) // 2, (width - cols * tile_width) // 2
     return [
-        (left0 + c * tile_width, top0 + r * tile_height, left0 + (c + 1) * tile_width, top0 + (r + 1) * tile_height)
+        (
+            left0 + c * tile_width,
+            top0 + r * tile_height,
+            left0 + (c + 1) * tile_width,
+            top0 + (r + 1) * tile_height,
+        )
         for r in range(rows)
         for c in range(cols)
     ]
@@ -227,7 +274,9 @@ def export_held_out(photo: Path, stem: str, folder: Path) -> tuple[str, list[int
     return name, [image.width, image.height], [resized.shape[2], resized.shape[1]]
 
 
-def cut_tiles(photo: Path, stem: str, output: Path, tile_short: int, size: int, min_detail: float) -> tuple[list[str], int]:
+def cut_tiles(
+    photo: Path, stem: str, output: Path, tile_short: int, size: int, min_detail: float
+) -> tuple[list[str], int]:
     """Write the tiles of one photograph; return their names and the number of flat tiles left out."""
     with Image.open(photo) as opened:
         image = ImageOps.exif_transpose(opened).convert("RGB")
@@ -249,17 +298,26 @@ def cut_tiles(photo: Path, stem: str, output: Path, tile_short: int, size: int, 
 
 
 def build(output: Path, tile_short: int, size: int, min_detail: float, keep_cache: bool) -> dict:
-    settings = {"format": FORMAT_VERSION, "tile_short": tile_short, "size": size, "min_detail": min_detail,
-                "held_out": list(HELD_OUT), "held_out_pixels": HELD_OUT_PIXELS}
+    settings = {
+        "format": FORMAT_VERSION,
+        "tile_short": tile_short,
+        "size": size,
+        "min_detail": min_detail,
+        "held_out": list(HELD_OUT),
+        "held_out_pixels": HELD_OUT_PIXELS,
+    }
     manifest_path = output / "manifest.json"
     held_folder = held_out_folder(output)
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         complete = all((output / t["file"]).is_file() for t in manifest["tiles"]) and all(
-            (held_folder / h["file"]).is_file() for h in manifest.get("held_out", [{"file": "?"}]))
+            (held_folder / h["file"]).is_file() for h in manifest.get("held_out", [{"file": "?"}])
+        )
         if manifest.get("settings") == settings and complete:
-            print(f"{output}: up to date, {len(manifest['tiles'])} tiles from {manifest['photos']} photos, "
-                  f"{len(manifest['held_out'])} held out in {held_folder}")
+            print(
+                f"{output}: up to date, {len(manifest['tiles'])} tiles from {manifest['photos']} photos, "
+                f"{len(manifest['held_out'])} held out in {held_folder}"
+            )
             return manifest
     output.mkdir(parents=True, exist_ok=True)
     held_folder.mkdir(parents=True, exist_ok=True)
@@ -275,8 +333,14 @@ def build(output: Path, tile_short: int, size: int, min_detail: float, keep_cach
         if package.notice:
             members.add(package.notice)
         extract(deb, members, root)
-        paragraphs = copyright_paragraphs((root / copyright_member).read_text(encoding="utf-8", errors="replace"))
-        notice = (root / package.notice).read_text(encoding="utf-8", errors="replace").strip() if package.notice else None
+        paragraphs = copyright_paragraphs(
+            (root / copyright_member).read_text(encoding="utf-8", errors="replace")
+        )
+        notice = (
+            (root / package.notice).read_text(encoding="utf-8", errors="replace").strip()
+            if package.notice
+            else None
+        )
         for photo in package.photos:
             stem = f"{package.name}__{Path(photo).stem}"
             rights = credit(paragraphs, f"{package.upstream_folder}/{photo}")
@@ -285,8 +349,16 @@ def build(output: Path, tile_short: int, size: int, min_detail: float, keep_cach
             entry = {"photo": photo, "package": package.name, "version": version, **rights, "notice": notice}
             if photo in HELD_OUT:  # a test image: exported whole, never tiled
                 name, original, saved = export_held_out(root / package.folder / photo, stem, held_folder)
-                held_out.append({"file": name, "photo": photo, "package": package.name,
-                                 "original_size": original, "size": saved, **rights})
+                held_out.append(
+                    {
+                        "file": name,
+                        "photo": photo,
+                        "package": package.name,
+                        "original_size": original,
+                        "size": saved,
+                        **rights,
+                    }
+                )
                 attributions.append({**entry, "tiles": f"held out ({saved[0]}x{saved[1]})"})
                 continue
             names, flat = cut_tiles(root / package.folder / photo, stem, output, tile_short, size, min_detail)
@@ -301,8 +373,13 @@ def build(output: Path, tile_short: int, size: int, min_detail: float, keep_cach
     for stale in held_folder.glob("*.png"):
         if stale.name not in {h["file"] for h in held_out}:
             stale.unlink()
-    manifest = {"settings": settings, "photos": photo_count, "flat_tiles_left_out": flat_total,
-                "tiles": tiles, "held_out": held_out}
+    manifest = {
+        "settings": settings,
+        "photos": photo_count,
+        "flat_tiles_left_out": flat_total,
+        "tiles": tiles,
+        "held_out": held_out,
+    }
     write_attribution(output / "ATTRIBUTION.md", attributions)
     write_attribution(held_folder / "ATTRIBUTION.md", attributions)
     held_manifest = {"settings": settings, "photos": held_out}
@@ -312,8 +389,10 @@ def build(output: Path, tile_short: int, size: int, min_detail: float, keep_cach
     os.replace(temporary, manifest_path)  # written last: its presence means the pool is complete
     if not keep_cache:
         shutil.rmtree(cache)
-    print(f"{output}: {len(tiles)} tiles from {photo_count} photographs ({flat_total} flat tiles left out); "
-          f"{len(held_out)} photographs held out in {held_folder}")
+    print(
+        f"{output}: {len(tiles)} tiles from {photo_count} photographs ({flat_total} flat tiles left out); "
+        f"{len(held_out)} photographs held out in {held_folder}"
+    )
     return manifest
 
 
@@ -328,7 +407,10 @@ def write_attribution(path: Path, attributions: list[dict]) -> None:
         "| photograph | package (version) | tiles | copyright | licence |",
         "|---|---|---|---|---|",
     ]
-    lines += [f"| {a['photo']} | {a['package']} ({a['version']}) | {a['tiles']} | {a['copyright']} | {a['license']} |" for a in attributions]
+    lines += [
+        f"| {a['photo']} | {a['package']} ({a['version']}) | {a['tiles']} | {a['copyright']} | {a['license']} |"
+        for a in attributions
+    ]
     notices = {a["package"]: a["notice"] for a in attributions if a["notice"]}
     for package, notice in notices.items():
         lines += ["", f"## Upstream notice of {package}", "", "```", notice, "```"]
@@ -336,13 +418,28 @@ def write_attribution(path: Path, attributions: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="pool folder (default benchmarks/photo_pool); held-out photos go to <output>_held_out")
-    parser.add_argument("--tile", type=int, default=1024, help="tile height in photograph pixels (width 1.5x)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="pool folder (default benchmarks/photo_pool); held-out photos go to <output>_held_out",
+    )
+    parser.add_argument(
+        "--tile", type=int, default=1024, help="tile height in photograph pixels (width 1.5x)"
+    )
     parser.add_argument("--size", type=int, default=256, help="shorter side of the saved tiles")
-    parser.add_argument("--min-detail", type=float, default=0.006, help="leave out tiles whose mean |luma gradient| is below this")
-    parser.add_argument("--keep-cache", action="store_true", help="keep the .deb files and extracted photographs")
+    parser.add_argument(
+        "--min-detail",
+        type=float,
+        default=0.006,
+        help="leave out tiles whose mean |luma gradient| is below this",
+    )
+    parser.add_argument(
+        "--keep-cache", action="store_true", help="keep the .deb files and extracted photographs"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     build(args.output, args.tile, args.size, args.min_detail, args.keep_cache)

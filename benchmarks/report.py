@@ -18,12 +18,39 @@ ANCHOR = HERE / "results" / "anchor_deepinv.json"
 DOCS = HERE.parent / "docs"
 FIGURES = DOCS / "figures"
 WORK = HERE / "work" / "reproduce"
-ORDER = ["sup", "proposed", "proposed-exact_divergence", "proposed-no_stop_gradient", "css", "ei-shift", "ei-rotate", "sure", "sure-exact_divergence", "id", "up", "wiener", "pnp", "bm3d", "dip"]
+ORDER = [
+    "sup",
+    "proposed",
+    "proposed-exact_divergence",
+    "proposed-no_stop_gradient",
+    "css",
+    "ei-shift",
+    "ei-rotate",
+    "sure",
+    "sure-exact_divergence",
+    "id",
+    "up",
+    "wiener",
+    "pnp",
+    "bm3d",
+    "dip",
+]
 NAMES = {
-    "sup": "supervised", "proposed": "SEI (proposed)", "proposed-no_stop_gradient": "SEI without stop-gradient",
-    "proposed-exact_divergence": "SEI, exact SURE divergence", "sure-exact_divergence": "SURE only, exact divergence", "css": "CSS",
-    "ei-shift": "EI-shift", "ei-rotate": "EI-rotate", "sure": "SURE only", "id": "measurement (id)", "up": "bicubic (up)",
-    "wiener": "Wiener", "pnp": "PnP-HQS", "bm3d": "BM3D", "dip": "DIP",
+    "sup": "supervised",
+    "proposed": "SEI (proposed)",
+    "proposed-no_stop_gradient": "SEI without stop-gradient",
+    "proposed-exact_divergence": "SEI, exact SURE divergence",
+    "sure-exact_divergence": "SURE only, exact divergence",
+    "css": "CSS",
+    "ei-shift": "EI-shift",
+    "ei-rotate": "EI-rotate",
+    "sure": "SURE only",
+    "id": "measurement (id)",
+    "up": "bicubic (up)",
+    "wiener": "Wiener",
+    "pnp": "PnP-HQS",
+    "bm3d": "BM3D",
+    "dip": "DIP",
 }
 PROBLEMS = ["gaussian_r1", "gaussian_r2", "gaussian_r3", "box_r3", "sr_x2", "sr_x4"]
 
@@ -31,7 +58,11 @@ PROBLEMS = ["gaussian_r1", "gaussian_r2", "gaussian_r3", "box_r3", "sr_x2", "sr_
 def what(record: dict) -> str:
     name = record["method"] or record["model_kind"]
     exact = record.get("sure_divergence") == "exact"  # older records: the paper's finite difference
-    return name + ("" if record.get("stop_gradient", True) else "-no_stop_gradient") + ("-exact_divergence" if exact else "")
+    return (
+        name
+        + ("" if record.get("stop_gradient", True) else "-no_stop_gradient")
+        + ("-exact_divergence" if exact else "")
+    )
 
 
 def problem(record: dict) -> str:
@@ -71,8 +102,19 @@ def figure_psnr_vs_blur(records: list[dict]) -> Path | None:
     figure, axis = plt.subplots(figsize=(6, 4))
     for method in [m for m in ORDER if m in series]:
         points = sorted(series[method].items())
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=NAMES[method], linestyle="-" if method in ("sup", "proposed") else "--")
-    axis.set(xlabel="Gaussian blur standard deviation (pixels)", ylabel="PSNR (dB, Y)", xticks=[1, 2, 3], title="Deblurring, noise level 5, 10 test photographs")
+        axis.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            label=NAMES[method],
+            linestyle="-" if method in ("sup", "proposed") else "--",
+        )
+    axis.set(
+        xlabel="Gaussian blur standard deviation (pixels)",
+        ylabel="PSNR (dB, Y)",
+        xticks=[1, 2, 3],
+        title="Deblurring, noise level 5, 10 test photographs",
+    )
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
@@ -83,7 +125,9 @@ def figure_psnr_vs_blur(records: list[dict]) -> Path | None:
     return path
 
 
-def figure_samples(records: list[dict], label: str = "gaussian_r2", identity: str = "samples/kodim23") -> Path | None:
+def figure_samples(
+    records: list[dict], label: str = "gaussian_r2", identity: str = "samples/kodim23"
+) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,7 +188,11 @@ def targets(records: list[dict], title: str = "Targets") -> list[str]:
     for label in PROBLEMS:
         if (label, "proposed") in psnr and (label, "sup") in psnr:
             gap = psnr[(label, "sup")] - psnr[(label, "proposed")]
-            row(f"{label}: SEI within 0.3 dB of supervised", f"sup {psnr[(label, 'sup')]:.2f}, SEI {psnr[(label, 'proposed')]:.2f} (gap {gap:+.2f})", gap <= 0.3)
+            row(
+                f"{label}: SEI within 0.3 dB of supervised",
+                f"sup {psnr[(label, 'sup')]:.2f}, SEI {psnr[(label, 'proposed')]:.2f} (gap {gap:+.2f})",
+                gap <= 0.3,
+            )
     for other in ("ei-shift", "ei-rotate", "sure", "css"):
         if ("gaussian_r2", other) in psnr and ("gaussian_r2", "proposed") in psnr:
             margin = psnr[("gaussian_r2", "proposed")] - psnr[("gaussian_r2", other)]
@@ -155,10 +203,18 @@ def targets(records: list[dict], title: str = "Targets") -> list[str]:
     for label in PROBLEMS:
         if (label, "proposed") not in psnr:
             continue
-        free = {m: v for (p, m), v in psnr.items() if p == label and m in ("id", "up", "wiener", "pnp", "bm3d", "dip")}
+        free = {
+            m: v
+            for (p, m), v in psnr.items()
+            if p == label and m in ("id", "up", "wiener", "pnp", "bm3d", "dip")
+        }
         if free:
             best = max(free, key=free.get)
-            row(f"{label}: SEI above every training-free baseline", f"SEI {psnr[(label, 'proposed')]:.2f}, best {NAMES[best]} {free[best]:.2f}", psnr[(label, "proposed")] > free[best])
+            row(
+                f"{label}: SEI above every training-free baseline",
+                f"SEI {psnr[(label, 'proposed')]:.2f}, best {NAMES[best]} {free[best]:.2f}",
+                psnr[(label, "proposed")] > free[best],
+            )
     return lines
 
 
@@ -167,11 +223,21 @@ def longer_budget(records: list[dict], main_steps: int) -> list[str]:
     longer = [r for r in records if r["method"] and r["steps"] != main_steps]
     if not longer:
         return []
-    lines = ["## Longer budget", "", f"| method | {main_steps} steps | " + " | ".join(f"{s} steps" for s in sorted({r['steps'] for r in longer})) + " |"]
+    lines = [
+        "## Longer budget",
+        "",
+        f"| method | {main_steps} steps | "
+        + " | ".join(f"{s} steps" for s in sorted({r["steps"] for r in longer}))
+        + " |",
+    ]
     lines.append("|---|---|" + "---|" * len({r["steps"] for r in longer}))
     by_key = {(problem(r), what(r), r["steps"]): r for r in records if r["method"]}
-    for label, method in sorted({(problem(r), what(r)) for r in longer}, key=lambda k: (k[0], ORDER.index(k[1]))):
-        cells = [by_key.get((label, method, main_steps))] + [by_key.get((label, method, s)) for s in sorted({r["steps"] for r in longer})]
+    for label, method in sorted(
+        {(problem(r), what(r)) for r in longer}, key=lambda k: (k[0], ORDER.index(k[1]))
+    ):
+        cells = [by_key.get((label, method, main_steps))] + [
+            by_key.get((label, method, s)) for s in sorted({r["steps"] for r in longer})
+        ]
         text = [f"{c['psnr_mean']:.2f} / {c['ssim_mean']:.3f}" if c else "" for c in cells]
         lines.append(f"| {NAMES[method]} ({label}) | " + " | ".join(text) + " |")
     return lines
@@ -181,7 +247,9 @@ def main() -> None:
     everything = json.loads(RESULTS.read_text())
     budgets = [r["steps"] for r in everything if r["method"]]
     supervised = lambda b: len({problem(r) for r in everything if r["method"] == "sup" and r["steps"] == b})  # noqa: E731
-    main_steps = max(set(budgets), key=lambda b: (supervised(b), budgets.count(b)))  # the grid's budget: the most complete one
+    main_steps = max(
+        set(budgets), key=lambda b: (supervised(b), budgets.count(b))
+    )  # the grid's budget: the most complete one
     records = [r for r in everything if not r["method"] or r["steps"] == main_steps]
     trained = [r for r in records if r["method"]]
     steps = sorted({r["steps"] for r in trained})
@@ -204,30 +272,61 @@ def main() -> None:
     ]
     dips = [r for r in records if r["model_kind"] == "dip"]
     if dips:
-        settings = ", ".join(f"{problem(r)} {r['extra'].get('iterations', '?')} iterations ({r['extra'].get('seconds', 0) / 60:.0f} min)" for r in dips)
-        lines += [f"DIP fits each test image from scratch with the paper's iteration counts (no early stopping on the test images): {settings} for the 10 images.", ""]
+        settings = ", ".join(
+            f"{problem(r)} {r['extra'].get('iterations', '?')} iterations ({r['extra'].get('seconds', 0) / 60:.0f} min)"
+            for r in dips
+        )
+        lines += [
+            f"DIP fits each test image from scratch with the paper's iteration counts (no early stopping on the test images): {settings} for the 10 images.",
+            "",
+        ]
     plot = figure_psnr_vs_blur(records)
     if plot:
         lines += ["![PSNR against blur level](figures/psnr_vs_blur.png)", ""]
     grid = figure_samples(records)
     if grid:
-        lines += ["Sample reconstructions (Gaussian_R2, kodim23):", "", "![samples](figures/samples_gaussian_r2.jpg)", ""]
+        lines += [
+            "Sample reconstructions (Gaussian_R2, kodim23):",
+            "",
+            "![samples](figures/samples_gaussian_r2.jpg)",
+            "",
+        ]
     lines += [*targets(records, f"Targets at {main_steps} steps"), ""]
     lines += [*longer_budget(everything, main_steps), ""]
     free = [r for r in everything if not r["method"]]
     for budget in sorted({r["steps"] for r in everything if r["method"]} - {main_steps}):
-        lines += [*targets([r for r in everything if r["method"] and r["steps"] == budget] + free, f"Targets at {budget} steps"), ""]
+        lines += [
+            *targets(
+                [r for r in everything if r["method"] and r["steps"] == budget] + free,
+                f"Targets at {budget} steps",
+            ),
+            "",
+        ]
     notes = HERE / "results" / "notes.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
-    lines += ["## Training cost", "", "Wall time of each `sei train` process (data loading and validation included), on the shared",
-              "2-core machine with 3-5 jobs running at once: the load varied between runs, so compare within a row",
-              "of the targets above, not across this table.", "", "| run | steps | train seconds | s/step |", "|---|---|---|---|"]
+    lines += [
+        "## Training cost",
+        "",
+        "Wall time of each `sei train` process (data loading and validation included), on the shared",
+        "2-core machine with 3-5 jobs running at once: the load varied between runs, so compare within a row",
+        "of the targets above, not across this table.",
+        "",
+        "| run | steps | train seconds | s/step |",
+        "|---|---|---|---|",
+    ]
     for record in sorted((r for r in everything if r["method"]), key=lambda r: r["key"]):
-        lines.append(f"| {record['key']} | {record['steps']} | {record['train_seconds']:.0f} | {record['train_seconds'] / max(record['steps'], 1):.2f} |")
+        lines.append(
+            f"| {record['key']} | {record['steps']} | {record['train_seconds']:.0f} | {record['train_seconds'] / max(record['steps'], 1):.2f} |"
+        )
     if ANCHOR.exists():
         anchor = json.loads(ANCHOR.read_text())
-        lines += ["", "## Anchor: deepinv's own recipe, same machine, same test images", "", anchor.get("markdown", "")]
+        lines += [
+            "",
+            "## Anchor: deepinv's own recipe, same machine, same test images",
+            "",
+            anchor.get("markdown", ""),
+        ]
     (DOCS / "results.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {DOCS / 'results.md'}")
 

@@ -58,12 +58,16 @@ class Run:
     @property
     def key(self) -> str:
         what = self.method or self.model_kind
-        suffix = ("" if self.stop_gradient else "-no_stop_gradient") + ("-exact_divergence" if self.sure_divergence == "exact" else "")
+        suffix = ("" if self.stop_gradient else "-no_stop_gradient") + (
+            "-exact_divergence" if self.sure_divergence == "exact" else ""
+        )
         return f"{self.label}/{what}{suffix}" + (f"@{self.steps}" if self.method else "")
 
     def task_flags(self) -> list[str]:
         flags = ["--task", self.task]
-        flags += ["--kernel", self.kernel] if self.task == "deblurring" else ["--sr_factor", str(self.sr_factor)]
+        flags += (
+            ["--kernel", self.kernel] if self.task == "deblurring" else ["--sr_factor", str(self.sr_factor)]
+        )
         return flags + ["--noise_level", "5"]
 
 
@@ -77,7 +81,12 @@ def grid(steps: int) -> list[Run]:
     runs.append(Run(**blur, method="proposed", stop_gradient=False, steps=steps))
     runs += [Run(**sr2, method=m, sure_divergence="exact", steps=steps) for m in ("proposed", "sure")]
     runs.append(Run(**blur, method="proposed", sure_divergence="exact", steps=steps))
-    for problem in (blur, {"task": "deblurring", "kernel": "Gaussian_R1"}, {"task": "deblurring", "kernel": "Gaussian_R3"}, {"task": "deblurring", "kernel": "Box_R3"}):
+    for problem in (
+        blur,
+        {"task": "deblurring", "kernel": "Gaussian_R1"},
+        {"task": "deblurring", "kernel": "Gaussian_R3"},
+        {"task": "deblurring", "kernel": "Box_R3"},
+    ):
         runs += [Run(**problem, model_kind=k) for k in ("id", "wiener", "pnp", "bm3d", "dip")]
     for factor in (2, 4):
         runs += [Run(task="sr", sr_factor=factor, model_kind=k) for k in ("up", "wiener", "pnp", "dip")]
@@ -114,7 +123,14 @@ def wiener_reg(run: Run, train_root: Path) -> float:
     physics = make_physics(run.task, kernel=run.kernel, sr_factor=run.sr_factor, noise_level=5)
     images = [image for _, image in list(load_images(str(train_root), split="train"))[:12]]
     if run.task == "sr":
-        images = [image[:, : image.shape[1] // run.sr_factor * run.sr_factor, : image.shape[2] // run.sr_factor * run.sr_factor] for image in images]
+        images = [
+            image[
+                :,
+                : image.shape[1] // run.sr_factor * run.sr_factor,
+                : image.shape[2] // run.sr_factor * run.sr_factor,
+            ]
+            for image in images
+        ]
     return choose_wiener_reg(physics, images)
 
 
@@ -125,13 +141,42 @@ def execute(run: Run, args: argparse.Namespace) -> dict | None:
     log = folder / "log.txt"
     started = time.perf_counter()
     train_seconds = 0.0
-    test_flags = ["--dataset", "samples", "--json", str(folder / "test.json"), "--save_images", str(folder / "images"), "--quiet"]
+    test_flags = [
+        "--dataset",
+        "samples",
+        "--json",
+        str(folder / "test.json"),
+        "--save_images",
+        str(folder / "images"),
+        "--quiet",
+    ]
     if run.method:
         train_flags = [
-            "train", *run.task_flags(), "--method", run.method, "--dataset", str(args.train_root), "--val_dataset", "samples",
-            "--val_images", "10", "--val_interval", str(max(run.steps // 8, 1)), "--max_steps", str(run.steps),
-            "--checkpoint_interval", str(max(run.steps // 8, 1)), "--model", args.model, "--seed", "0", "--out_dir", str(folder), "--quiet",
-            "--sure_divergence", run.sure_divergence,
+            "train",
+            *run.task_flags(),
+            "--method",
+            run.method,
+            "--dataset",
+            str(args.train_root),
+            "--val_dataset",
+            "samples",
+            "--val_images",
+            "10",
+            "--val_interval",
+            str(max(run.steps // 8, 1)),
+            "--max_steps",
+            str(run.steps),
+            "--checkpoint_interval",
+            str(max(run.steps // 8, 1)),
+            "--model",
+            args.model,
+            "--seed",
+            "0",
+            "--out_dir",
+            str(folder),
+            "--quiet",
+            "--sure_divergence",
+            run.sure_divergence,
         ]
         if not run.stop_gradient:
             train_flags.append("--no-stop_gradient")
@@ -141,46 +186,95 @@ def execute(run: Run, args: argparse.Namespace) -> dict | None:
             shutil.rmtree(folder)
         sei(*train_flags, threads=args.threads, log=log)
         train_seconds = time.perf_counter() - started
-        sei("test", "--weights", str(folder / "weights.safetensors"), *test_flags, threads=args.threads, log=log)
+        sei(
+            "test",
+            "--weights",
+            str(folder / "weights.safetensors"),
+            *test_flags,
+            threads=args.threads,
+            log=log,
+        )
     else:
         options = ["--model_kind", run.model_kind]
-        if run.model_kind == "wiener":  # its regulariser is chosen on training photographs, never on test images
+        if (
+            run.model_kind == "wiener"
+        ):  # its regulariser is chosen on training photographs, never on test images
             run.extra["reg"] = wiener_reg(run, args.train_root)
             options += ["--option", f"reg={run.extra['reg']}"]
         if run.model_kind == "dip":  # the paper's count for the task unless --dip_iterations says otherwise
-            run.extra["iterations"] = args.dip_iterations or (4000 if str(run.kernel).startswith("Gaussian") else 1000)
+            run.extra["iterations"] = args.dip_iterations or (
+                4000 if str(run.kernel).startswith("Gaussian") else 1000
+            )
             options += ["--option", f"iterations={run.extra['iterations']}"]
         sei("test", *run.task_flags(), *options, *test_flags, threads=args.threads, log=log)
         run.extra["seconds"] = round(time.perf_counter() - started, 1)
     result = json.loads((folder / "test.json").read_text())
     summary = result["summary"]
     record = {
-        "key": run.key, **asdict(run),
-        "noise_level": 5, "model": args.model if run.method else None, "train_seconds": round(train_seconds, 1),
-        "psnr_mean": summary["psnr_mean"], "psnr_std": summary["psnr_std"], "ssim_mean": summary["ssim_mean"], "ssim_std": summary["ssim_std"],
-        "n_test_images": summary["n"], "ssim_implementation": summary["ssim_implementation"], "images": result["images"],
-        "threads": args.threads, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "key": run.key,
+        **asdict(run),
+        "noise_level": 5,
+        "model": args.model if run.method else None,
+        "train_seconds": round(train_seconds, 1),
+        "psnr_mean": summary["psnr_mean"],
+        "psnr_std": summary["psnr_std"],
+        "ssim_mean": summary["ssim_mean"],
+        "ssim_std": summary["ssim_std"],
+        "n_test_images": summary["n"],
+        "ssim_implementation": summary["ssim_implementation"],
+        "images": result["images"],
+        "threads": args.threads,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     save_record(record)
     return record
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=800, help="optimizer steps of every trained run (the same budget for all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=800,
+        help="optimizer steps of every trained run (the same budget for all)",
+    )
     parser.add_argument("--model", default="unet-small", help="the network of every trained run")
-    parser.add_argument("--train_root", type=Path, default=HERE / "photo_pool", help="folder of training photographs")
+    parser.add_argument(
+        "--train_root", type=Path, default=HERE / "photo_pool", help="folder of training photographs"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="threads per run")
-    parser.add_argument("--only", action="append", default=[], help="run only keys containing this (repeatable)")
+    parser.add_argument(
+        "--only", action="append", default=[], help="run only keys containing this (repeatable)"
+    )
     parser.add_argument("--skip", action="append", default=[], help="skip keys containing this (repeatable)")
-    parser.add_argument("--anchor", choices=("deepinv",), default=None, help="also run deepinv's own recipe (benchmarks/anchor_deepinv.py)")
-    parser.add_argument("--dip_iterations", type=int, default=None, help="DIP iterations per image (default: the paper's, 4000 for Gaussian blur, 1000 otherwise)")
+    parser.add_argument(
+        "--anchor",
+        choices=("deepinv",),
+        default=None,
+        help="also run deepinv's own recipe (benchmarks/anchor_deepinv.py)",
+    )
+    parser.add_argument(
+        "--dip_iterations",
+        type=int,
+        default=None,
+        help="DIP iterations per image (default: the paper's, 4000 for Gaussian blur, 1000 otherwise)",
+    )
     parser.add_argument("--list", action="store_true")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar (it also stays off when stderr is not a terminal)")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar (it also stays off when stderr is not a terminal)",
+    )
     args = parser.parse_args()
     done = {r["key"] for r in load_records()}
-    runs = [r for r in grid(args.steps) if (not args.only or any(p in r.key for p in args.only)) and not any(p in r.key for p in args.skip)]
+    runs = [
+        r
+        for r in grid(args.steps)
+        if (not args.only or any(p in r.key for p in args.only)) and not any(p in r.key for p in args.skip)
+    ]
     if args.list:
         for run in runs:
             print(("done " if run.key in done else "todo ") + run.key)
@@ -195,19 +289,35 @@ def main() -> None:
     print(f"{len(todo)} runs to do, {len(runs) - len(todo)} already recorded in {RESULTS}")
     jobs = []
     if args.anchor:
-        jobs.append(lambda: subprocess.run([sys.executable, str(HERE / "anchor_deepinv.py"), "--threads", str(args.threads), "--train_root", str(args.train_root)], check=True))
+        jobs.append(
+            lambda: subprocess.run(
+                [
+                    sys.executable,
+                    str(HERE / "anchor_deepinv.py"),
+                    "--threads",
+                    str(args.threads),
+                    "--train_root",
+                    str(args.train_root),
+                ],
+                check=True,
+            )
+        )
     jobs += [lambda run=run: execute(run, args) for run in todo]
     from sei.runtime import progress_bar, set_quiet
 
     set_quiet(args.quiet)
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(job) for job in jobs]
-        bar = progress_bar(as_completed(futures), total=len(futures), unit="run", desc=f"reproducing ({args.jobs} at a time)")
+        bar = progress_bar(
+            as_completed(futures), total=len(futures), unit="run", desc=f"reproducing ({args.jobs} at a time)"
+        )
         for future in bar:
             try:
                 record = future.result()
                 if isinstance(record, dict):
-                    bar.write(f"{record['key']:<40} PSNR {record['psnr_mean']:6.2f} dB  SSIM {record['ssim_mean']:.4f}  train {record['train_seconds']:7.0f} s")
+                    bar.write(
+                        f"{record['key']:<40} PSNR {record['psnr_mean']:6.2f} dB  SSIM {record['ssim_mean']:.4f}  train {record['train_seconds']:7.0f} s"
+                    )
             except Exception as error:  # one failed run must not stop the others
                 bar.write(f"FAILED: {error}")
 

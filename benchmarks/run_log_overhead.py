@@ -25,7 +25,15 @@ PANELS = 7
 
 def main() -> None:
     torch.set_num_threads(1)
-    terms = {"epoch": 1.0, "lr": 5e-4, "seconds": 10.0, "step_seconds": 0.5, "sure": 1e-3, "equivariance": 2e-3, "loss": 3e-3}
+    terms = {
+        "epoch": 1.0,
+        "lr": 5e-4,
+        "seconds": 10.0,
+        "step_seconds": 0.5,
+        "sure": 1e-3,
+        "equivariance": 2e-3,
+        "loss": 3e-3,
+    }
     for backends in ("csv", "tensorboard", "csv,tensorboard"):
         with tempfile.TemporaryDirectory() as folder:
             log = open_run_log(Path(folder), backends)
@@ -44,12 +52,18 @@ def main() -> None:
         seconds = []
         for step in range(PANELS):
             started = time.perf_counter()
-            log.image(step, "validation/panel", validation_panel(model, physics, held_out, held_out, torch.device("cpu")))
+            log.image(
+                step,
+                "validation/panel",
+                validation_panel(model, physics, held_out, held_out, torch.device("cpu")),
+            )
             log.flush()
             seconds.append(time.perf_counter() - started)
         log.close()
         size = sum(path.stat().st_size for path in (Path(folder) / TENSORBOARD_DIR).iterdir())
-    print(f"validation panel: median {statistics.median(seconds) * 1e3:.0f} ms, {size / PANELS / 1024:.0f} KiB per panel in the event file")
+    print(
+        f"validation panel: median {statistics.median(seconds) * 1e3:.0f} ms, {size / PANELS / 1024:.0f} KiB per panel in the event file"
+    )
 
 
 if __name__ == "__main__":

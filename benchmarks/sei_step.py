@@ -49,7 +49,11 @@ LEVERS: dict[str, dict] = {
         "channels_last": {"channels_last": True},
         "batched+bf16": {"batched_sure_passes": True, "autocast_dtype": torch.bfloat16},
         "bf16+channels_last": {"autocast_dtype": torch.bfloat16, "channels_last": True},
-        "batched+bf16+channels_last": {"batched_sure_passes": True, "autocast_dtype": torch.bfloat16, "channels_last": True},
+        "batched+bf16+channels_last": {
+            "batched_sure_passes": True,
+            "autocast_dtype": torch.bfloat16,
+            "channels_last": True,
+        },
     }.items()
 }
 CHANNELS = [32, 64, 128]  # 0.5 M parameters: a step takes seconds on one shared core
@@ -61,7 +65,9 @@ def astronaut() -> torch.Tensor:
     return torch.from_numpy(data.astronaut().astype(np.float32) / 255).permute(2, 0, 1).contiguous()
 
 
-def patches(image: torch.Tensor, count: int, generator: torch.Generator, rows: tuple[int, int]) -> torch.Tensor:
+def patches(
+    image: torch.Tensor, count: int, generator: torch.Generator, rows: tuple[int, int]
+) -> torch.Tensor:
     """``count`` random PATCHxPATCH crops whose top rows lie in ``rows``."""
     tops = torch.randint(rows[0], rows[1] - PATCH, (count,), generator=generator).tolist()
     lefts = torch.randint(0, image.shape[-1] - PATCH, (count,), generator=generator).tolist()
@@ -85,7 +91,9 @@ def bare_step(
         inputs = [tensor.contiguous(memory_format=torch.channels_last) for tensor in inputs]
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        with torch.autocast(
+            "cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+        ):
             if batched_sure_passes:
                 outputs = [net(torch.cat(inputs[:2])), net(inputs[2])]
             else:
@@ -113,7 +121,10 @@ def deepinv_step(net: torch.nn.Module, y: torch.Tensor, physics) -> Callable[[],
 
     def step() -> None:
         x_net = net(y, physics)
-        loss = sure(y=y, x_net=x_net, physics=physics, model=net).mean() + ei(x_net=x_net, physics=physics, model=net).mean()
+        loss = (
+            sure(y=y, x_net=x_net, physics=physics, model=net).mean()
+            + ei(x_net=x_net, physics=physics, model=net).mean()
+        )
         loss.backward()
         net.zero_grad(set_to_none=True)
 
@@ -149,11 +160,15 @@ def train_psnr(image: torch.Tensor, physics, steps: int, seed: int, **levers) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=1, help="2 only if the machine is quiet")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--train-steps", type=int, default=200)
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile lever (slow to compile)")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile lever (slow to compile)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -186,13 +201,22 @@ def main() -> None:
 
     deepinv_time, bare_time = times["deepinv"], times["bare"]
     rows = [
-        {"form": name, "median_ms": 1e3 * seconds, "speedup_vs_deepinv": deepinv_time / seconds, "ratio_to_bare": seconds / bare_time}
+        {
+            "form": name,
+            "median_ms": 1e3 * seconds,
+            "speedup_vs_deepinv": deepinv_time / seconds,
+            "ratio_to_bare": seconds / bare_time,
+        }
         for name, seconds in times.items()
     ]
     print(f"{'form':<32}{'median ms':>11}{'vs deepinv':>12}{'/ bare fp32':>13}")
     for row in rows:
-        print(f"{row['form']:<32}{row['median_ms']:>11.1f}{row['speedup_vs_deepinv']:>11.2f}x{row['ratio_to_bare']:>13.2f}")
-    overhead = {lever or "fp32": times[f"ours {lever}".strip()] / times[f"bare {lever}".strip()] for lever in LEVERS}
+        print(
+            f"{row['form']:<32}{row['median_ms']:>11.1f}{row['speedup_vs_deepinv']:>11.2f}x{row['ratio_to_bare']:>13.2f}"
+        )
+    overhead = {
+        lever or "fp32": times[f"ours {lever}".strip()] / times[f"bare {lever}".strip()] for lever in LEVERS
+    }
     if not args.no_compile:
         overhead["compile"] = times["ours compile"] / times["bare compile"]
     print("ours / bare under the same lever:", {k: round(v, 3) for k, v in overhead.items()})

@@ -31,8 +31,16 @@ from sei.weights import PRETRAINED, PRETRAINED_DIR
 HERE = Path(__file__).resolve().parent
 RUNS = {"sei-gaussian_r2-noise5": "gaussian_r2", "sei-sr_x2-noise5": "sr_x2", "sei-sr_x4-noise5": "sr_x4"}
 FACTS = PRETRAINED_DIR / "TRAINING.json"
-CONFIG_KEYS = ("batch_size", "patch_size", "lr", "seed", "max_steps", "stop_on_gaming", "sure_divergence",
-               "dataset")
+CONFIG_KEYS = (
+    "batch_size",
+    "patch_size",
+    "lr",
+    "seed",
+    "max_steps",
+    "stop_on_gaming",
+    "sure_divergence",
+    "dataset",
+)
 
 
 def load_facts() -> dict:
@@ -46,9 +54,13 @@ def training_data(dataset: str | None) -> str:
         return str(dataset)
     manifest = json.loads(manifest_path.read_text())
     held = len(manifest.get("held_out", []))
-    text = (f"{len(manifest['tiles'])} tiles from {manifest['photos']} photographs "
-            f"(pool format {manifest['settings']['format']}")
-    return text + (f"; the {held} held-out photographs of docs/own_measurements.md left out)" if held else ")")
+    text = (
+        f"{len(manifest['tiles'])} tiles from {manifest['photos']} photographs "
+        f"(pool format {manifest['settings']['format']}"
+    )
+    return text + (
+        f"; the {held} held-out photographs of docs/own_measurements.md left out)" if held else ")"
+    )
 
 
 def run_facts(folder: Path) -> dict:
@@ -58,13 +70,19 @@ def run_facts(folder: Path) -> dict:
     if (folder / "metrics.csv").exists():
         with open(folder / "metrics.csv") as handle:
             seconds = round(float(list(csv.DictReader(handle))[-1]["seconds"]))
-    return {"train_seconds": seconds, "config": {k: config.get(k) for k in CONFIG_KEYS},
-            "training_data": training_data(config.get("dataset"))}
+    return {
+        "train_seconds": seconds,
+        "config": {k: config.get(k) for k in CONFIG_KEYS},
+        "training_data": training_data(config.get("dataset")),
+    }
 
 
 def write_checksums() -> None:
     """``pretrained/SHA256SUMS``: what sei.weights checks a shipped file against before loading it."""
-    lines = [f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}" for path in sorted(PRETRAINED_DIR.glob("*.safetensors"))]
+    lines = [
+        f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}"
+        for path in sorted(PRETRAINED_DIR.glob("*.safetensors"))
+    ]
     (PRETRAINED_DIR / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
@@ -86,8 +104,12 @@ def evaluate(name: str) -> tuple[dict, dict, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=Path, default=HERE / "work" / "shipped")
-    parser.add_argument("--only", action="append", choices=list(RUNS),
-                        help="ship only this run (repeatable); the other models stay as they are, with their facts")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(RUNS),
+        help="ship only this run (repeatable); the other models stay as they are, with their facts",
+    )
     args = parser.parse_args()
     rows, facts = [], load_facts()
     for name, folder in RUNS.items():
@@ -106,7 +128,9 @@ def main() -> None:
         seconds = "" if known.get("train_seconds") is None else str(known["train_seconds"])
         size_mb = PRETRAINED[name].path.stat().st_size / 1e6
         rows.append((name, metadata, config, summary, baseline, seconds, size_mb, known.get("training_data")))
-        print(f"{name}: PSNR {summary['psnr_mean']:.2f} dB (input {baseline['psnr_mean']:.2f}), SSIM {summary['ssim_mean']:.4f}")
+        print(
+            f"{name}: PSNR {summary['psnr_mean']:.2f} dB (input {baseline['psnr_mean']:.2f}), SSIM {summary['ssim_mean']:.4f}"
+        )
     lines = [
         "# Model card: the shipped SEI models",
         "",

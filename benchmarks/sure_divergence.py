@@ -37,15 +37,24 @@ def diagnose(spec: str, probes: int = 8) -> dict:
     from sei.physics import make_physics
 
     task = metadata.get("task", "deblurring")
-    physics = make_physics(task, kernel=metadata.get("kernel"), sr_factor=metadata.get("sr_factor"), noise_level=float(metadata.get("noise_level", 5)))
+    physics = make_physics(
+        task,
+        kernel=metadata.get("kernel"),
+        sr_factor=metadata.get("sr_factor"),
+        noise_level=float(metadata.get("noise_level", 5)),
+    )
     factor = physics.factor if task == "sr" else 1
     measured = MeasuredImages(list(load_images("samples", split="test")), physics, seed=0)
     pairs = [measured[i] for i in range(len(measured))]
     top = 8  # patches of the training size (48 measurement pixels) where the measurements are that large
     size = min(48, min(min(p[2].shape[-2:]) for p in pairs) - top)
     y = torch.stack([p[2][:, top : top + size, top : top + size] for p in pairs])
-    x = torch.stack([p[1][:, top * factor : (top + size) * factor, top * factor : (top + size) * factor] for p in pairs])
-    mask = interior_mask(y, physics.margin)  # partial SURE, as in training: crops break the circular blur at the border
+    x = torch.stack(
+        [p[1][:, top * factor : (top + size) * factor, top * factor : (top + size) * factor] for p in pairs]
+    )
+    mask = interior_mask(
+        y, physics.margin
+    )  # partial SURE, as in training: crops break the circular blur at the border
     sigma, m = physics.sigma, float(mask.sum()) * y.shape[1]
     generator = torch.Generator().manual_seed(1)
     probes_b = [torch.randn(y.shape, generator=generator) * mask for _ in range(probes)]
@@ -67,16 +76,30 @@ def diagnose(spec: str, probes: int = 8) -> dict:
             values = []
             for b in probes_b:
                 back = physics.A_adjoint(b, img_size=tuple(base.shape[-2:]))
-                values.append(float((back * (model(y + tau * b) - base)).flatten(1).sum(1).mean() / (tau * m)))
+                values.append(
+                    float((back * (model(y + tau * b) - base)).flatten(1).sum(1).mean() / (tau * m))
+                )
             divergences[f"tau={tau:g}"] = sum(values) / len(values)
-    sure = {name: (fidelity + 2 * sigma**2 * value - sigma**2) / sigma**2 for name, value in divergences.items()}
-    return {"weights": str(spec), "true_error_over_sigma2": true_error / sigma**2, "divergence": divergences, "sure_over_sigma2": sure}
+    sure = {
+        name: (fidelity + 2 * sigma**2 * value - sigma**2) / sigma**2 for name, value in divergences.items()
+    }
+    return {
+        "weights": str(spec),
+        "true_error_over_sigma2": true_error / sigma**2,
+        "divergence": divergences,
+        "sure_over_sigma2": sure,
+    }
 
 
 def step_seconds(task: str, repeats: int) -> dict[str, float]:
     from sei.physics import make_physics
 
-    physics = make_physics(task, kernel="Gaussian_R2" if task == "deblurring" else None, sr_factor=2 if task == "sr" else None, noise_level=5)
+    physics = make_physics(
+        task,
+        kernel="Gaussian_R2" if task == "deblurring" else None,
+        sr_factor=2 if task == "sr" else None,
+        noise_level=5,
+    )
     torch.manual_seed(0)
     model = create_model("unet-small", task=task, sr_factor=2 if task == "sr" else None)
     y = torch.rand(8, 3, 48, 48)
@@ -94,25 +117,45 @@ def step_seconds(task: str, repeats: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", nargs="*", default=["sei-sr_x2-noise5", "sei-sr_x4-noise5", "sei-gaussian_r2-noise5"])
+    parser.add_argument(
+        "--weights", nargs="*", default=["sei-sr_x2-noise5", "sei-sr_x4-noise5", "sei-gaussian_r2-noise5"]
+    )
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sure_divergence.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "sure_divergence.json"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     diagnoses = [diagnose(spec) for spec in args.weights]
     names = list(diagnoses[0]["divergence"]) if diagnoses else []
-    print("| weights | true error / sigma^2 | " + " | ".join(f"div {n}" for n in names) + " | SURE exact / sigma^2 | SURE tau=0.01 / sigma^2 |")
+    print(
+        "| weights | true error / sigma^2 | "
+        + " | ".join(f"div {n}" for n in names)
+        + " | SURE exact / sigma^2 | SURE tau=0.01 / sigma^2 |"
+    )
     print("|---|---:|" + "---:|" * len(names) + "---:|---:|")
     for d in diagnoses:
         cells = " | ".join(f"{d['divergence'][n]:.3f}" for n in names)
-        print(f"| {d['weights']} | {d['true_error_over_sigma2']:.2f} | {cells} | {d['sure_over_sigma2']['exact']:.2f} | {d['sure_over_sigma2']['tau=0.01']:.2f} |")
+        print(
+            f"| {d['weights']} | {d['true_error_over_sigma2']:.2f} | {cells} | {d['sure_over_sigma2']['exact']:.2f} | {d['sure_over_sigma2']['tau=0.01']:.2f} |"
+        )
     timings = {task: step_seconds(task, args.repeats) for task in ("deblurring", "sr")}
-    print("\n| task | exact s/step | finite-difference s/step | exact / finite-difference |\n|---|---:|---:|---:|")
+    print(
+        "\n| task | exact s/step | finite-difference s/step | exact / finite-difference |\n|---|---:|---:|---:|"
+    )
     for task, t in timings.items():
-        print(f"| {task} | {t['exact']:.3f} | {t['finite-difference']:.3f} | {t['exact'] / t['finite-difference']:.2f} |")
-    result = {"diagnoses": diagnoses, "step_seconds": timings, "threads": args.threads, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+        print(
+            f"| {task} | {t['exact']:.3f} | {t['finite-difference']:.3f} | {t['exact'] / t['finite-difference']:.2f} |"
+        )
+    result = {
+        "diagnoses": diagnoses,
+        "step_seconds": timings,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -74,11 +74,21 @@ def write_crops(image: torch.Tensor, folder, corners, height: int, width: int):
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory, astronaut):
     """Four real 64x80 crops of the astronaut photograph."""
-    return write_crops(astronaut, tmp_path_factory.mktemp("photos"), [(0, 0), (100, 200), (300, 120), (400, 400)], 64, 80)
+    return write_crops(
+        astronaut, tmp_path_factory.mktemp("photos"), [(0, 0), (100, 200), (300, 120), (400, 400)], 64, 80
+    )
 
 
-def fit_psnr(model, objective, y: torch.Tensor, x: torch.Tensor, physics, generator: torch.Generator, steps: int,
-             lr: float = 3e-3) -> float:
+def fit_psnr(
+    model,
+    objective,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    physics,
+    generator: torch.Generator,
+    steps: int,
+    lr: float = 3e-3,
+) -> float:
     """``steps`` Adam steps of ``objective`` on random batches of 8 of ``y``, then the PSNR (dB) of the
     trained ``model`` against ``x`` in [0, 1]."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -148,12 +158,23 @@ def serving(handler: type[http.server.BaseHTTPRequestHandler]):
     server.server_close()
 
 
-def sei_against_hub(args: list[str], home, endpoint: str, offline: bool = False, timeout: float = 120,
-                    **environment: str) -> subprocess.CompletedProcess:
+def sei_against_hub(
+    args: list[str], home, endpoint: str, offline: bool = False, timeout: float = 120, **environment: str
+) -> subprocess.CompletedProcess:
     """The CLI in a fresh process (huggingface_hub reads HF_* variables at import) against ``endpoint``."""
-    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), **environment,
-           "HF_HUB_OFFLINE": "1" if offline else "0", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "sei", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(home / "hub"),
+        **environment,
+        "HF_HUB_OFFLINE": "1" if offline else "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "sei", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 # --- sei app: a real server on a free loopback port, in a thread of the test process
@@ -165,14 +186,18 @@ class AppServer:
     def __init__(self, url: str, app) -> None:
         self.url, self.app = url, app
 
-    def request(self, path: str, data: bytes | None = None, headers: dict | None = None, method: str | None = None):
+    def request(
+        self, path: str, data: bytes | None = None, headers: dict | None = None, method: str | None = None
+    ):
         """``(status, body bytes, headers)``; HTTP errors are returned, not raised."""
         import urllib.error
         import urllib.request
 
         request = urllib.request.Request(self.url + path, data=data, headers=headers or {}, method=method)
         try:
-            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=60) as response:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                request, timeout=60
+            ) as response:
                 return response.status, response.read(), response.headers
         except urllib.error.HTTPError as error:
             return error.code, error.read(), error.headers
@@ -185,10 +210,16 @@ class AppServer:
         boundary = secrets.token_hex(16)
         parts = []
         for key, value in fields.items():
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+            )
         for field, filename, content in files:
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-                         "Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n".encode()
+                + content
+                + b"\r\n"
+            )
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         if header:
@@ -252,6 +283,18 @@ def blurry_png(tmp_path_factory) -> str:
 
     folder = tmp_path_factory.mktemp("blurry")
     Image.fromarray(data.coffee()[100:300, 150:470]).save(folder / "coffee.png")
-    assert sei.cli.main(["degrade", str(folder / "coffee.png"), str(folder / "coffee_blurry.png"), "--kernel", "Gaussian_R2",
-                         "--noise_level", "5"]) == 0
+    assert (
+        sei.cli.main(
+            [
+                "degrade",
+                str(folder / "coffee.png"),
+                str(folder / "coffee_blurry.png"),
+                "--kernel",
+                "Gaussian_R2",
+                "--noise_level",
+                "5",
+            ]
+        )
+        == 0
+    )
     return str(folder / "coffee_blurry.png")

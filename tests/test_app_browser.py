@@ -22,7 +22,10 @@ WAIT = 240  # seconds: the CI machine has 2 cores, shared
 
 
 def _find_browser() -> tuple[str, str] | None:
-    browser = next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
+    browser = next(
+        (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))),
+        None,
+    )
     driver = shutil.which("chromedriver")
     return (browser, driver) if browser and driver else None
 
@@ -32,14 +35,25 @@ def driver():
     pytest.importorskip("selenium", reason="the browser tests need selenium (requirements.lock)")
     found = _find_browser()
     if found is None:
-        pytest.skip("no headless browser: install Debian's chromium and chromium-driver (bash scripts/install_browser.sh)")
+        pytest.skip(
+            "no headless browser: install Debian's chromium and chromium-driver (bash scripts/install_browser.sh)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try to download a browser or driver
+    os.environ.setdefault(
+        "SE_OFFLINE", "true"
+    )  # Selenium Manager must not try to download a browser or driver
     options = webdriver.ChromeOptions()
     options.binary_location = found[0]
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-proxy-server", "--window-size=1100,1500"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--no-proxy-server",
+        "--window-size=1100,1500",
+    ):
         options.add_argument(argument)
     browser = webdriver.Chrome(options=options, service=Service(executable_path=found[1]))
     browser.set_page_load_timeout(60)
@@ -63,20 +77,29 @@ def _wait_state(driver, states: tuple[str, ...], timeout: float = WAIT) -> str:
 
 
 @pytest.mark.slow
-def test_page_runs_a_shipped_model_and_returns_what_sei_reconstruct_writes(driver, app_server, blurry_png, tmp_path):
+def test_page_runs_a_shipped_model_and_returns_what_sei_reconstruct_writes(
+    driver, app_server, blurry_png, tmp_path
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     _open(driver, app_server)
     driver.find_element(By.ID, "images").send_keys(blurry_png)
     driver.find_element(By.CSS_SELECTOR, "details summary").click()
-    driver.find_element(By.ID, "truth").send_keys(str(Path(blurry_png).with_name("coffee.png")))  # the sharp original
+    driver.find_element(By.ID, "truth").send_keys(
+        str(Path(blurry_png).with_name("coffee.png"))
+    )  # the sharp original
     driver.find_element(By.ID, "mode-model").click()
     Select(driver.find_element(By.ID, "weights")).select_by_value("sei-gaussian_r2-noise5")
     driver.find_element(By.ID, "run").click()
-    assert _wait_state(driver, ("done", "failed", "cancelled")) == "done", driver.find_element(By.ID, "job-error").text
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script(
-        "const i = document.querySelectorAll('#results img'); return i.length === 2 && [...i].every(x => x.complete && x.naturalWidth > 0)"))
+    assert _wait_state(driver, ("done", "failed", "cancelled")) == "done", driver.find_element(
+        By.ID, "job-error"
+    ).text
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script(
+            "const i = document.querySelectorAll('#results img'); return i.length === 2 && [...i].every(x => x.complete && x.naturalWidth > 0)"
+        )
+    )
     article = driver.find_element(By.CSS_SELECTOR, "#results .result")
     assert article.get_attribute("data-name") == "coffee_blurry.png"
     psnr = article.find_element(By.CSS_SELECTOR, ".psnr").text
@@ -85,12 +108,17 @@ def test_page_runs_a_shipped_model_and_returns_what_sei_reconstruct_writes(drive
     assert gained > 1  # the shipped model deblurs the bundled photograph
 
     # the before/after slider moves the boundary, the zoom enlarges the comparison
-    slider, zoom = article.find_element(By.CSS_SELECTOR, ".slider"), article.find_element(By.CSS_SELECTOR, ".zoom")
+    slider, zoom = (
+        article.find_element(By.CSS_SELECTOR, ".slider"),
+        article.find_element(By.CSS_SELECTOR, ".zoom"),
+    )
     driver.execute_script("arguments[0].value = 30; arguments[0].dispatchEvent(new Event('input'))", slider)
     assert "30%" in article.find_element(By.CSS_SELECTOR, "img.after").value_of_css_property("clip-path")
     width = article.find_element(By.CSS_SELECTOR, ".compare").size["width"]
     driver.execute_script("arguments[0].value = 2; arguments[0].dispatchEvent(new Event('input'))", zoom)
-    assert article.find_element(By.CSS_SELECTOR, ".compare").size["width"] == pytest.approx(2 * width, rel=0.02)
+    assert article.find_element(By.CSS_SELECTOR, ".compare").size["width"] == pytest.approx(
+        2 * width, rel=0.02
+    )
     driver.execute_script("arguments[0].value = 1; arguments[0].dispatchEvent(new Event('input'))", zoom)
     driver.execute_script("arguments[0].value = 50; arguments[0].dispatchEvent(new Event('input'))", slider)
     if os.environ.get("SEI_APP_SCREENSHOT"):
@@ -102,7 +130,12 @@ def test_page_runs_a_shipped_model_and_returns_what_sei_reconstruct_writes(drive
     href = article.find_element(By.CSS_SELECTOR, "a.download").get_attribute("href")
     status, content, _ = app_server.request(href.removeprefix(app_server.url))
     assert status == 200
-    assert sei.cli.main(["reconstruct", blurry_png, str(tmp_path / "cli.png"), "--weights", "sei-gaussian_r2-noise5"]) == 0
+    assert (
+        sei.cli.main(
+            ["reconstruct", blurry_png, str(tmp_path / "cli.png"), "--weights", "sei-gaussian_r2-noise5"]
+        )
+        == 0
+    )
     expected = np.asarray(Image.open(tmp_path / "cli.png")).astype(int)
     with Image.open(io.BytesIO(content)) as image:
         got = np.asarray(image).astype(int)

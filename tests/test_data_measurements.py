@@ -54,7 +54,9 @@ def test_patches_identical_across_workers_and_runs(images):
     patches = PatchDataset(MeasuredImages(images, physics, seed=1), patch_size=24, seed=7, repeat=2)
     patches.set_epoch(5)
     serial, parallel = _batches(patches, 0), _batches(patches, 2)
-    again = PatchDataset(MeasuredImages(images, make_physics("sr", sr_factor=2), seed=1), patch_size=24, seed=7, repeat=2)
+    again = PatchDataset(
+        MeasuredImages(images, make_physics("sr", sr_factor=2), seed=1), patch_size=24, seed=7, repeat=2
+    )
     again.set_epoch(5)
     rerun = _batches(again, 0)
     for a, b, c in zip(serial, parallel, rerun, strict=True):
@@ -74,9 +76,17 @@ def test_sr_crops_are_aligned(images, factor):
     for index in range(len(patches)):
         item = patches[index]
         predicted = physics.A(item["x"][None])[0]
-        assert torch.allclose(predicted[:, border:-border, border:-border], item["y"][:, border:-border, border:-border], atol=1e-5)
+        assert torch.allclose(
+            predicted[:, border:-border, border:-border],
+            item["y"][:, border:-border, border:-border],
+            atol=1e-5,
+        )
     shifted = physics.A(torch.roll(patches[0]["x"], factor, dims=-1)[None])[0]
-    assert not torch.allclose(shifted[:, border:-border, border:-border], patches[0]["y"][:, border:-border, border:-border], atol=1e-3)
+    assert not torch.allclose(
+        shifted[:, border:-border, border:-border],
+        patches[0]["y"][:, border:-border, border:-border],
+        atol=1e-3,
+    )
 
 
 def test_deblurring_crops_are_aligned(images):
@@ -85,11 +95,19 @@ def test_deblurring_crops_are_aligned(images):
     item = patches[1]
     margin = physics.margin
     predicted = physics.A(item["x"][None])[0]
-    assert torch.allclose(predicted[:, margin:-margin, margin:-margin], item["y"][:, margin:-margin, margin:-margin], atol=1e-5)
+    assert torch.allclose(
+        predicted[:, margin:-margin, margin:-margin], item["y"][:, margin:-margin, margin:-margin], atol=1e-5
+    )
 
 
 def test_small_image_is_reflect_padded_never_zero():
-    small = [("test/tiny", torch.full((3, 20, 20), 0.5) + 0.4 * torch.rand(3, 20, 20, generator=torch.Generator().manual_seed(0)))]
+    small = [
+        (
+            "test/tiny",
+            torch.full((3, 20, 20), 0.5)
+            + 0.4 * torch.rand(3, 20, 20, generator=torch.Generator().manual_seed(0)),
+        )
+    ]
     physics = make_physics("sr", sr_factor=2, noise_level=0)
     with pytest.warns(UserWarning, match="reflect-padded"):
         patches = PatchDataset(MeasuredImages(small, physics), patch_size=48)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
-_spec = importlib.util.spec_from_file_location("photo_pool", Path(__file__).parents[1] / "benchmarks" / "photo_pool.py")
+_spec = importlib.util.spec_from_file_location(
+    "photo_pool", Path(__file__).parents[1] / "benchmarks" / "photo_pool.py"
+)
 photo_pool = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("photo_pool", photo_pool)  # dataclasses look their module up while the script runs
 _spec.loader.exec_module(photo_pool)
@@ -33,20 +35,32 @@ def test_tiles_are_disjoint_centred_and_inside():
     boxes = photo_pool.tile_boxes(4352, 2448, 1024)
     assert len(boxes) == 4 and all((r - l, b - t) == (1536, 1024) for l, t, r, b in boxes)
     assert min(l for l, *_ in boxes) == (4352 - 2 * 1536) // 2 and max(b for *_, b in boxes) <= 2448
-    assert photo_pool.tile_boxes(2560, 3837, 1024) == [(512, 382, 2048, 1406), (512, 1406, 2048, 2430), (512, 2430, 2048, 3454)]
+    assert photo_pool.tile_boxes(2560, 3837, 1024) == [
+        (512, 382, 2048, 1406),
+        (512, 1406, 2048, 2430),
+        (512, 2430, 2048, 3454),
+    ]
     assert photo_pool.tile_boxes(1280, 1000, 1024) == [(0, 0, 1280, 1000)]  # small photographs give one tile
 
 
 def test_last_matching_copyright_paragraph_wins():
     paragraphs = photo_pool.copyright_paragraphs(COPYRIGHT)
-    assert photo_pool.credit(paragraphs, "nature/Garden.jpg") == {"copyright": "2008, Charles Barbin; 2009, Someone Else", "license": "GPL-2+"}
-    assert photo_pool.credit(paragraphs, "nature/Dune.jpg") == {"copyright": "2010 Team", "license": "LGPL-2.1+"}
+    assert photo_pool.credit(paragraphs, "nature/Garden.jpg") == {
+        "copyright": "2008, Charles Barbin; 2009, Someone Else",
+        "license": "GPL-2+",
+    }
+    assert photo_pool.credit(paragraphs, "nature/Dune.jpg") == {
+        "copyright": "2010 Team",
+        "license": "LGPL-2.1+",
+    }
 
 
 def test_detail_separates_flat_from_textured():
     generator = torch.Generator().manual_seed(0)
     gradient = torch.linspace(0, 1, 384).expand(3, 256, 384)
-    assert photo_pool.detail(gradient) < 0.006 < photo_pool.detail(torch.rand(3, 256, 384, generator=generator))
+    assert (
+        photo_pool.detail(gradient) < 0.006 < photo_pool.detail(torch.rand(3, 256, 384, generator=generator))
+    )
 
 
 def test_every_package_lists_distinct_photographs():
@@ -56,7 +70,9 @@ def test_every_package_lists_distinct_photographs():
 
 def test_held_out_photographs_are_pool_photographs_never_cut_into_tiles():
     every = {photo for package in photo_pool.PACKAGES for photo in package.photos}
-    assert len(photo_pool.HELD_OUT) == len(set(photo_pool.HELD_OUT)) == 10 and set(photo_pool.HELD_OUT) <= every
+    assert (
+        len(photo_pool.HELD_OUT) == len(set(photo_pool.HELD_OUT)) == 10 and set(photo_pool.HELD_OUT) <= every
+    )
     training = {photo for package in photo_pool.PACKAGES for photo in photo_pool.training_photos(package)}
     assert training.isdisjoint(photo_pool.HELD_OUT) and training | set(photo_pool.HELD_OUT) == every
 
@@ -100,7 +116,10 @@ def test_build_keeps_held_out_photographs_out_of_the_tiles(tmp_path, monkeypatch
     monkeypatch.setattr(photo_pool, "HELD_OUT_PIXELS", 6000)
     manifest = photo_pool.build(output, tile_short=1024, size=32, min_detail=0.0, keep_cache=True)
     assert {tile["photo"] for tile in manifest["tiles"]} == {kept}
-    assert [h["photo"] for h in manifest["held_out"]] == [held] and manifest["held_out"][0]["size"] == [94, 63]
+    assert [h["photo"] for h in manifest["held_out"]] == [held] and manifest["held_out"][0]["size"] == [
+        94,
+        63,
+    ]
     stem = Path(held).stem
     assert not any(stem in path.name for path in output.rglob("*.png"))
     assert not any(stem in identity for identity, _ in load_images(str(output), split="train"))
@@ -125,4 +144,6 @@ def test_a_built_pool_holds_no_held_out_photograph():
         pytest.skip("the photo pool here is of an older format: rebuild it")
     assert not {tile["photo"] for tile in manifest["tiles"]} & set(photo_pool.HELD_OUT)
     stems = [Path(photo).stem for photo in photo_pool.HELD_OUT]
-    assert not [p.name for p in photo_pool.DEFAULT_OUTPUT.rglob("*.png") if any(f"__{s}_y" in p.name for s in stems)]
+    assert not [
+        p.name for p in photo_pool.DEFAULT_OUTPUT.rglob("*.png") if any(f"__{s}_y" in p.name for s in stems)
+    ]

@@ -15,7 +15,18 @@ from sei.errors import SeiUserError
 
 SAMPLES_TEST = {
     "samples/" + name
-    for name in ("barbara", "kodim23", "monarch", "sail", "tulips", "astronaut", "coffee", "chelsea", "china", "flower")
+    for name in (
+        "barbara",
+        "kodim23",
+        "monarch",
+        "sail",
+        "tulips",
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "china",
+        "flower",
+    )
 }
 
 
@@ -37,7 +48,9 @@ def test_samples_train_split_is_disjoint_real_photographs(samples):
     train = [identity for identity, _ in samples["train"]]
     assert len(train) == 16 and len(set(train)) == 16
     assert not set(train) & SAMPLES_TEST
-    assert "samples/shepp_logan_phantom" not in train and "samples/cat" not in train  # synthetic; chelsea again
+    assert (
+        "samples/shepp_logan_phantom" not in train and "samples/cat" not in train
+    )  # synthetic; chelsea again
 
 
 def test_samples_are_rgb_in_unit_range_short_side_256(samples):
@@ -95,8 +108,17 @@ def test_div2k_and_urban100_split_sizes(tmp_path):
         _tiny_png(tmp_path / "div2k" / "DIV2K_valid_HR" / f"{number:04d}.png")
     for number in range(1, 101):
         _tiny_png(tmp_path / "urban100" / "Urban100_HR" / f"img_{number:03d}.png")
-    sizes = {(name, split): len(load_images(name, split, root=tmp_path)) for name in ("div2k", "urban100") for split in ("train", "test")}
-    assert sizes == {("div2k", "train"): 800, ("div2k", "test"): 100, ("urban100", "train"): 90, ("urban100", "test"): 10}
+    sizes = {
+        (name, split): len(load_images(name, split, root=tmp_path))
+        for name in ("div2k", "urban100")
+        for split in ("train", "test")
+    }
+    assert sizes == {
+        ("div2k", "train"): 800,
+        ("div2k", "test"): 100,
+        ("urban100", "train"): 90,
+        ("urban100", "test"): 10,
+    }
     test = load_images("div2k", "test", root=tmp_path, resize=None)
     assert (test[0][0], test[99][0]) == ("div2k/0801", "div2k/0900")
     assert test[0][1].shape == (3, 6, 8)
@@ -143,7 +165,10 @@ def test_dicom_folder_with_hu_window(tmp_path):
 def test_dataset_catalogue():
     assert set(DATASETS) == {"div2k", "urban100", "ct", "samples"}
     assert DATASETS["samples"].files == () and DATASETS["samples"].installed("/nonexistent")
-    assert {f.md5 for f in DATASETS["div2k"].files} == {"bdc2d9338d4e574fe81bf7d158758658", "9fcdda83005c5e5997799b69f955ff88"}
+    assert {f.md5 for f in DATASETS["div2k"].files} == {
+        "bdc2d9338d4e574fe81bf7d158758658",
+        "9fcdda83005c5e5997799b69f955ff88",
+    }
 
 
 def test_dataset_images_are_read_lazily_and_slice_lazily(tmp_path, monkeypatch):
@@ -151,7 +176,11 @@ def test_dataset_images_are_read_lazily_and_slice_lazily(tmp_path, monkeypatch):
         _tiny_png(tmp_path / "div2k" / "DIV2K_valid_HR" / f"{number:04d}.png", value=number % 256)
     images = load_images("div2k", "test", root=tmp_path, resize=None)
     reads = []
-    monkeypatch.setattr("sei.data.sources.read_image", lambda path, *args: reads.append(path.name) or torch.zeros(3, 2, 2))
+    monkeypatch.setattr(
+        "sei.data.sources.read_image", lambda path, *args: reads.append(path.name) or torch.zeros(3, 2, 2)
+    )
     head = images[:3]
     assert reads == [] and len(head) == 3
-    assert [identity for identity, _ in head] == ["div2k/0801", "div2k/0802", "div2k/0803"] and len(reads) == 3
+    assert [identity for identity, _ in head] == ["div2k/0801", "div2k/0802", "div2k/0803"] and len(
+        reads
+    ) == 3

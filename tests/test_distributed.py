@@ -41,7 +41,9 @@ import torch.distributed as dist
 from conftest import write_crops
 from sei.training import TrainConfig, checkpoint_path, derive_seed, latest_checkpoint, load_checkpoint, train
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo"
+)
 
 LR = 5e-4
 STEPS = {"sup": 6, "proposed": 4}  # sup: room for a resume chain 1 -> 2 -> 1 process
@@ -52,7 +54,10 @@ UNET = ("unet-small", {"channels": 8, "levels": 2, "blocks": 1})
 # difference (the default) it runs f(y), f(y + tau b) (replaying the drop-path masks of f(y)) and f(y2) as three
 # separate passes. Both are cases where DDP could see parameters "marked ready twice". A tiny SwinIR
 # with drop_path_rate > 0 keeps that structure on CPU.
-SWINIR = ("swinir-tiny", {"embed_dim": 12, "depths": [2], "num_heads": [2], "drop_path_rate": 0.1, "img_size": 16})
+SWINIR = (
+    "swinir-tiny",
+    {"embed_dim": 12, "depths": [2], "num_heads": [2], "drop_path_rate": 0.1, "img_size": 16},
+)
 MC_SEEDS = 12  # re-evaluations of the objective per step for the Monte-Carlo spread
 K_SIGMA = 5.0
 
@@ -61,7 +66,7 @@ K_SIGMA = 5.0
 
 # Imported by every worker through PYTHONPATH: records each write-like call (open for writing,
 # rename, remove, mkdir) under SEI_TEST_WATCH, one log per rank, outside the watched folder.
-_AUDIT_HOOK = '''
+_AUDIT_HOOK = """
 import os, sys
 _watch, _logs, _rank = os.environ.get("SEI_TEST_WATCH"), os.environ.get("SEI_TEST_WRITES"), os.environ.get("RANK")
 if _watch and _logs and _rank is not None:
@@ -89,14 +94,25 @@ if _watch and _logs and _rank is not None:
                     log.write(f"{event} {os.fsdecode(path)}\\n")
 
     sys.addaudithook(_hook)
-'''
+"""
 
 
 def _config(folder: Path, method: str, network: tuple[str, dict], **changes) -> TrainConfig:
     return TrainConfig(
-        dataset=str(folder), resize=None, patch_size=16, batch_size=8, max_steps=STEPS[method], lr=LR, method=method,
-        model=network[0], model_options=network[1], checkpoint_interval=2, keep_checkpoints=5,
-        val_interval=0, val_images=0, log_interval=1,
+        dataset=str(folder),
+        resize=None,
+        patch_size=16,
+        batch_size=8,
+        max_steps=STEPS[method],
+        lr=LR,
+        method=method,
+        model=network[0],
+        model_options=network[1],
+        checkpoint_interval=2,
+        keep_checkpoints=5,
+        val_interval=0,
+        val_images=0,
+        log_interval=1,
         amp="none",  # float32: bf16 rounding would differ between 2x4 and 1x8 and hide what is compared
         **changes,
     )
@@ -113,20 +129,43 @@ def _toml(config: TrainConfig, path: Path) -> Path:
     return path
 
 
-def _torchrun(tmp: Path, config: TrainConfig, out_dir: Path, *extra: str) -> tuple[Path, subprocess.CompletedProcess]:
+def _torchrun(
+    tmp: Path, config: TrainConfig, out_dir: Path, *extra: str
+) -> tuple[Path, subprocess.CompletedProcess]:
     """``torchrun --standalone --nproc_per_node 2 -m sei train`` on CPU, with the write audit."""
     hook_dir, logs = tmp / "hook", tmp / f"writes_{out_dir.name}"
     hook_dir.mkdir(exist_ok=True)
     logs.mkdir()
     (hook_dir / "sitecustomize.py").write_text(textwrap.dedent(_AUDIT_HOOK))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env.update(
         PYTHONPATH=os.pathsep.join([str(hook_dir), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        OMP_NUM_THREADS="1", SEI_TEST_WATCH=str(out_dir), SEI_TEST_WRITES=str(logs),
+        OMP_NUM_THREADS="1",
+        SEI_TEST_WATCH=str(out_dir),
+        SEI_TEST_WRITES=str(logs),
     )
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "sei", "train",
-        "--config", str(_toml(config, tmp / f"{out_dir.name}.toml")), "--device", "cpu", "--out_dir", str(out_dir), "--quiet", *extra,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "sei",
+        "train",
+        "--config",
+        str(_toml(config, tmp / f"{out_dir.name}.toml")),
+        "--device",
+        "cpu",
+        "--out_dir",
+        str(out_dir),
+        "--quiet",
+        *extra,
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -192,7 +231,9 @@ class _Halves:
             with torch.random.fork_rng(devices=[]), torch.no_grad():  # values only
                 for k in range(MC_SEEDS):
                     one = self._ranks(1, model, y, physics, x, lambda r, k=k: derive_seed("spread", step, k))
-                    two = self._ranks(2, model, y, physics, x, lambda r, k=k: derive_seed("spread", step, k, r))
+                    two = self._ranks(
+                        2, model, y, physics, x, lambda r, k=k: derive_seed("spread", step, k, r)
+                    )
                     draws["1x8"].append(float(one["loss"]))
                     draws["2x4"].append(float(two["loss"]))
             self.spread.append(draws)
@@ -200,12 +241,16 @@ class _Halves:
         if self.world == 1:
             terms = self.objective(model, y, physics, x=x, rng=rng)
         else:
-            terms = self._ranks(self.world, model, y, physics, x, lambda r: derive_seed(self.seed, "step", step, r))
+            terms = self._ranks(
+                self.world, model, y, physics, x, lambda r: derive_seed(self.seed, "step", step, r)
+            )
         self.passes.append(self._calls)
         return terms
 
 
-def _train_in_process(config: TrainConfig, out_dir: Path, world: int = 1, spread: list | None = None, resume: str | None = None) -> list[int]:
+def _train_in_process(
+    config: TrainConfig, out_dir: Path, world: int = 1, spread: list | None = None, resume: str | None = None
+) -> list[int]:
     """One process (no torchrun), optionally with the objective evaluated as ``world`` ranks;
     returns the network calls of each step's objective (with ``world > 1`` or ``spread``)."""
     import sei.losses
@@ -268,7 +313,14 @@ def proposed_runs(tmp_path_factory, photos) -> dict[str, object]:
     passes = _train_in_process(config, tmp / "halves", world=2)
     spread: list[dict[str, list[float]]] = []
     _train_in_process(config, tmp / "one", spread=spread)
-    return {"two": tmp / "two", "halves": tmp / "halves", "one": tmp / "one", "logs": logs, "spread": spread, "passes": passes}
+    return {
+        "two": tmp / "two",
+        "halves": tmp / "halves",
+        "one": tmp / "one",
+        "logs": logs,
+        "spread": spread,
+        "passes": passes,
+    }
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -291,7 +343,12 @@ def test_two_processes_complete_and_only_rank_0_writes(request, runs):
     # the audit saw rank 0 write (so it works) and rank 1 write nothing under the run folder
     assert not (logs / "rank1.log").exists(), (logs / "rank1.log").read_text()
     written = (logs / "rank0.log").read_text()
-    assert "metrics.csv" in written and f"step_{last:08d}.pt" in written and "weights.safetensors" in written and "tfevents" in written
+    assert (
+        "metrics.csv" in written
+        and f"step_{last:08d}.pt" in written
+        and "weights.safetensors" in written
+        and "tfevents" in written
+    )
     assert load_checkpoint(latest_checkpoint(run))["config"]["batch_size"] == 8  # the global batch
 
 
@@ -334,7 +391,11 @@ def test_finite_difference_sure_under_ddp_is_the_mean_of_rank_seeded_halves(tmp_
 
 
 def test_proposed_two_by_four_matches_one_by_eight_in_distribution(proposed_runs):
-    single, ddp, spread = _metrics(proposed_runs["one"]), _metrics(proposed_runs["two"]), proposed_runs["spread"]
+    single, ddp, spread = (
+        _metrics(proposed_runs["one"]),
+        _metrics(proposed_runs["two"]),
+        proposed_runs["spread"],
+    )
     assert len(spread) == STEPS["proposed"]
     for step, (a, b, draws) in enumerate(zip(single, ddp, spread, strict=True), start=1):
         sd = math.hypot(statistics.stdev(draws["1x8"]), statistics.stdev(draws["2x4"]))
@@ -343,6 +404,10 @@ def test_proposed_two_by_four_matches_one_by_eight_in_distribution(proposed_runs
         assert gap <= K_SIGMA * sd, f"step {step}: |1x8 - 2x4| = {gap:.3g} > {K_SIGMA} x {sd:.3g}"
     # no batch-size bias: at step 1 (same weights, same batch) the two estimators have one mean
     first = spread[0]
-    standard_error = math.hypot(statistics.stdev(first["1x8"]), statistics.stdev(first["2x4"])) / math.sqrt(MC_SEEDS)
+    standard_error = math.hypot(statistics.stdev(first["1x8"]), statistics.stdev(first["2x4"])) / math.sqrt(
+        MC_SEEDS
+    )
     gap = abs(statistics.mean(first["1x8"]) - statistics.mean(first["2x4"]))
-    assert gap <= K_SIGMA * standard_error, f"means of 1x8 and 2x4 differ by {gap:.3g} > {K_SIGMA} x {standard_error:.3g}"
+    assert gap <= K_SIGMA * standard_error, (
+        f"means of 1x8 and 2x4 differ by {gap:.3g} > {K_SIGMA} x {standard_error:.3g}"
+    )

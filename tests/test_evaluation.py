@@ -22,9 +22,16 @@ def test_ssim_matches_scikit_image(astronaut):
     from skimage.metrics import structural_similarity
 
     reference = luma(astronaut[:, :120, :100])
-    noisy = (reference + 0.05 * torch.randn(reference.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    noisy = (
+        reference + 0.05 * torch.randn(reference.shape, generator=torch.Generator().manual_seed(0))
+    ).clamp(0, 1)
     expected = structural_similarity(
-        noisy[0].double().numpy(), reference[0].double().numpy(), gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+        noisy[0].double().numpy(),
+        reference[0].double().numpy(),
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
     )
     assert ssim(noisy, reference) == pytest.approx(expected, abs=1e-10)
 

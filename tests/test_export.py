@@ -28,9 +28,22 @@ REPO = "someone/sei-tiny"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, photo_folder) -> Path:
     """A finished 4-step SEI run with two validations."""
-    config = TrainConfig(dataset=str(photo_folder), resize=None, patch_size=24, batch_size=2, max_steps=4, model="unet-small",
-                         model_options=TINY, checkpoint_interval=4, val_interval=2, val_images=1, log_interval=1, amp="none",
-                         kernel="Gaussian_R1.5", noise_level=3.0)
+    config = TrainConfig(
+        dataset=str(photo_folder),
+        resize=None,
+        patch_size=24,
+        batch_size=2,
+        max_steps=4,
+        model="unet-small",
+        model_options=TINY,
+        checkpoint_interval=4,
+        val_interval=2,
+        val_images=1,
+        log_interval=1,
+        amp="none",
+        kernel="Gaussian_R1.5",
+        noise_level=3.0,
+    )
     out = tmp_path_factory.mktemp("run") / "run"
     train(config, out, progress=False, log="csv")
     return out
@@ -42,29 +55,46 @@ def exported(run, tmp_path_factory) -> Path:
 
 
 def test_export_folder_rebuilds_the_same_network_and_operator(run, exported):
-    assert sorted(p.name for p in exported.iterdir()) == sorted([WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, SAMPLE_FILE])
+    assert sorted(p.name for p in exported.iterdir()) == sorted(
+        [WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, SAMPLE_FILE]
+    )
     source_model, source_metadata, source_physics = load_weights_with_physics(run / WEIGHTS_FILE)
     model, metadata, physics = load_weights_with_physics(exported)  # the folder itself is a --weights spec
     y = torch.rand(1, 3, 40, 48)
     with torch.no_grad():
         assert torch.equal(model(y), source_model(y))
-    assert torch.equal(physics.kernel, source_physics.kernel) and physics.noise_level == source_physics.noise_level == 3.0
-    assert {k: metadata[k] for k in ("kernel", "method", "steps", "train_seconds", "validation")} == \
-        {k: source_metadata[k] for k in ("kernel", "method", "steps", "train_seconds", "validation")}
+    assert (
+        torch.equal(physics.kernel, source_physics.kernel)
+        and physics.noise_level == source_physics.noise_level == 3.0
+    )
+    assert {k: metadata[k] for k in ("kernel", "method", "steps", "train_seconds", "validation")} == {
+        k: source_metadata[k] for k in ("kernel", "method", "steps", "train_seconds", "validation")
+    }
     # config.json alone rebuilds the network, which takes the file's tensors
     config = json.loads((exported / CONFIG_FILE).read_text())
     rebuilt = create_model(**config)
     tensors, _ = read_weights(exported / WEIGHTS_FILE)
-    load_state_dict_checked(rebuilt, {k: v for k, v in tensors.items() if not k.startswith("physics.")}, "exported")
+    load_state_dict_checked(
+        rebuilt, {k: v for k, v in tensors.items() if not k.startswith("physics.")}, "exported"
+    )
     with torch.no_grad():
         assert torch.equal(rebuilt.eval()(y), source_model(y))
-    assert oct((exported / WEIGHTS_FILE).stat().st_mode & 0o044) == oct(0o044)  # readable by others: it is to be shared
+    assert oct((exported / WEIGHTS_FILE).stat().st_mode & 0o044) == oct(
+        0o044
+    )  # readable by others: it is to be shared
 
 
 def test_model_card_has_the_hub_header_and_the_runs_facts(run, exported):
     header = read_card_header(exported / CARD_FILE)
-    assert header["license"] == "bsd-3-clause" and header["library_name"] == "sei" and header["pipeline_tag"] == "image-to-image"
-    assert {"deblurring", "self-supervised", "sei"} <= set(header["tags"]) and header["metrics"] == ["psnr", "ssim"]
+    assert (
+        header["license"] == "bsd-3-clause"
+        and header["library_name"] == "sei"
+        and header["pipeline_tag"] == "image-to-image"
+    )
+    assert {"deblurring", "self-supervised", "sei"} <= set(header["tags"]) and header["metrics"] == [
+        "psnr",
+        "ssim",
+    ]
     assert "datasets" not in header  # a user's folder is no hub dataset (and its path is not published)
     card = (exported / CARD_FILE).read_text()
     _, metadata, _ = load_weights_with_physics(run / WEIGHTS_FILE)
@@ -72,15 +102,25 @@ def test_model_card_has_the_hub_header_and_the_runs_facts(run, exported):
     with open(run / "validation.csv") as handle:
         last = list(csv.DictReader(handle))[-1]
     assert float(last["val_psnr"]) == pytest.approx(validation["val_psnr"])
-    for text in ("**Task**: deblurring", "`Gaussian_R1.5`, 11x11 pixels", "sigma 3 in 8-bit units", "`proposed`: SEI",
-                 "**Steps**: 4", f"PSNR {validation['val_psnr']:.2f} dB, SSIM {validation['val_ssim']:.4f}",
-                 f"SURE-gaming gap {validation['val_sure_gap']:.3g}", f"sei test --weights {REPO}", "](sample.png)"):
+    for text in (
+        "**Task**: deblurring",
+        "`Gaussian_R1.5`, 11x11 pixels",
+        "sigma 3 in 8-bit units",
+        "`proposed`: SEI",
+        "**Steps**: 4",
+        f"PSNR {validation['val_psnr']:.2f} dB, SSIM {validation['val_ssim']:.4f}",
+        f"SURE-gaming gap {validation['val_sure_gap']:.3g}",
+        f"sei test --weights {REPO}",
+        "](sample.png)",
+    ):
         assert text in card, text
     assert str(run.parent) not in card  # no local path leaks into a published card
     from PIL import Image
 
     with Image.open(exported / SAMPLE_FILE) as image:
-        assert image.format == "PNG" and image.width > 3 * image.height  # measurement | estimate | truth | PSF in a row
+        assert (
+            image.format == "PNG" and image.width > 3 * image.height
+        )  # measurement | estimate | truth | PSF in a row
 
 
 def test_cli_test_on_the_folder_equals_the_runs_weights(run, exported, tmp_path, capsys):
@@ -113,7 +153,9 @@ def test_overwrite_replaces_the_folder_atomically(run, tmp_path):
     (target / "stale.txt").write_text("old")
     export_model(run, target, overwrite=True, figure=False)
     assert sorted(p.name for p in target.iterdir()) == sorted([WEIGHTS_FILE, CONFIG_FILE, CARD_FILE])
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model.")]  # no staging folder left behind
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".model.")
+    ]  # no staging folder left behind
 
 
 # --- a loopback server answering the part of the hub's API that an upload and a download use ------------------
@@ -158,23 +200,44 @@ class _Hub(LoopbackHub):
         repo = "/".join(parts[3:5])
         if len(parts) == 7 and parts[5] == "preupload" and repo in self.repos:
             files = json.loads(body)["files"]
-            return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+            return self._json(
+                200,
+                {
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                    ]
+                },
+            )
         if len(parts) == 7 and parts[5] == "commit" and repo in self.repos:
             for line in body.splitlines():
                 item = json.loads(line)
                 if item["key"] == "file":
                     assert item["value"]["encoding"] == "base64"
                     self.repos[repo][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-            return self._json(200, {"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{'c' * 40}", "commitOid": "c" * 40})
+            return self._json(
+                200,
+                {
+                    "commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{'c' * 40}",
+                    "commitOid": "c" * 40,
+                },
+            )
         return self._json(404, {"error": f"not served here: {self.path}"})
 
     def lookup(self) -> bytes | None:
         self.requests.append(f"{self.command} {self.path}")
         parts = self.path.split("/")  # /<user>/<name>/resolve/<rev>/<file>
-        return self.repos.get("/".join(parts[1:3]), {}).get("/".join(parts[5:])) if len(parts) >= 6 and parts[3] == "resolve" else None
+        return (
+            self.repos.get("/".join(parts[1:3]), {}).get("/".join(parts[5:]))
+            if len(parts) >= 6 and parts[3] == "resolve"
+            else None
+        )
 
     def missing_headers(self) -> dict[str, str]:
-        return {"X-Error-Code": "RepoNotFound" if "/".join(self.path.split("/")[1:3]) not in self.repos else "EntryNotFound"}
+        return {
+            "X-Error-Code": "RepoNotFound"
+            if "/".join(self.path.split("/")[1:3]) not in self.repos
+            else "EntryNotFound"
+        }
 
 
 @pytest.fixture
@@ -184,35 +247,74 @@ def hub():
         yield server
 
 
-def _sei(args: list[str], home: Path, endpoint: str, offline: bool = False, token: str = "hf_loopback") -> subprocess.CompletedProcess:
+def _sei(
+    args: list[str], home: Path, endpoint: str, offline: bool = False, token: str = "hf_loopback"
+) -> subprocess.CompletedProcess:
     return sei_against_hub(args, home, endpoint, offline, timeout=180, HF_TOKEN=token)
 
 
 @pytest.mark.slow
 def test_push_then_test_from_the_hub_then_offline_from_the_cache(run, tmp_path, hub):
     endpoint = f"http://127.0.0.1:{hub.server_address[1]}"
-    denied = _sei(["weights", "export", str(run), str(tmp_path / "denied"), "--push", REPO, "--no_figure"], tmp_path, endpoint, token="hf_wrong")
-    assert denied.returncode == 2 and "HF_TOKEN" in denied.stderr and len(denied.stderr.strip().splitlines()) == 1, denied.stderr
-    pushed = _sei(["weights", "export", str(run), str(tmp_path / "model"), "--push", REPO], tmp_path, endpoint)
+    denied = _sei(
+        ["weights", "export", str(run), str(tmp_path / "denied"), "--push", REPO, "--no_figure"],
+        tmp_path,
+        endpoint,
+        token="hf_wrong",
+    )
+    assert (
+        denied.returncode == 2
+        and "HF_TOKEN" in denied.stderr
+        and len(denied.stderr.strip().splitlines()) == 1
+    ), denied.stderr
+    pushed = _sei(
+        ["weights", "export", str(run), str(tmp_path / "model"), "--push", REPO], tmp_path, endpoint
+    )
     assert pushed.returncode == 0, pushed.stderr
     local = {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()}
     assert _Hub.repos[REPO] == local  # every file arrived, byte for byte
     assert "POST /api/validate-yaml" in _Hub.requests  # the hub checked the card's YAML header
 
     reference = tmp_path / "local.json"
-    assert main(["test", "--weights", str(tmp_path / "model"), "--max_images", "2", "--json", str(reference), "--quiet"]) == 0
-    from_hub = _sei(["test", "--weights", REPO, "--max_images", "2", "--json", str(tmp_path / "hub.json"), "--quiet"], tmp_path, endpoint)
+    assert (
+        main(
+            [
+                "test",
+                "--weights",
+                str(tmp_path / "model"),
+                "--max_images",
+                "2",
+                "--json",
+                str(reference),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    from_hub = _sei(
+        ["test", "--weights", REPO, "--max_images", "2", "--json", str(tmp_path / "hub.json"), "--quiet"],
+        tmp_path,
+        endpoint,
+    )
     assert from_hub.returncode == 0, from_hub.stderr
     expected = json.loads(reference.read_text())["images"]
     assert json.loads((tmp_path / "hub.json").read_text())["images"] == expected
 
     hub.shutdown()  # the hub is gone: the cache answers
-    offline = _sei(["test", "--weights", REPO, "--max_images", "2", "--json", str(tmp_path / "offline.json"), "--quiet"], tmp_path,
-                   endpoint, offline=True)
+    offline = _sei(
+        ["test", "--weights", REPO, "--max_images", "2", "--json", str(tmp_path / "offline.json"), "--quiet"],
+        tmp_path,
+        endpoint,
+        offline=True,
+    )
     assert offline.returncode == 0, offline.stderr
     assert json.loads((tmp_path / "offline.json").read_text())["images"] == expected
     missing = _sei(["weights", "info", "someone/never-pushed"], tmp_path, endpoint, offline=True)
-    assert missing.returncode == 2 and "someone/never-pushed" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    assert (
+        missing.returncode == 2
+        and "someone/never-pushed" in missing.stderr
+        and len(missing.stderr.strip().splitlines()) == 1
+    )
 
 
 @pytest.mark.slow
@@ -229,6 +331,11 @@ def test_hub_repo_specs_and_local_paths_are_told_apart(tmp_path):
     assert _HUB_REPO.match("someone/sei-tiny")["repo"] == "someone/sei-tiny"
     match = _HUB_REPO.match("hf://someone/sei-tiny@v1.0")
     assert (match["repo"], match["revision"]) == ("someone/sei-tiny", "v1.0")
-    assert _HUB_REPO.match("runs/a/weights") is None and _HUB_REPO.match("Deblurring_Gaussian_R2_Noise5_Proposed") is None
-    with pytest.raises(Exception, match="weights file not found"):  # a missing local file is never sent to the hub
+    assert (
+        _HUB_REPO.match("runs/a/weights") is None
+        and _HUB_REPO.match("Deblurring_Gaussian_R2_Noise5_Proposed") is None
+    )
+    with pytest.raises(
+        Exception, match="weights file not found"
+    ):  # a missing local file is never sent to the hub
         load_weights_with_physics("runs/missing.safetensors")

@@ -24,10 +24,19 @@ _spec.loader.exec_module(gpu_check)
 @pytest.fixture(scope="module")
 def cpu_report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("gpu_check") / "report.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return json.loads(out.read_text())
 
@@ -36,7 +45,9 @@ def cpu_report(tmp_path_factory) -> dict:
 def test_cpu_mode_runs_every_section(cpu_report):
     assert cpu_report["mode"] == "cpu"
     assert set(cpu_report["sections"]) == set(gpu_check.SECTIONS)
-    assert {name: section["status"] for name, section in cpu_report["sections"].items()} == dict.fromkeys(gpu_check.SECTIONS, "ok")
+    assert {name: section["status"] for name, section in cpu_report["sections"].items()} == dict.fromkeys(
+        gpu_check.SECTIONS, "ok"
+    )
     tests = cpu_report["sections"]["tests"]
     # the suite's CUDA tests were found and, with no GPU here, skipped (not failed, not silently absent)
     assert tests["tests"].get("tests.test_physics::test_cuda_matches_cpu") == "skipped"
@@ -58,8 +69,17 @@ def test_cpu_mode_training_numbers(cpu_report):
     first = training["bf16_against_float32"]["proposed"]["loss"]
     assert first["mean_relative"] < 0.05
     speedups, differences = training["bf16_speedup"], training["bf16_against_float32"]
-    expected = "bf16" if (all(s >= gpu_check.BF16_MIN_SPEEDUP for s in speedups.values())
-                          and all(d["loss"]["mean_relative"] <= gpu_check.BF16_MAX_CURVE_DIFFERENCE for d in differences.values())) else "float32"
+    expected = (
+        "bf16"
+        if (
+            all(s >= gpu_check.BF16_MIN_SPEEDUP for s in speedups.values())
+            and all(
+                d["loss"]["mean_relative"] <= gpu_check.BF16_MAX_CURVE_DIFFERENCE
+                for d in differences.values()
+            )
+        )
+        else "float32"
+    )
     assert training["recommendation"]["amp_auto"] == expected
 
 
@@ -81,21 +101,37 @@ def test_cpu_mode_resume_continues_from_the_checkpoint(cpu_report):
 def test_cpu_mode_reconstruct_and_agreement(cpu_report):
     reconstruct = cpu_report["sections"]["reconstruct"]
     for run in reconstruct["runs"].values():
-        assert run["rc"] == 0 and run["command_megapixels_per_second"] > 0 and run["inference_megapixels_per_second"] > 0
+        assert (
+            run["rc"] == 0
+            and run["command_megapixels_per_second"] > 0
+            and run["inference_megapixels_per_second"] > 0
+        )
     assert reconstruct["tiled_against_whole"]["psnr_db"] > 50  # tiles blend into the whole-image result
     passes = cpu_report["sections"]["agreement"]["passes"]
     assert set(passes) == {"strict"}
     entries = passes["strict"]
-    assert {"physics/blur A", "physics/blur A_adjoint", "physics/sr_x2 A", "physics/sr_x2 A_adjoint", "network/unet-small forward",
-            "network/swinir-tiny forward", "sure/SURE value", "loss/equivariance value"} <= set(entries)
+    assert {
+        "physics/blur A",
+        "physics/blur A_adjoint",
+        "physics/sr_x2 A",
+        "physics/sr_x2 A_adjoint",
+        "network/unet-small forward",
+        "network/swinir-tiny forward",
+        "sure/SURE value",
+        "loss/equivariance value",
+    } <= set(entries)
     for name, entry in entries.items():
         assert entry["relative"] <= entry["tolerance"], name
-        assert entry["max_abs"] > 0, name  # float32 against float64: a real comparison, not the same computation twice
+        assert entry["max_abs"] > 0, (
+            name
+        )  # float32 against float64: a real comparison, not the same computation twice
 
 
 def test_relative_difference():
     reference = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64)
-    result = gpu_check.relative_difference(reference, reference + torch.tensor([0.0, 0.004, 0.0], dtype=torch.float64))
+    result = gpu_check.relative_difference(
+        reference, reference + torch.tensor([0.0, 0.004, 0.0], dtype=torch.float64)
+    )
     assert result["max_abs"] == pytest.approx(0.004) and result["relative"] == pytest.approx(0.001)
     assert gpu_check.relative_difference(reference, reference, scale=2.0)["relative"] == 0
     with pytest.raises(ValueError, match="shapes differ"):
@@ -132,8 +168,19 @@ def test_gpu_wheels_skip_what_the_target_has(tmp_path):
     never = ("torch==", "torchvision==", "triton==", "nvidia-", "cuda-", "ruff==", "selenium==")
     freeze = tmp_path / "freeze.txt"
     freeze.write_text("\n".join(line for line in lock if not line.lower().startswith(never)) + "\n")
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_wheels.sh"), "--have", str(freeze), "--dest", str(tmp_path / "w")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "benchmarks" / "gpu_wheels.sh"),
+            "--have",
+            str(freeze),
+            "--dest",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "nothing to download" in done.stdout
     assert not (tmp_path / "w").exists()

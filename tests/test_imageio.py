@@ -93,7 +93,11 @@ def test_resize_short_side_keeps_aspect_and_range():
     assert resized.shape == (3, 48, 80)
     assert resized.min() >= 0 and resized.max() <= 1
     assert resize_short_side(image, 120) is image
-    assert resize_short_side(torch.rand(3, 20, 20), 256).shape == (3, 256, 256)  # small images grow, as the paper's Resize
+    assert resize_short_side(torch.rand(3, 20, 20), 256).shape == (
+        3,
+        256,
+        256,
+    )  # small images grow, as the paper's Resize
 
 
 def test_list_images_is_recursive_sorted_and_skips_hidden(tmp_path):

@@ -55,13 +55,20 @@ def test_sure_is_unbiased_for_a_wiener_filter(task, divergence, astronaut):
     generator = torch.Generator().manual_seed(0)
     y = physics(x, rng=generator)
 
-    def wiener(measurement: torch.Tensor) -> torch.Tensor:  # linear in y: prox of gamma/2 |Ax - y|^2 + 1/2 |x|^2
+    def wiener(
+        measurement: torch.Tensor,
+    ) -> torch.Tensor:  # linear in y: prox of gamma/2 |Ax - y|^2 + 1/2 |x|^2
         return physics.prox_l2(0, measurement, 30.0, img_size=(size, size))
 
     x_net = wiener(y)
     sure = SureLoss(divergence=divergence)(x_net, None, y, physics, wiener, rng=generator)
     margin = physics.margin
-    inside = (slice(None), slice(None), slice(margin, y.shape[-2] - margin), slice(margin, y.shape[-1] - margin))
+    inside = (
+        slice(None),
+        slice(None),
+        slice(margin, y.shape[-2] - margin),
+        slice(margin, y.shape[-1] - margin),
+    )
     true_mse = ((physics.A(x_net) - physics.A(x))[inside] ** 2).flatten(1).mean(1)
     difference = sure - true_mse
     half_width = 4 * difference.std() / len(difference) ** 0.5
@@ -85,20 +92,28 @@ def test_exact_divergence_cannot_be_gamed_by_a_network_that_detects_the_probe(as
     laplacian = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64).expand(3, 1, 3, 3)
 
     def high_pass(z: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.conv2d(torch.nn.functional.pad(z, (1, 1, 1, 1), mode="circular"), laplacian, groups=3)
+        return torch.nn.functional.conv2d(
+            torch.nn.functional.pad(z, (1, 1, 1, 1), mode="circular"), laplacian, groups=3
+        )
 
     def cheat(z: torch.Tensor) -> torch.Tensor:
         wiener = physics.prox_l2(0, z, 30.0, img_size=(size, size))
-        noisier = (high_pass(z) ** 2).flatten(1).mean(1) > 20 * sigma**2 * 1.5  # 20 sigma^2: the noise's energy
+        noisier = (high_pass(z) ** 2).flatten(1).mean(
+            1
+        ) > 20 * sigma**2 * 1.5  # 20 sigma^2: the noise's energy
         return wiener + noisier.view(-1, 1, 1, 1).double() * high_pass(z)
 
     x_net = cheat(y)
-    assert torch.equal(x_net, physics.prox_l2(0, y, 30.0, img_size=(size, size)))  # never triggered on real data
+    assert torch.equal(
+        x_net, physics.prox_l2(0, y, 30.0, img_size=(size, size))
+    )  # never triggered on real data
     margin = physics.margin
     inside = (slice(None), slice(None), slice(margin, size - margin), slice(margin, size - margin))
     true_mse = ((physics.A(x_net) - physics.A(x))[inside] ** 2).flatten(1).mean(1)
     estimates = {
-        divergence: SureLoss(tau=tau, divergence=divergence)(x_net, None, y, physics, cheat, rng=torch.Generator().manual_seed(1))
+        divergence: SureLoss(tau=tau, divergence=divergence)(
+            x_net, None, y, physics, cheat, rng=torch.Generator().manual_seed(1)
+        )
         for divergence in ("exact", "finite-difference")
     }
     exact_error = (estimates["exact"] - true_mse).detach()
@@ -111,15 +126,31 @@ def test_exact_divergence_cannot_be_gamed_by_a_network_that_detects_the_probe(as
 def test_exact_divergence_is_the_limit_of_the_finite_difference(task):
     """Loss and parameter gradient of the exact SURE equal the finite difference's as tau -> 0
     (float64, a ReLU network with pixel shuffle like unet-small): the double backpropagation is right."""
-    physics = make_physics(task, kernel="Gaussian_R1" if task == "deblurring" else None, sr_factor=2 if task == "sr" else None, noise_level=5)
+    physics = make_physics(
+        task,
+        kernel="Gaussian_R1" if task == "deblurring" else None,
+        sr_factor=2 if task == "sr" else None,
+        noise_level=5,
+    )
     torch.manual_seed(0)
-    layers = [torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 12 if task == "sr" else 3, 3, padding=1)]
+    layers = [
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 12 if task == "sr" else 3, 3, padding=1),
+    ]
     model = torch.nn.Sequential(*layers, *([torch.nn.PixelShuffle(2)] if task == "sr" else [])).double()
     y = torch.rand(2, 3, 20, 20, dtype=torch.float64)
     results = []
     for divergence, tau in (("exact", 0.01), ("finite-difference", 1e-7)):
         model.zero_grad()
-        objective = build_method("sure", physics, tau=tau, sure_divergence=divergence, autocast_dtype=None, batched_sure_passes=False)
+        objective = build_method(
+            "sure",
+            physics,
+            tau=tau,
+            sure_divergence=divergence,
+            autocast_dtype=None,
+            batched_sure_passes=False,
+        )
         loss = objective(model, y, physics, rng=torch.Generator().manual_seed(3))["loss"]
         loss.backward()
         results.append((loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
@@ -160,9 +191,13 @@ def test_partial_sure_ignores_the_border_exactly():
     corrupted[..., :margin, :] = 5.0
     corrupted[..., :, -margin:] = -3.0
     kwargs = {"probe": probe, "perturbed": perturbed}
-    assert torch.equal(loss(x_net, None, y, physics, None, **kwargs), loss(x_net, None, corrupted, physics, None, **kwargs))
+    assert torch.equal(
+        loss(x_net, None, y, physics, None, **kwargs), loss(x_net, None, corrupted, physics, None, **kwargs)
+    )
     full = SureLoss(margin=0, divergence="finite-difference")
-    assert not torch.allclose(full(x_net, None, y, physics, None, **kwargs), full(x_net, None, corrupted, physics, None, **kwargs))
+    assert not torch.allclose(
+        full(x_net, None, y, physics, None, **kwargs), full(x_net, None, corrupted, physics, None, **kwargs)
+    )
     with pytest.raises(SeiUserError, match="no interior"):
         loss(x_net[..., :12, :12], None, y[..., :12, :12], physics, None, rng=generator)
 
@@ -189,7 +224,9 @@ def test_sure_passes_share_the_dropout_mask(astronaut):
         torch.manual_seed(0)  # the same mask for f(y) in every variant
         randomness = ModelRandomness(model) if shared else None
         x_net = model(y)
-        value = loss(x_net, None, y, physics, model, rng=torch.Generator().manual_seed(1), randomness=randomness)
+        value = loss(
+            x_net, None, y, physics, model, rng=torch.Generator().manual_seed(1), randomness=randomness
+        )
         # the same loss for the deterministic map t -> t + (x_net - y): identity Jacobian, same f(y)
         exact = loss(x_net, None, y, physics, lambda t: t + (x_net - y), rng=torch.Generator().manual_seed(1))
         return value, exact
@@ -198,7 +235,9 @@ def test_sure_passes_share_the_dropout_mask(astronaut):
         shared, exact = sure(shared=True)
         independent, _ = sure(shared=False)
         torch.manual_seed(0)
-        through_objective = build_method("sure", physics, autocast_dtype=None)(model, y, physics, rng=torch.Generator().manual_seed(1))["sure"]
+        through_objective = build_method("sure", physics, autocast_dtype=None)(
+            model, y, physics, rng=torch.Generator().manual_seed(1)
+        )["sure"]
     shared_error = (shared - exact).abs().max()
     independent_error = (independent - exact).abs().mean()
     assert independent_error > 1e-4  # different masks: (m1 - m2) * offset / tau swamps the divergence
@@ -230,7 +269,9 @@ def test_stop_gradient_treats_the_transformed_estimate_as_a_constant(stop_gradie
         return torch.cat([p.grad.flatten() for p in model.parameters()])
 
     loss = EquivarianceLoss(Scale(), stop_gradient=stop_gradient)
-    ours = gradient(lambda: loss(model(y), None, y, physics, model, rng=torch.Generator().manual_seed(3)).mean())
+    ours = gradient(
+        lambda: loss(model(y), None, y, physics, model, rng=torch.Generator().manual_seed(3)).mean()
+    )
 
     def constant_target() -> torch.Tensor:
         generator = torch.Generator().manual_seed(3)  # the same draws as inside the loss
@@ -262,7 +303,9 @@ def test_equivariance_remeasures_with_fresh_noise():
     seen, model = _recording_identity()
 
     x_net = torch.full((1, 3, 16, 16), 0.5)
-    EquivarianceLoss(Scale(factors=[1.0]))(x_net, None, x_net, physics, model, rng=torch.Generator().manual_seed(0))
+    EquivarianceLoss(Scale(factors=[1.0]))(
+        x_net, None, x_net, physics, model, rng=torch.Generator().manual_seed(0)
+    )
     residual = seen[0] - physics.A(x_net)
     assert abs(float(residual.std()) - physics.sigma) < 0.2 * physics.sigma
 
@@ -294,9 +337,15 @@ def test_registry_names_inputs_and_errors():
         assert objective.name == METHODS[name]
         assert objective.uses_ground_truth == (objective.name == "sup")
         assert objective.needs_estimate == (objective.name != "css")
-    assert sorted(build_method("ei-shift", physics, alpha=0.3).weights.items()) == [("equivariance", 0.3), ("sure", 1.0)]
+    assert sorted(build_method("ei-shift", physics, alpha=0.3).weights.items()) == [
+        ("equivariance", 0.3),
+        ("sure", 1.0),
+    ]
     assert sorted(build_method("sure", physics).losses) == ["sure"]
-    with pytest.raises(SeiUserError, match=r"unknown method 'ei'.*proposed, sei, sup, supervised, css, ei-shift, ei-rotate, sure"):
+    with pytest.raises(
+        SeiUserError,
+        match=r"unknown method 'ei'.*proposed, sei, sup, supervised, css, ei-shift, ei-rotate, sure",
+    ):
         build_method("ei", physics)
     with pytest.raises(SeiUserError, match="ground-truth"):
         build_method("sup", physics)(TinyNet(2), torch.rand(1, 3, 8, 8), physics)
@@ -314,7 +363,9 @@ def test_batched_and_channels_last_match_the_plain_passes(divergence, astronaut)
     plain = {"batched_sure_passes": False, "channels_last": False}
     for options in (plain, plain | {"batched_sure_passes": True}, plain | {"channels_last": True}):
         model.zero_grad()
-        objective = build_method("proposed", physics, autocast_dtype=None, sure_divergence=divergence, **options)
+        objective = build_method(
+            "proposed", physics, autocast_dtype=None, sure_divergence=divergence, **options
+        )
         terms = objective(model, y, physics, rng=torch.Generator().manual_seed(4))
         terms["loss"].backward()
         results.append((terms["loss"].detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
@@ -329,22 +380,30 @@ class TinyBatchNormNet(TinyNet):
         self.body.insert(1, torch.nn.BatchNorm2d(8))
 
 
-@pytest.mark.parametrize("make_model", [lambda: TinyNet(dropout=0.1), TinyBatchNormNet], ids=["dropout", "batchnorm"])
+@pytest.mark.parametrize(
+    "make_model", [lambda: TinyNet(dropout=0.1), TinyBatchNormNet], ids=["dropout", "batchnorm"]
+)
 def test_batched_passes_only_where_exact(make_model):
     physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
     y = torch.rand(2, 3, 24, 24)
     torch.manual_seed(0)
     model = make_model()
     with pytest.raises(SeiUserError, match="per-sample masks|batch statistics"):
-        build_method("proposed", physics, batched_sure_passes=True, sure_divergence="finite-difference")(model, y, physics)
+        build_method("proposed", physics, batched_sure_passes=True, sure_divergence="finite-difference")(
+            model, y, physics
+        )
     # automatic (the default): falls back to the two mask-sharing passes, bit-identical to False
     values = []
     for batched in (None, False):
         torch.manual_seed(1)
-        objective = build_method("proposed", physics, batched_sure_passes=batched, sure_divergence="finite-difference")
+        objective = build_method(
+            "proposed", physics, batched_sure_passes=batched, sure_divergence="finite-difference"
+        )
         values.append(objective(model, y, physics, rng=torch.Generator().manual_seed(2))["loss"])
     assert torch.equal(values[0], values[1])
-    build_method("proposed", physics, batched_sure_passes=True, sure_divergence="finite-difference")(model.eval(), y, physics)  # eval mode: allowed
+    build_method("proposed", physics, batched_sure_passes=True, sure_divergence="finite-difference")(
+        model.eval(), y, physics
+    )  # eval mode: allowed
 
 
 def test_objective_is_reproducible_from_its_generator(astronaut):
@@ -365,8 +424,12 @@ def test_bfloat16_autocast_keeps_losses_in_float32(astronaut):
     y = physics(_crop(astronaut, 24).repeat(2, 1, 1, 1), rng=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     model = TinyNet()
-    full = build_method("proposed", physics, autocast_dtype=None)(model, y, physics, rng=torch.Generator().manual_seed(1))
-    half = build_method("proposed", physics, autocast_dtype=torch.bfloat16)(model, y, physics, rng=torch.Generator().manual_seed(1))
+    full = build_method("proposed", physics, autocast_dtype=None)(
+        model, y, physics, rng=torch.Generator().manual_seed(1)
+    )
+    half = build_method("proposed", physics, autocast_dtype=torch.bfloat16)(
+        model, y, physics, rng=torch.Generator().manual_seed(1)
+    )
     assert half["loss"].dtype == torch.float32
     assert torch.allclose(half["equivariance"], full["equivariance"], rtol=0.05)
 
@@ -381,14 +444,29 @@ def test_automatic_autocast_dtype():
 
 @pytest.mark.parametrize(
     ("name", "task"),
-    [("proposed", "deblurring"), ("proposed", "sr"), ("sup", "deblurring"), ("css", "deblurring"), ("css", "sr"),
-     ("ei-shift", "deblurring"), ("ei-rotate", "deblurring"), ("sure", "deblurring")],
+    [
+        ("proposed", "deblurring"),
+        ("proposed", "sr"),
+        ("sup", "deblurring"),
+        ("css", "deblurring"),
+        ("css", "sr"),
+        ("ei-shift", "deblurring"),
+        ("ei-rotate", "deblurring"),
+        ("sure", "deblurring"),
+    ],
 )
 def test_each_method_trains_on_a_real_photo(name, task, astronaut):
-    physics = make_physics(task, kernel="Gaussian_R1" if task == "deblurring" else None, sr_factor=2 if task == "sr" else None, noise_level=5)
+    physics = make_physics(
+        task,
+        kernel="Gaussian_R1" if task == "deblurring" else None,
+        sr_factor=2 if task == "sr" else None,
+        noise_level=5,
+    )
     factor = 2 if task == "sr" else 1
     generator = torch.Generator().manual_seed(0)
-    x = torch.stack([astronaut[:, t : t + 32, s : s + 32] for t, s in [(60, 200), (180, 220), (260, 150), (300, 300)]])
+    x = torch.stack(
+        [astronaut[:, t : t + 32, s : s + 32] for t, s in [(60, 200), (180, 220), (260, 150), (300, 300)]]
+    )
     y = physics(x, rng=generator)
     torch.manual_seed(0)
     model = TinyNet(factor=factor)
@@ -408,7 +486,9 @@ def test_each_method_trains_on_a_real_photo(name, task, astronaut):
 
 
 @pytest.mark.parametrize(
-    "loss", [SureLoss(), EquivarianceLoss(Scale()), SupervisedLoss(), CSSLoss()], ids=["sure", "equivariance", "supervised", "css"]
+    "loss",
+    [SureLoss(), EquivarianceLoss(Scale()), SupervisedLoss(), CSSLoss()],
+    ids=["sure", "equivariance", "supervised", "css"],
 )
 def test_losses_follow_the_deepinv_keyword_protocol(loss):
     physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)

@@ -45,7 +45,9 @@ def test_sei_config_rebuilds_the_same_architecture(name):
     model = create_model(name, task="sr", sr_factor=3, **SMALL[name])
     twin = create_model(**model.sei_config)
     assert twin.sei_config == model.sei_config
-    assert {k: v.shape for k, v in learned_state_dict(twin).items()} == {k: v.shape for k, v in learned_state_dict(model).items()}
+    assert {k: v.shape for k, v in learned_state_dict(twin).items()} == {
+        k: v.shape for k, v in learned_state_dict(model).items()
+    }
 
 
 @pytest.mark.parametrize("name", ["unet-small", "dncnn-small"])
@@ -94,8 +96,14 @@ def test_paper_swinir_configuration():
     model = create_model("swinir", task="sr", sr_factor=2)
     assert 11.5e6 < sum(p.numel() for p in model.parameters()) < 12e6
     keys = set(model.state_dict())
-    for key in ("conv_first.weight", "layers.5.residual_group.blocks.5.attn.qkv.weight", "conv_after_body.weight",
-                "conv_before_upsample.0.weight", "upsample.0.weight", "conv_last.weight"):
+    for key in (
+        "conv_first.weight",
+        "layers.5.residual_group.blocks.5.attn.qkv.weight",
+        "conv_after_body.weight",
+        "conv_before_upsample.0.weight",
+        "upsample.0.weight",
+        "conv_last.weight",
+    ):
         assert key in keys
     deblur = create_model("swinir", task="deblurring", **SMALL["swinir"])
     with torch.no_grad():

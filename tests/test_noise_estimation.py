@@ -69,8 +69,10 @@ def test_defocus_disk(rocket):
     assert estimate.method == "spectral" and _relative_error(estimate, 2) < 0.05
 
 
-@pytest.mark.parametrize(("factor", "level", "tolerance"), [(2, 1, 1.0), (2, 5, 0.15), (2, 20, 0.15),
-                                                            (4, 1, 1.0), (4, 5, 0.15), (4, 20, 0.15)])
+@pytest.mark.parametrize(
+    ("factor", "level", "tolerance"),
+    [(2, 1, 1.0), (2, 5, 0.15), (2, 20, 0.15), (4, 1, 1.0), (4, 5, 0.15), (4, 20, 0.15)],
+)
 def test_super_resolution_pca(rocket, factor, level, tolerance):
     physics = make_physics("sr", sr_factor=factor, noise_level=level)
     size = 64 * factor * 2  # a 128 x 128 measurement
@@ -98,8 +100,10 @@ def test_noise_free_measurement_estimates_near_zero(rocket):
 def test_pooling_is_the_median_over_images_of_any_sizes(rocket):
     physics = make_physics("sr", sr_factor=2, noise_level=5)
     sizes = [(64, 96), (80, 64), (96, 112)]
-    ys = [_quantise(physics.measure(rocket[None, :, 100 : 100 + 2 * h, 128 : 128 + 2 * w], seed=h)[0])
-          for h, w in sizes]
+    ys = [
+        _quantise(physics.measure(rocket[None, :, 100 : 100 + 2 * h, 128 : 128 + 2 * w], seed=h)[0])
+        for h, w in sizes
+    ]
     estimate = estimate_noise_level(ys, physics)
     assert len(estimate.per_image) == 3
     assert estimate.level == sorted(estimate.per_image)[1]
@@ -123,10 +127,16 @@ def test_weak_blur_falls_back_to_pca(rocket):
     [
         (torch.full((3, 64, 64), 0.5), "the measurement is constant"),
         (torch.full((3, 64, 64), 0.5).index_put_((torch.tensor([0]),), torch.tensor(0.5 + 1e-8)), "constant"),
-        (torch.rand(3, 64, 64).index_put_((torch.tensor([0]), torch.tensor([3])), torch.tensor(float("nan"))),
-         "NaN or infinite"),
-        (torch.rand(3, 64, 64).index_put_((torch.tensor([1]),), torch.tensor(float("inf"))),
-         "NaN or infinite"),
+        (
+            torch.rand(3, 64, 64).index_put_(
+                (torch.tensor([0]), torch.tensor([3])), torch.tensor(float("nan"))
+            ),
+            "NaN or infinite",
+        ),
+        (
+            torch.rand(3, 64, 64).index_put_((torch.tensor([1]),), torch.tensor(float("inf"))),
+            "NaN or infinite",
+        ),
         (torch.rand(3, 8, 200), "too small"),
         (torch.rand(3, 64, 64) * 255, "in [0, 1] scale"),
         (torch.rand(64, 64), "shape"),

@@ -43,9 +43,29 @@ def user_data(tmp_path_factory, astronaut):
 
 
 def _train_args(root, out, *extra):
-    return ["train", "--measurements", str(root / "measurements"), "--kernel", str(root / "psf.npy"), "--noise_level", "5",
-            "--model", "unet-small", "--batch_size", "2", "--patch_size", "32", "--checkpoint_interval", "2",
-            "--val_interval", "0", "--quiet", "--out_dir", str(out), *extra]
+    return [
+        "train",
+        "--measurements",
+        str(root / "measurements"),
+        "--kernel",
+        str(root / "psf.npy"),
+        "--noise_level",
+        "5",
+        "--model",
+        "unet-small",
+        "--batch_size",
+        "2",
+        "--patch_size",
+        "32",
+        "--checkpoint_interval",
+        "2",
+        "--val_interval",
+        "0",
+        "--quiet",
+        "--out_dir",
+        str(out),
+        *extra,
+    ]
 
 
 def _tiny_config_file(tmp_path):
@@ -61,7 +81,18 @@ def test_the_kernel_travels_inside_weights_and_checkpoints(user_data, tmp_path, 
     run = tmp_path / "run"
     assert main(_train_args(work, run, "--max_steps", "2", "--config", str(_tiny_config_file(tmp_path)))) == 0
     reference = tmp_path / "reference.npy"
-    assert main(["reconstruct", str(work / "measurements" / "m0.png"), str(reference), "--weights", str(run / "weights.safetensors")]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(work / "measurements" / "m0.png"),
+                str(reference),
+                "--weights",
+                str(run / "weights.safetensors"),
+            ]
+        )
+        == 0
+    )
 
     moved = tmp_path / "elsewhere" / "same_psf.npy"
     moved.parent.mkdir()
@@ -69,17 +100,57 @@ def test_the_kernel_travels_inside_weights_and_checkpoints(user_data, tmp_path, 
     monkeypatch.chdir(tmp_path / "elsewhere")
     _, _, physics = load_weights_with_physics(run / "weights.safetensors")
     assert torch.allclose(physics.kernel, torch.from_numpy(_disk(3)), rtol=0, atol=1e-15)
-    assert torch.allclose(load_checkpoint(latest_checkpoint(run))["physics"]["tensors"]["kernel"], torch.from_numpy(_disk(3)), rtol=0, atol=1e-15)
+    assert torch.allclose(
+        load_checkpoint(latest_checkpoint(run))["physics"]["tensors"]["kernel"],
+        torch.from_numpy(_disk(3)),
+        rtol=0,
+        atol=1e-15,
+    )
     again = tmp_path / "again.npy"
-    assert main(["reconstruct", str(work / "measurements" / "m0.png"), str(again), "--weights", str(run / "weights.safetensors")]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(work / "measurements" / "m0.png"),
+                str(again),
+                "--weights",
+                str(run / "weights.safetensors"),
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(np.load(again), np.load(reference))
     # the same PSF under another path (and in float32) is the same kernel; another PSF is refused
     np.save("float32_copy.npy", _disk(3).astype(np.float32))
-    assert main(["reconstruct", str(work / "measurements" / "m0.png"), "x.npy", "--weights", str(run / "weights.safetensors"),
-                 "--kernel", "float32_copy.npy"]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(work / "measurements" / "m0.png"),
+                "x.npy",
+                "--weights",
+                str(run / "weights.safetensors"),
+                "--kernel",
+                "float32_copy.npy",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["reconstruct", str(work / "measurements" / "m0.png"), "y.npy", "--weights", str(run / "weights.safetensors"),
-                 "--kernel", "Gaussian_R2"]) == 2
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(work / "measurements" / "m0.png"),
+                "y.npy",
+                "--weights",
+                str(run / "weights.safetensors"),
+                "--kernel",
+                "Gaussian_R2",
+            ]
+        )
+        == 2
+    )
     assert "another kernel" in capsys.readouterr().err
     # resuming from another folder, without the PSF file, with a longer budget
     assert main(["train", "--resume", str(run), "--max_steps", "4", "--quiet"]) == 0
@@ -90,14 +161,33 @@ def test_old_weights_that_only_name_their_kernel_file_ask_for_it(tmp_path, capsy
     from sei.models import create_model
 
     model = create_model("unet-small", **TINY)
-    path = save_weights(model, tmp_path / "old.safetensors", {"kernel": "psf.npy", "noise_level": 5.0})  # no physics: as before
+    path = save_weights(
+        model, tmp_path / "old.safetensors", {"kernel": "psf.npy", "noise_level": 5.0}
+    )  # no physics: as before
     assert "physics.kernel" not in read_weights(path)[0]
     np.save(tmp_path / "psf.npy", _disk(2))
     write_image(torch.rand(3, 40, 40), tmp_path / "y.png")
-    assert main(["reconstruct", str(tmp_path / "y.png"), str(tmp_path / "a.png"), "--weights", str(path)]) == 2
+    assert (
+        main(["reconstruct", str(tmp_path / "y.png"), str(tmp_path / "a.png"), "--weights", str(path)]) == 2
+    )
     assert "pass --kernel" in capsys.readouterr().err
-    assert main(["reconstruct", str(tmp_path / "y.png"), str(tmp_path / "a.png"), "--weights", str(path), "--kernel", str(tmp_path / "psf.npy")]) == 0
-    old_named = save_weights(model, tmp_path / "named.safetensors", {"kernel": "Gaussian_R2", "noise_level": 5.0})
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tmp_path / "y.png"),
+                str(tmp_path / "a.png"),
+                "--weights",
+                str(path),
+                "--kernel",
+                str(tmp_path / "psf.npy"),
+            ]
+        )
+        == 0
+    )
+    old_named = save_weights(
+        model, tmp_path / "named.safetensors", {"kernel": "Gaussian_R2", "noise_level": 5.0}
+    )
     _, _, physics = load_weights_with_physics(old_named)
     assert physics.kernel.shape == (13, 13)
 
@@ -113,14 +203,38 @@ def test_a_resumed_run_refuses_a_flag_it_would_ignore(user_data, tmp_path, capsy
     assert main(["train", "--resume", str(run), "--max_steps", "1", "--quiet"]) == 2
     assert "cannot shorten" in capsys.readouterr().err
     # the same values given again are not a change
-    assert main(["train", "--resume", str(run), "--noise_level", "5", "--kernel", str(root / "psf.npy"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(run),
+                "--noise_level",
+                "5",
+                "--kernel",
+                str(root / "psf.npy"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "already reached its 2 steps" in capsys.readouterr().err
 
 
 def test_a_longer_budget_replans_the_schedule_for_the_new_total(user_data, tmp_path):
     root, _ = user_data
-    base = TrainConfig(measurements=str(root / "measurements"), kernel=str(root / "psf.npy"), model="unet-small", model_options=TINY,
-                       batch_size=2, patch_size=32, max_steps=4, checkpoint_interval=2, val_interval=0, log_interval=1)
+    base = TrainConfig(
+        measurements=str(root / "measurements"),
+        kernel=str(root / "psf.npy"),
+        model="unet-small",
+        model_options=TINY,
+        batch_size=2,
+        patch_size=32,
+        max_steps=4,
+        checkpoint_interval=2,
+        val_interval=0,
+        log_interval=1,
+    )
     train(base, tmp_path / "run", progress=False)
     before = load_checkpoint(latest_checkpoint(tmp_path / "run"))["model"]
     state = train(TrainConfig(max_steps=8), tmp_path / "run", resume="auto", progress=False)
@@ -161,15 +275,28 @@ def test_a_time_limited_run_ends_its_schedule_within_the_budget(user_data, tmp_p
     import sei.training.loop as loop
 
     ticks = iter(range(10**9))
-    monkeypatch.setattr(loop, "clock", lambda: 0.01 * next(ticks))  # a steady machine: 10 ms per clock reading
+    monkeypatch.setattr(
+        loop, "clock", lambda: 0.01 * next(ticks)
+    )  # a steady machine: 10 ms per clock reading
     root, _ = user_data
-    config = TrainConfig(measurements=str(root / "measurements"), kernel=str(root / "psf.npy"), model="unet-small", model_options=TINY,
-                         batch_size=2, patch_size=32, val_interval=0, log_interval=1, time_limit=6.0)
+    config = TrainConfig(
+        measurements=str(root / "measurements"),
+        kernel=str(root / "psf.npy"),
+        model="unet-small",
+        model_options=TINY,
+        batch_size=2,
+        patch_size=32,
+        val_interval=0,
+        log_interval=1,
+        time_limit=6.0,
+    )
     state = train(config, tmp_path / "run", progress=False)
     assert state.step > 10 and not state.out_of_time
     with open(tmp_path / "run" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert float(rows[-1]["lr"]) < 0.05 * 5e-4  # the learning rate decayed to its end: the plan fitted the budget
+    assert (
+        float(rows[-1]["lr"]) < 0.05 * 5e-4
+    )  # the learning rate decayed to its end: the plan fitted the budget
     assert load_checkpoint(latest_checkpoint(tmp_path / "run"))["total_steps"] == state.step
 
 
@@ -179,17 +306,50 @@ def test_init_starts_from_the_given_weights_and_refuses_another_task(user_data, 
     root, _ = user_data
     start = create_model("dncnn-small", depth=3, channels=8)
     torch.nn.init.normal_(next(start.parameters()), std=0.3)
-    init = save_weights(start, tmp_path / "start.safetensors", {"noise_level": 5.0}, physics=Blur(torch.from_numpy(_disk(2))))
-    config = TrainConfig(measurements=str(root / "measurements"), kernel=str(root / "psf.npy"), init=str(init), lr=1e-12,
-                         batch_size=2, patch_size=32, max_steps=1, val_interval=0)
+    init = save_weights(
+        start, tmp_path / "start.safetensors", {"noise_level": 5.0}, physics=Blur(torch.from_numpy(_disk(2)))
+    )
+    config = TrainConfig(
+        measurements=str(root / "measurements"),
+        kernel=str(root / "psf.npy"),
+        init=str(init),
+        lr=1e-12,
+        batch_size=2,
+        patch_size=32,
+        max_steps=1,
+        val_interval=0,
+    )
     train(config, tmp_path / "run", progress=False)
     model, metadata, _ = load_weights_with_physics(tmp_path / "run" / "weights.safetensors")
-    assert metadata["model"]["name"] == "dncnn-small" and metadata["init"] == str(init)  # the architecture came from --init
+    assert metadata["model"]["name"] == "dncnn-small" and metadata["init"] == str(
+        init
+    )  # the architecture came from --init
     for key, value in start.state_dict().items():
         assert torch.allclose(model.state_dict()[key], value, atol=1e-6), key
-    sr = save_weights(create_model("unet-small", task="sr", sr_factor=2, **TINY), tmp_path / "x2.safetensors", {"noise_level": 5.0})
+    sr = save_weights(
+        create_model("unet-small", task="sr", sr_factor=2, **TINY),
+        tmp_path / "x2.safetensors",
+        {"noise_level": 5.0},
+    )
     capsys.readouterr()
-    assert main(["train", "--task", "sr", "--sr_factor", "4", "--init", str(sr), "--max_steps", "1", "--out_dir", str(tmp_path / "r4")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "sr",
+                "--sr_factor",
+                "4",
+                "--init",
+                str(sr),
+                "--max_steps",
+                "1",
+                "--out_dir",
+                str(tmp_path / "r4"),
+            ]
+        )
+        == 2
+    )
     assert "sr_factor=2, but sr_factor=4" in capsys.readouterr().err
     assert main(["train", "--init", str(sr), "--max_steps", "1", "--out_dir", str(tmp_path / "rb")]) == 2
     assert "task=sr, but task=deblurring" in capsys.readouterr().err
@@ -197,26 +357,48 @@ def test_init_starts_from_the_given_weights_and_refuses_another_task(user_data, 
 
 def test_noise_level_auto_is_estimated_stored_and_kept_on_resume(user_data, tmp_path, capsys):
     root, _ = user_data
-    config = TrainConfig(measurements=str(root / "measurements"), kernel=str(root / "psf.npy"), noise_level="auto", model="unet-small",
-                         model_options=TINY, batch_size=2, patch_size=32, max_steps=2, checkpoint_interval=1, val_interval=0)
+    config = TrainConfig(
+        measurements=str(root / "measurements"),
+        kernel=str(root / "psf.npy"),
+        noise_level="auto",
+        model="unet-small",
+        model_options=TINY,
+        batch_size=2,
+        patch_size=32,
+        max_steps=2,
+        checkpoint_interval=1,
+        val_interval=0,
+    )
     state = train(config, tmp_path / "run", progress=False)
     assert "estimated noise level" in capsys.readouterr().err
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["noise_level"] == "auto" and stored["noise_estimate"] == pytest.approx(5.0, rel=0.25)
     _, metadata = read_weights(tmp_path / "run" / "weights.safetensors")
-    assert metadata["noise_level"] == pytest.approx(stored["noise_estimate"]) and metadata["noise_level_estimated"] is True
+    assert (
+        metadata["noise_level"] == pytest.approx(stored["noise_estimate"])
+        and metadata["noise_level_estimated"] is True
+    )
     assert state.noise_level == pytest.approx(stored["noise_estimate"])
     train(TrainConfig(max_steps=3), tmp_path / "run", resume="auto", progress=False)
     assert "estimated" not in capsys.readouterr().err  # a resumed run keeps its estimate
     with pytest.raises(Exception, match="--noise_level auto estimates"):
-        train(TrainConfig(dataset=str(root / "measurements"), noise_level="auto", max_steps=1), tmp_path / "sim", progress=False)
+        train(
+            TrainConfig(dataset=str(root / "measurements"), noise_level="auto", max_steps=1),
+            tmp_path / "sim",
+            progress=False,
+        )
 
 
 def test_nan_or_infinite_measurements_are_refused(tmp_path, capsys):
     y = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
     y[3, 4, 1] = np.nan
     np.save(tmp_path / "holes.npy", y)
-    assert main(["reconstruct", str(tmp_path / "holes.npy"), str(tmp_path / "out.npy"), "--model_kind", "wiener"]) == 2
+    assert (
+        main(
+            ["reconstruct", str(tmp_path / "holes.npy"), str(tmp_path / "out.npy"), "--model_kind", "wiener"]
+        )
+        == 2
+    )
     assert "NaN or infinite" in capsys.readouterr().err
     with pytest.raises(Exception, match="NaN or infinite"):
         MeasurementFolder(tmp_path)
@@ -227,10 +409,54 @@ def test_restore_errors_are_one_line_and_exit_2(user_data, tmp_path, capsys):
     measurements = str(root / "measurements")
     cases = [
         (["restore", measurements, str(tmp_path / "a")], "needs its PSF"),
-        (["restore", measurements, str(tmp_path / "b"), "--kernel", str(root / "psf.npy"), "--time_limit", "0"], "must be positive"),
-        (["restore", measurements, str(tmp_path / "c"), "--kernel", str(root / "psf.npy"), "--time_limit", "soon"], "cannot read the time limit"),
-        (["restore", measurements, str(tmp_path / "d"), "--kernel", str(root / "psf.npy"), "--time_limit", "2s"], "leaves"),
-        (["restore", measurements, str(tmp_path / "e"), "--kernel", str(root / "psf.npy"), "--noise_level", "loud"], "noise_level"),
+        (
+            [
+                "restore",
+                measurements,
+                str(tmp_path / "b"),
+                "--kernel",
+                str(root / "psf.npy"),
+                "--time_limit",
+                "0",
+            ],
+            "must be positive",
+        ),
+        (
+            [
+                "restore",
+                measurements,
+                str(tmp_path / "c"),
+                "--kernel",
+                str(root / "psf.npy"),
+                "--time_limit",
+                "soon",
+            ],
+            "cannot read the time limit",
+        ),
+        (
+            [
+                "restore",
+                measurements,
+                str(tmp_path / "d"),
+                "--kernel",
+                str(root / "psf.npy"),
+                "--time_limit",
+                "2s",
+            ],
+            "leaves",
+        ),
+        (
+            [
+                "restore",
+                measurements,
+                str(tmp_path / "e"),
+                "--kernel",
+                str(root / "psf.npy"),
+                "--noise_level",
+                "loud",
+            ],
+            "noise_level",
+        ),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -242,7 +468,21 @@ def test_restore_errors_are_one_line_and_exit_2(user_data, tmp_path, capsys):
 def test_restore_improves_the_users_measurements_within_its_budget(user_data, tmp_path, capsys):
     root, truths = user_data
     out = tmp_path / "restored"
-    assert main(["restore", str(root / "measurements"), str(out), "--kernel", str(root / "psf.npy"), "--time_limit", "40s", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                str(root / "measurements"),
+                str(out),
+                "--kernel",
+                str(root / "psf.npy"),
+                "--time_limit",
+                "40s",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total_seconds"] <= 40 and summary["noise_level"] == pytest.approx(5.0, rel=0.25)
     assert summary["init"] == "sei-gaussian_r2-noise5" and summary["steps"] > 0

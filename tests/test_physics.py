@@ -70,7 +70,9 @@ def test_sr_pseudo_inverse_is_consistent_and_minimum_norm(name):
 
 
 def test_fft_blur_equals_direct_circular_convolution():
-    kernel = get_kernel("Gaussian_R2") * torch.linspace(0.5, 1.5, 13, dtype=torch.float64)[:, None]  # asymmetric
+    kernel = (
+        get_kernel("Gaussian_R2") * torch.linspace(0.5, 1.5, 13, dtype=torch.float64)[:, None]
+    )  # asymmetric
     kernel = kernel / kernel.sum()
     physics = Blur(kernel, noise_level=0)
     x = torch.rand(2, 3, 37, 31, dtype=torch.float64)
@@ -106,7 +108,15 @@ def test_sr_upsample_is_bicubic_to_the_target_size():
 
 @pytest.mark.parametrize(
     ("name", "size", "std"),
-    [("Gaussian_R1", 7, 1.0), ("Gaussian_R2", 13, 2.0), ("Gaussian_R3", 19, 3.0), ("Gaussian_R1.5", 11, 1.5), ("Box_R2", 5, None), ("Box_R3", 7, None), ("Box_R4", 9, None)],
+    [
+        ("Gaussian_R1", 7, 1.0),
+        ("Gaussian_R2", 13, 2.0),
+        ("Gaussian_R3", 19, 3.0),
+        ("Gaussian_R1.5", 11, 1.5),
+        ("Box_R2", 5, None),
+        ("Box_R3", 7, None),
+        ("Box_R4", 9, None),
+    ],
 )
 def test_kernel_sizes_sums_and_std(name, size, std):
     kernel = get_kernel(name)

@@ -87,7 +87,9 @@ def test_noise_model_travels_with_the_state_and_the_weights(task, tmp_path):
     _, metadata, loaded = load_weights_with_physics(path, task=task)
     assert metadata["noise_model"] == "poisson-gaussian"
     assert loaded.describe() == physics.describe()
-    assert torch.equal(loaded.measure(torch.ones(1, 3, 16, 16), 1), physics.measure(torch.ones(1, 3, 16, 16), 1))
+    assert torch.equal(
+        loaded.measure(torch.ones(1, 3, 16, 16), 1), physics.measure(torch.ones(1, 3, 16, 16), 1)
+    )
 
 
 def _varying_linear_estimator(physics, weight_map: torch.Tensor, size: int):
@@ -120,9 +122,16 @@ def test_pg_sure_is_unbiased_and_the_gaussian_one_is_not(task, divergence, astro
     estimator = _varying_linear_estimator(physics, crop.mean(1, keepdim=True), size)
     x_net = estimator(y)
     margin = physics.margin
-    inside = (slice(None), slice(None), slice(margin, y.shape[-2] - margin), slice(margin, y.shape[-1] - margin))
+    inside = (
+        slice(None),
+        slice(None),
+        slice(margin, y.shape[-2] - margin),
+        slice(margin, y.shape[-1] - margin),
+    )
     true_mse = ((physics.A(x_net) - physics.A(x))[inside] ** 2).flatten(1).mean(1)
-    pg = SureLoss(divergence=divergence)(x_net, None, y, physics, estimator, rng=torch.Generator().manual_seed(1))
+    pg = SureLoss(divergence=divergence)(
+        x_net, None, y, physics, estimator, rng=torch.Generator().manual_seed(1)
+    )
     difference = (pg - true_mse).detach()
     half_width = 4 * difference.std() / len(difference) ** 0.5
     assert difference.mean().abs() < half_width
@@ -147,11 +156,15 @@ def test_pg_sure_equals_deepinv_surepgloss_with_the_same_probe(astronaut):
         return physics.prox_l2(0, z, 30.0).clamp(0.2, 0.8)
 
     tau = 1e-3
-    reference = SurePGLoss(sigma=physics.sigma, gain=physics.gain, tau1=tau, rng=torch.Generator().manual_seed(5))
+    reference = SurePGLoss(
+        sigma=physics.sigma, gain=physics.gain, tau1=tau, rng=torch.Generator().manual_seed(5)
+    )
     expected = reference(y=y, x_net=estimator(y), physics=physics, model=lambda z, _: estimator(z))
     draw = torch.Generator().manual_seed(5)  # deepinv's first draw is its probe
     probe = 2.0 * (torch.empty_like(y).uniform_(generator=draw) > 0.5) - 1
-    ours = SureLoss(tau=tau, margin=0)(estimator(y), None, y, physics, estimator, probe=probe, perturbed=estimator(y + tau * probe))
+    ours = SureLoss(tau=tau, margin=0)(
+        estimator(y), None, y, physics, estimator, probe=probe, perturbed=estimator(y + tau * probe)
+    )
     assert torch.allclose(ours, expected, rtol=1e-4)
 
 
@@ -159,7 +172,10 @@ def test_a_zero_gain_is_the_gaussian_sure(astronaut):
     gaussian = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
     y = gaussian(_crop(astronaut, 32).repeat(2, 1, 1, 1), rng=torch.Generator().manual_seed(0))
     model = TinyNet()
-    values = [SureLoss(gain=gain)(model(y), None, y, gaussian, model, rng=torch.Generator().manual_seed(1)) for gain in (None, 0.0)]
+    values = [
+        SureLoss(gain=gain)(model(y), None, y, gaussian, model, rng=torch.Generator().manual_seed(1))
+        for gain in (None, 0.0)
+    ]
     assert torch.equal(values[0], values[1])
     pg = SureLoss()(model(y), None, y, _pg(level=5.0), model, rng=torch.Generator().manual_seed(1))
     assert not torch.allclose(pg, values[0])
@@ -175,7 +191,9 @@ def test_equivariance_remeasures_with_poisson_gaussian_noise():
         captured["z"] = z
         return z
 
-    EquivarianceLoss(Scale(factors=(1.0,)))(x_net, None, x_net, physics, identity, rng=torch.Generator().manual_seed(0))
+    EquivarianceLoss(Scale(factors=(1.0,)))(
+        x_net, None, x_net, physics, identity, rng=torch.Generator().manual_seed(0)
+    )
     noise = captured["z"] - physics.A(x_net)
     bright, dark = noise[..., 6:18, 3:8].var(), noise[..., 6:18, 16:21].var()
     assert bright.item() == pytest.approx(physics.gain * 0.5 + physics.sigma**2, rel=0.1)
@@ -186,7 +204,9 @@ def test_equivariance_remeasures_with_poisson_gaussian_noise():
 def test_each_method_trains_under_poisson_gaussian_noise(name, astronaut):
     physics = _pg(gain=5.0, level=1.0)
     generator = torch.Generator().manual_seed(0)
-    x = torch.stack([astronaut[:, t : t + 32, s : s + 32] for t, s in [(60, 200), (180, 220), (260, 150), (300, 300)]])
+    x = torch.stack(
+        [astronaut[:, t : t + 32, s : s + 32] for t, s in [(60, 200), (180, 220), (260, 150), (300, 300)]]
+    )
     y = physics(x, rng=generator)
     torch.manual_seed(0)
     model = TinyNet()
@@ -241,18 +261,29 @@ def test_estimate_poisson_gaussian_recovers_gain_and_level(astronaut):
     the level within 1.5 (8-bit units); the benchmark (docs/noise_level.md) has the whole grid."""
     from sei.noise_estimation import estimate_poisson_gaussian
 
-    physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5, noise_model="poisson-gaussian", gain=2.55)
-    y = torch.cat([physics.measure(astronaut[None, :, t : t + 192, s : s + 192], seed=t) for t, s in [(0, 0), (300, 300)]])
+    physics = make_physics(
+        "deblurring", kernel="Gaussian_R2", noise_level=5, noise_model="poisson-gaussian", gain=2.55
+    )
+    y = torch.cat(
+        [
+            physics.measure(astronaut[None, :, t : t + 192, s : s + 192], seed=t)
+            for t, s in [(0, 0), (300, 300)]
+        ]
+    )
     estimate = estimate_poisson_gaussian(y.clamp(0, 1))
     assert estimate.gain_level == pytest.approx(2.55, rel=0.1)
     assert estimate.noise_level == pytest.approx(5.0, abs=1.5)
-    dim = make_physics("deblurring", kernel="Gaussian_R2", noise_level=1, noise_model="poisson-gaussian", gain=25.5)
+    dim = make_physics(
+        "deblurring", kernel="Gaussian_R2", noise_level=1, noise_model="poisson-gaussian", gain=25.5
+    )
     unclipped = dim.measure(astronaut[None, :, :256, :256], seed=0)  # 10 photons: values reach about 2
     assert unclipped.max() > 1.5
     assert estimate_poisson_gaussian(unclipped).gain_level == pytest.approx(25.5, rel=0.3)
     gaussian = make_physics("deblurring", kernel="Gaussian_R2", noise_level=10)
     plain = estimate_poisson_gaussian(gaussian.measure(astronaut[None, :, :192, :192], seed=0).clamp(0, 1))
-    assert plain.gain_level < 0.3 and plain.noise_level == pytest.approx(10.0, rel=0.15)  # no signal dependence found
+    assert plain.gain_level < 0.3 and plain.noise_level == pytest.approx(
+        10.0, rel=0.15
+    )  # no signal dependence found
 
 
 def test_estimation_that_cannot_be_made_is_a_user_error():
@@ -279,20 +310,108 @@ def test_train_and_reconstruct_own_photon_limited_measurements_with_auto_noise(a
         gray = astronaut.mean(0)[top : top + 96, left : left + 112].numpy()
         tifffile.imwrite(sharp / f"s{index}.tif", (gray * 65535).astype(np.uint16))
     measured = tmp_path / "measured"
-    assert main(["degrade", str(sharp), str(measured), "--kernel", "Gaussian_R1", "--noise", "poisson-gaussian",
-                 "--gain", "2.55", "--noise_level", "2"]) == 0
+    assert (
+        main(
+            [
+                "degrade",
+                str(sharp),
+                str(measured),
+                "--kernel",
+                "Gaussian_R1",
+                "--noise",
+                "poisson-gaussian",
+                "--gain",
+                "2.55",
+                "--noise_level",
+                "2",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "run"
-    assert main(["train", "--measurements", str(measured), "--kernel", "Gaussian_R1", "--noise", "poisson-gaussian",
-                 "--gain", "auto", "--noise_level", "auto", "--model", "unet-small", "--batch_size", "2", "--patch_size", "32",
-                 "--max_steps", "2", "--val_interval", "0", "--quiet", "--out_dir", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--measurements",
+                str(measured),
+                "--kernel",
+                "Gaussian_R1",
+                "--noise",
+                "poisson-gaussian",
+                "--gain",
+                "auto",
+                "--noise_level",
+                "auto",
+                "--model",
+                "unet-small",
+                "--batch_size",
+                "2",
+                "--patch_size",
+                "32",
+                "--max_steps",
+                "2",
+                "--val_interval",
+                "0",
+                "--quiet",
+                "--out_dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert "estimated Poisson-Gaussian noise" in capsys.readouterr().err
     _, metadata, physics = load_weights_with_physics(run / "weights.safetensors")
     assert physics.poisson and metadata["noise_model"] == "poisson-gaussian"
     assert physics.gain_level == pytest.approx(2.55, rel=0.35)  # three small crops: a rough estimate
-    assert main(["reconstruct", str(measured / "s0.tif"), str(tmp_path / "x.tif"), "--weights", str(run / "weights.safetensors")]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(measured / "s0.tif"),
+                str(tmp_path / "x.tif"),
+                "--weights",
+                str(run / "weights.safetensors"),
+            ]
+        )
+        == 0
+    )
     assert tifffile.imread(tmp_path / "x.tif").dtype == np.uint16
-    assert main(["reconstruct", str(measured / "s0.tif"), str(tmp_path / "w.tif"), "--model_kind", "wiener", "--kernel", "Gaussian_R1",
-                 "--noise", "poisson-gaussian", "--gain", "auto", "--noise_level", "auto"]) == 0
-    assert main(["reconstruct", str(measured / "s0.tif"), str(tmp_path / "w.tif"), "--weights", str(run / "weights.safetensors"),
-                 "--noise", "gaussian"]) == 2
-    assert main(["train", "--measurements", str(measured), "--gain", "3", "--out_dir", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(measured / "s0.tif"),
+                str(tmp_path / "w.tif"),
+                "--model_kind",
+                "wiener",
+                "--kernel",
+                "Gaussian_R1",
+                "--noise",
+                "poisson-gaussian",
+                "--gain",
+                "auto",
+                "--noise_level",
+                "auto",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(measured / "s0.tif"),
+                str(tmp_path / "w.tif"),
+                "--weights",
+                str(run / "weights.safetensors"),
+                "--noise",
+                "gaussian",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(["train", "--measurements", str(measured), "--gain", "3", "--out_dir", str(tmp_path / "bad")])
+        == 2
+    )

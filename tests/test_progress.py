@@ -36,7 +36,9 @@ def test_bar_shows_the_task_and_an_estimate_on_a_terminal_only(terminal, monkeyp
     for _ in runtime.progress_bar(range(3), desc="measuring things", unit="image"):
         pass
     shown = terminal.getvalue()
-    assert "measuring things" in shown and "3/3" in shown and "<00:00" in shown  # elapsed<remaining: the estimate
+    assert (
+        "measuring things" in shown and "3/3" in shown and "<00:00" in shown
+    )  # elapsed<remaining: the estimate
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe or a file: no bar
     assert runtime.progress_bar(range(3), desc="x").disable
     monkeypatch.setattr(sys, "stderr", terminal)
@@ -63,7 +65,20 @@ def test_reconstruct_folder_and_pnp_iterations_show_bars(terminal, tmp_path, ast
 
     for index in range(2):
         write_image(astronaut[:, :48, index * 48 : index * 48 + 48], tmp_path / "in" / f"{index}.png")
-    assert main(["reconstruct", str(tmp_path / "in"), str(tmp_path / "out"), "--model_kind", "id", "--kernel", "Gaussian_R2"]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tmp_path / "in"),
+                str(tmp_path / "out"),
+                "--model_kind",
+                "id",
+                "--kernel",
+                "Gaussian_R2",
+            ]
+        )
+        == 0
+    )
     assert f"reconstructing {tmp_path / 'in'}" in terminal.getvalue() and "2/2" in terminal.getvalue()
     physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
     pnp = create_reconstructor("pnp", physics, iterations=3)

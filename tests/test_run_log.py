@@ -20,8 +20,20 @@ from sei.training.problem import training_data
 
 
 def _config(folder, **changes) -> TrainConfig:
-    base = TrainConfig(dataset=str(folder), resize=None, patch_size=24, batch_size=2, max_steps=6, model="unet-small",
-                       model_options=TINY, checkpoint_interval=3, val_interval=3, val_images=1, log_interval=1, amp="none")
+    base = TrainConfig(
+        dataset=str(folder),
+        resize=None,
+        patch_size=24,
+        batch_size=2,
+        max_steps=6,
+        model="unet-small",
+        model_options=TINY,
+        checkpoint_interval=3,
+        val_interval=3,
+        val_images=1,
+        log_interval=1,
+        amp="none",
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -75,9 +87,11 @@ def test_tensorboard_events_equal_the_csv_and_show_the_validation_panel(photo_fo
     source, held_out = training_data(config, physics)
     expected = to_uint8(validation_panel(model, physics, held_out, source, torch.device("cpu")))
     assert shown.shape == expected.shape and shown.shape[1] == 3 * held_out[0][1].shape[-1] + 2 * 4
-    assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 1  # the estimate may differ by one rounding level
+    assert (
+        np.abs(shown.astype(int) - expected.astype(int)).max() <= 1
+    )  # the estimate may differ by one rounding level
     truth = to_uint8(held_out[0][1])
-    assert np.array_equal(shown[:, -truth.shape[1]:], truth)
+    assert np.array_equal(shown[:, -truth.shape[1] :], truth)
 
 
 def test_resumed_run_logs_every_step_once_in_both_backends(photo_folder, tmp_path):
@@ -99,16 +113,44 @@ def test_log_choices(photo_folder, tmp_path, capsys):
     train(config, tmp_path / "csv", progress=False, log="csv")
     assert (tmp_path / "csv" / "metrics.csv").is_file() and not (tmp_path / "csv" / TENSORBOARD_DIR).exists()
     train(config, tmp_path / "none", progress=False, log="none")
-    assert not (tmp_path / "none" / "metrics.csv").exists() and not (tmp_path / "none" / TENSORBOARD_DIR).exists()
+    assert (
+        not (tmp_path / "none" / "metrics.csv").exists()
+        and not (tmp_path / "none" / TENSORBOARD_DIR).exists()
+    )
     assert (tmp_path / "none" / "weights.safetensors").is_file()
     assert parse_backends("tensorboard, csv") == ("csv", "tensorboard")
     with pytest.raises(SeiUserError, match="--log takes none"):
         parse_backends("wandb")
-    none = ["train", "--dataset", str(photo_folder), "--resize", "0", "--patch_size", "24", "--batch_size", "2", "--max_steps", "1",
-            "--model", "unet-small", "--val_images", "0", "--quiet", "--log", "none", "--out_dir", str(tmp_path / "cli_none")]
+    none = [
+        "train",
+        "--dataset",
+        str(photo_folder),
+        "--resize",
+        "0",
+        "--patch_size",
+        "24",
+        "--batch_size",
+        "2",
+        "--max_steps",
+        "1",
+        "--model",
+        "unet-small",
+        "--val_images",
+        "0",
+        "--quiet",
+        "--log",
+        "none",
+        "--out_dir",
+        str(tmp_path / "cli_none"),
+    ]
     assert main(none) == 0  # the CLI's parsed "none" reaches train() as no backend
-    assert not (tmp_path / "cli_none" / "metrics.csv").exists() and (tmp_path / "cli_none" / "weights.safetensors").is_file()
-    code = main(["train", "--dataset", str(photo_folder), "--log", "csv,wandb", "--out_dir", str(tmp_path / "bad")])
+    assert (
+        not (tmp_path / "cli_none" / "metrics.csv").exists()
+        and (tmp_path / "cli_none" / "weights.safetensors").is_file()
+    )
+    code = main(
+        ["train", "--dataset", str(photo_folder), "--log", "csv,wandb", "--out_dir", str(tmp_path / "bad")]
+    )
     assert code == 2 and "--log takes none" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 

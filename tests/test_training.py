@@ -15,8 +15,17 @@ from sei.training import StepBatches, TrainConfig, latest_checkpoint, learning_r
 
 def _config(folder, **changes) -> TrainConfig:
     base = TrainConfig(
-        dataset=str(folder), resize=None, patch_size=24, batch_size=2, max_steps=6, model="unet-small", model_options=TINY,
-        checkpoint_interval=3, val_interval=0, val_images=1, log_interval=1,
+        dataset=str(folder),
+        resize=None,
+        patch_size=24,
+        batch_size=2,
+        max_steps=6,
+        model="unet-small",
+        model_options=TINY,
+        checkpoint_interval=3,
+        val_interval=0,
+        val_images=1,
+        log_interval=1,
     )
     return dataclasses.replace(base, **changes)
 
@@ -95,7 +104,9 @@ def test_learning_rate_schedule():
 @pytest.mark.parametrize("method", ["proposed", "sup", "css", "ei-shift", "ei-rotate", "sure"])
 @pytest.mark.parametrize("task", ["deblurring", "sr"])
 def test_every_method_and_task_trains(photo_folder, tmp_path, method, task):
-    config = _config(photo_folder, method=method, task=task, max_steps=3, checkpoint_interval=3, patch_size=16)
+    config = _config(
+        photo_folder, method=method, task=task, max_steps=3, checkpoint_interval=3, patch_size=16
+    )
     state = train(config, tmp_path / "run", progress=False)
     assert state.step == 3 and all(torch.isfinite(torch.tensor(v)) for v in state.last_terms.values())
     assert (tmp_path / "run" / "weights.safetensors").is_file()
@@ -118,7 +129,21 @@ def test_cli_errors_exit_2(photo_folder, tmp_path, capsys):
     assert "magic" in capsys.readouterr().err
     assert main(["train", "--kernel", "Blob_R1", *common]) == 2
     assert "unknown kernel" in capsys.readouterr().err
-    assert main(["train", "--dataset", "div2k", "--data_root", str(tmp_path / "empty"), "--out_dir", str(tmp_path / "o2"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "div2k",
+                "--data_root",
+                str(tmp_path / "empty"),
+                "--out_dir",
+                str(tmp_path / "o2"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "sei data download div2k" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["train", "--device", "cuda:0", "--max_steps", "1", *common]) == 2
@@ -128,9 +153,29 @@ def test_cli_errors_exit_2(photo_folder, tmp_path, capsys):
 
 def test_cli_train_config_file_and_flags(photo_folder, tmp_path):
     config_file = tmp_path / "run.toml"
-    config_file.write_text('method = "css"\nmax_steps = 2\nbatch_size = 2\npatch_size = 16\nmodel = "unet-small"\nresize = 0\n[model_options]\nchannels = 8\nlevels = 2\n')
+    config_file.write_text(
+        'method = "css"\nmax_steps = 2\nbatch_size = 2\npatch_size = 16\nmodel = "unet-small"\nresize = 0\n[model_options]\nchannels = 8\nlevels = 2\n'
+    )
     out = tmp_path / "o"
-    assert main(["train", "--config", str(config_file), "--max_steps", "1", "--dataset", str(photo_folder), "--out_dir", str(out), "--quiet", "--val_interval", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config_file),
+                "--max_steps",
+                "1",
+                "--dataset",
+                str(photo_folder),
+                "--out_dir",
+                str(out),
+                "--quiet",
+                "--val_interval",
+                "0",
+            ]
+        )
+        == 0
+    )
     import json
 
     saved = json.loads((out / "config.json").read_text())
@@ -140,10 +185,32 @@ def test_cli_train_config_file_and_flags(photo_folder, tmp_path):
 def test_train_on_measurements_only(photo_folder, tmp_path, capsys):
     """SEI from a folder of degraded images alone: no ground truth anywhere, validation by SURE."""
     measurements = tmp_path / "measured"
-    assert main(["degrade", str(photo_folder), str(measurements), "--kernel", "Gaussian_R1", "--format", "npy"]) == 0
+    assert (
+        main(["degrade", str(photo_folder), str(measurements), "--kernel", "Gaussian_R1", "--format", "npy"])
+        == 0
+    )
     out = tmp_path / "run"
-    flags = ["--measurements", str(measurements), "--kernel", "Gaussian_R1", "--noise_level", "5", "--patch_size", "24",
-             "--batch_size", "2", "--max_steps", "4", "--val_interval", "2", "--model", "unet-small", "--out_dir", str(out), "--quiet"]
+    flags = [
+        "--measurements",
+        str(measurements),
+        "--kernel",
+        "Gaussian_R1",
+        "--noise_level",
+        "5",
+        "--patch_size",
+        "24",
+        "--batch_size",
+        "2",
+        "--max_steps",
+        "4",
+        "--val_interval",
+        "2",
+        "--model",
+        "unet-small",
+        "--out_dir",
+        str(out),
+        "--quiet",
+    ]
     assert main(["train", "--method", "proposed", *flags]) == 0
     validation = (out / "validation.csv").read_text().splitlines()
     assert validation[0].startswith("step,val_sure") and len(validation) == 3
@@ -186,15 +253,26 @@ def test_validation_flags_a_network_that_games_the_finite_difference():
     from sei.training import GAMING_GAP, validate
 
     physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
-    training = MeasuredImages([(name, image[:, :64, :64]) for name, image in list(load_images("samples", split="train"))[:2]], physics, seed=0)
+    training = MeasuredImages(
+        [(name, image[:, :64, :64]) for name, image in list(load_images("samples", split="train"))[:2]],
+        physics,
+        seed=0,
+    )
     known = [training[i][2][None] for i in range(len(training))]
     objective = build_method("proposed", physics, sure_divergence="finite-difference")
-    gaps = {cheat: validate(_MemorisingCheat(physics, known, cheat), physics, None, training, objective, torch.device("cpu")) for cheat in (False, True)}
+    gaps = {
+        cheat: validate(
+            _MemorisingCheat(physics, known, cheat), physics, None, training, objective, torch.device("cpu")
+        )
+        for cheat in (False, True)
+    }
     assert abs(gaps[False]["val_sure_gap"]) < 0.1  # honest: the two estimators agree
     assert gaps[True]["val_sure_gap"] < GAMING_GAP < 0
     assert gaps[True]["val_sure"] == pytest.approx(gaps[False]["val_sure"])  # the exact SURE is not fooled
     exact = build_method("proposed", physics, sure_divergence="exact")  # nothing to compare
-    assert "val_sure_gap" not in validate(_MemorisingCheat(physics, known, True), physics, None, training, exact, torch.device("cpu"))
+    assert "val_sure_gap" not in validate(
+        _MemorisingCheat(physics, known, True), physics, None, training, exact, torch.device("cpu")
+    )
 
 
 def test_stop_on_gaming_keeps_the_weights_of_the_last_honest_validation(photo_folder, tmp_path, monkeypatch):
@@ -220,7 +298,14 @@ def test_stop_on_gaming_keeps_the_weights_of_the_last_honest_validation(photo_fo
 
     monkeypatch.setattr(validation, "validate", scripted)
     monkeypatch.setattr(RunWriter, "log", count)
-    config = _config(photo_folder, method="proposed", max_steps=8, val_interval=2, checkpoint_interval=2, stop_on_gaming=True)
+    config = _config(
+        photo_folder,
+        method="proposed",
+        max_steps=8,
+        val_interval=2,
+        checkpoint_interval=2,
+        stop_on_gaming=True,
+    )
     state = train(config, tmp_path / "run", progress=False)
     assert state.stopped_early and state.step == 4
     model, metadata = load_weights(tmp_path / "run" / "weights.safetensors")
@@ -228,6 +313,8 @@ def test_stop_on_gaming_keeps_the_weights_of_the_last_honest_validation(photo_fo
     at_four = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000004.pt")["model"]
     for key, value in model.state_dict().items():
         assert torch.equal(value, at_four[key]), key
-    assert not (tmp_path / "run" / "checkpoints" / "step_00000006.pt").exists()  # nothing gamed is kept as a checkpoint
+    assert not (
+        tmp_path / "run" / "checkpoints" / "step_00000006.pt"
+    ).exists()  # nothing gamed is kept as a checkpoint
     with pytest.raises(SeiUserError, match="val_interval"):
         train(dataclasses.replace(config, val_interval=0), tmp_path / "other", progress=False)

@@ -129,12 +129,18 @@ def test_rotate_draws_angles_over_the_full_circle():
 def test_rotate_multiples_of_90_exact_and_shape_preserving():
     square = torch.rand(64, 2, 9, 9)
     out = Rotate(multiples_of_90=True)(square, rng=torch.Generator().manual_seed(0))
-    turns = {next(k for k in range(4) if torch.equal(o, torch.rot90(s, k, (-2, -1)))) for s, o in zip(square, out, strict=True)}
+    turns = {
+        next(k for k in range(4) if torch.equal(o, torch.rot90(s, k, (-2, -1))))
+        for s, o in zip(square, out, strict=True)
+    }
     assert turns == {0, 1, 2, 3}
     wide = torch.rand(64, 2, 9, 14)
     out = Rotate(multiples_of_90=True)(wide, rng=torch.Generator().manual_seed(0))
     assert out.shape == wide.shape
-    kinds = {0 if torch.equal(o, s) else 2 if torch.equal(o, s.flip(-1, -2)) else -1 for s, o in zip(wide, out, strict=True)}
+    kinds = {
+        0 if torch.equal(o, s) else 2 if torch.equal(o, s.flip(-1, -2)) else -1
+        for s, o in zip(wide, out, strict=True)
+    }
     assert kinds == {0, 2}
 
 
@@ -144,8 +150,12 @@ def test_compose_applies_in_sequence_and_inverts():
     composed = Compose(shift, rotate)
     params = composed._draw(x, torch.Generator().manual_seed(2))
     out = composed.transform(x, **params)
-    manual = rotate.transform(shift.transform(x, shifts=params["0.shifts"]), quarter_turns=params["1.quarter_turns"])
+    manual = rotate.transform(
+        shift.transform(x, shifts=params["0.shifts"]), quarter_turns=params["1.quarter_turns"]
+    )
     assert torch.equal(out, manual)
     assert torch.equal(composed.inverse(out, **params), x)
     seeded = Compose(Shift(), Rotate())
-    assert torch.equal(seeded(x, rng=torch.Generator().manual_seed(1)), seeded(x, rng=torch.Generator().manual_seed(1)))
+    assert torch.equal(
+        seeded(x, rng=torch.Generator().manual_seed(1)), seeded(x, rng=torch.Generator().manual_seed(1))
+    )

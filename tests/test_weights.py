@@ -33,12 +33,20 @@ def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
 
 def test_save_load_round_trip_rebuilds_the_model_from_metadata(tmp_path):
     model = _trained_like(create_model("unet-small", task="sr", sr_factor=4, **SMALL_UNET))
-    path = weights.save_weights(model, tmp_path / "run" / "final.safetensors",
-                                {"noise_level": 5.0, "method": "proposed", "steps": 123, "kernel": None})
+    path = weights.save_weights(
+        model,
+        tmp_path / "run" / "final.safetensors",
+        {"noise_level": 5.0, "method": "proposed", "steps": 123, "kernel": None},
+    )
     assert sorted(p.name for p in path.parent.iterdir()) == ["final.safetensors"]  # no temporary left behind
     loaded, metadata = weights.load_weights(str(path))
     assert metadata["model"] == model.sei_config and loaded.sei_config == model.sei_config
-    assert (metadata["task"], metadata["sr_factor"], metadata["steps"], metadata["method"]) == ("sr", 4, 123, "proposed")
+    assert (metadata["task"], metadata["sr_factor"], metadata["steps"], metadata["method"]) == (
+        "sr",
+        4,
+        123,
+        "proposed",
+    )
     y = torch.rand(1, 3, 9, 7)
     with torch.no_grad():
         assert torch.equal(loaded(y), model(y))
@@ -78,14 +86,21 @@ def test_paper_pt_files_load_into_swinir(tmp_path, paper_deblurring_state, wrapp
 
 def test_infer_task_from_paper_keys():
     for factor in (2, 3, 4):
-        state = create_model("swinir", task="sr", sr_factor=factor, embed_dim=12, depths=[1], num_heads=[2]).state_dict()
+        state = create_model(
+            "swinir", task="sr", sr_factor=factor, embed_dim=12, depths=[1], num_heads=[2]
+        ).state_dict()
         assert weights.infer_swinir_task(state) == ("sr", factor)
 
 
 def test_paper_names_of_both_schemes_parse():
     old = weights.parse_paper_name("Deblurring_Box_R3_Noise5_Supervised_Urban100")
     assert (old["task"], old["kernel"], old["noise_level"], old["method"], old["dataset"]) == (
-        "deblurring", "Box_R3", 5.0, "sup", "urban100")
+        "deblurring",
+        "Box_R3",
+        5.0,
+        "sup",
+        "urban100",
+    )
     new = weights.parse_paper_name("Div2K-Train_Deblurring_Gaussian_R2_Noise5_SEI")
     assert (new["kernel"], new["method"], new["dataset"]) == ("Gaussian_R2", "proposed", "div2k")
     sr = weights.parse_paper_name("SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8")
@@ -97,7 +112,9 @@ def test_shipped_names_resolve_to_the_package_folder(tmp_path, monkeypatch):
     with pytest.raises(SeiUserError, match="'sei-sr_x2-noise5' are not installed"):
         weights.load_weights("sei-sr_x2-noise5")
     model = create_model("unet-small", task="sr", sr_factor=2, **SMALL_UNET)
-    weights.save_weights(model, tmp_path / "sei-sr_x2-noise5.safetensors", {"noise_level": 5.0, "method": "proposed"})
+    weights.save_weights(
+        model, tmp_path / "sei-sr_x2-noise5.safetensors", {"noise_level": 5.0, "method": "proposed"}
+    )
     loaded, metadata = weights.load_weights("sei-sr_x2-noise5", task="sr")
     assert loaded.sei_config == model.sei_config and metadata["method"] == "proposed"
 
@@ -122,7 +139,7 @@ class _Hub(LoopbackHub):
 
     def lookup(self) -> bytes | None:
         prefix = f"/{weights.HF_REPO}/resolve/main/"
-        return self.files.get(self.path[len(prefix):]) if self.path.startswith(prefix) else None
+        return self.files.get(self.path[len(prefix) :]) if self.path.startswith(prefix) else None
 
     def send_body(self, body: bytes) -> None:
         if self.truncate:
@@ -160,14 +177,23 @@ def test_download_truncated_then_complete_then_offline_from_cache(hub, tmp_path)
     info = _sei(["weights", "info", PAPER_NAME, "--json"], tmp_path, endpoint)
     assert info.returncode == 0, info.stderr
     metadata = json.loads(info.stdout)
-    assert (metadata["task"], metadata["kernel"], metadata["method"]) == ("deblurring", "Gaussian_R2", "proposed")
+    assert (metadata["task"], metadata["kernel"], metadata["method"]) == (
+        "deblurring",
+        "Gaussian_R2",
+        "proposed",
+    )
     hub.shutdown()  # the hub is gone: only the cache can answer now
     cached = _sei(["weights", "info", PAPER_NAME, "--json"], tmp_path, endpoint, offline=True)
     assert cached.returncode == 0 and json.loads(cached.stdout)["model"]["name"] == "swinir", cached.stderr
 
 
 def test_offline_and_not_cached_says_which_file_and_how_to_get_it(tmp_path):
-    result = _sei(["weights", "info", "SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8"], tmp_path, "http://127.0.0.1:9", offline=True)
+    result = _sei(
+        ["weights", "info", "SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8"],
+        tmp_path,
+        "http://127.0.0.1:9",
+        offline=True,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8.pt" in lines[0]
@@ -181,7 +207,9 @@ def test_cli_list_and_info_on_a_local_file(tmp_path, capsys):
     listed = capsys.readouterr().out
     assert "sei-gaussian_r2-noise5" in listed and "Div2K-Train_Deblurring" in listed
     model = create_model("dncnn-small", task="sr", sr_factor=3, channels=8, depth=3)
-    path = weights.save_weights(model, tmp_path / "m.safetensors", {"noise_level": 5.0, "method": "css", "steps": 7})
+    path = weights.save_weights(
+        model, tmp_path / "m.safetensors", {"noise_level": 5.0, "method": "css", "steps": 7}
+    )
     assert main(["weights", "info", str(path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["method"], info["steps"], info["model"]["depth"]) == ("css", 7, 3)
@@ -195,7 +223,9 @@ def test_shipped_file_is_checked_against_its_sha256(tmp_path, monkeypatch):
     from sei.models import create_model
 
     model = create_model("unet-small", task="deblurring", channels=8, levels=2)
-    path = weights.save_weights(model, tmp_path / "sei-gaussian_r2-noise5.safetensors", {"kernel": "Gaussian_R2", "noise_level": 5.0})
+    path = weights.save_weights(
+        model, tmp_path / "sei-gaussian_r2-noise5.safetensors", {"kernel": "Gaussian_R2", "noise_level": 5.0}
+    )
     (tmp_path / "SHA256SUMS").write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n")
     monkeypatch.setattr(weights, "PRETRAINED_DIR", tmp_path)
     assert weights.resolve_weights("sei-gaussian_r2-noise5")[0] == path

@@ -68,7 +68,9 @@ def ssim(estimate: torch.Tensor, reference: torch.Tensor, data_range: float = 1.
     return float(value.mean())
 
 
-def image_metrics(estimate: torch.Tensor, reference: torch.Tensor, protocol: str = "paper", shave: int = 0) -> tuple[float, float]:
+def image_metrics(
+    estimate: torch.Tensor, reference: torch.Tensor, protocol: str = "paper", shave: int = 0
+) -> tuple[float, float]:
     """(PSNR, SSIM) of one image pair ``(C, H, W)`` under the protocol; crops to the common size."""
     height = min(estimate.shape[-2], reference.shape[-2])
     width = min(estimate.shape[-1], reference.shape[-1])

@@ -75,7 +75,9 @@ def _run_facts(folder: Path) -> dict[str, Any]:
             raise SeiUserError(f"{folder / 'config.json'} is not valid JSON ({error})") from error
     validation = _read_csv(folder / "validation.csv")
     if validation:
-        facts["validation_history"] = [{k: _number(v) for k, v in row.items() if v != ""} for row in validation]
+        facts["validation_history"] = [
+            {k: _number(v) for k, v in row.items() if v != ""} for row in validation
+        ]
     return facts
 
 
@@ -86,7 +88,9 @@ def resolve_source(source: str | Path) -> tuple[str, dict[str, Any]]:
     if path.is_dir():
         weights = path / WEIGHTS_FILE
         if not weights.is_file():
-            raise SeiUserError(f"{path} holds no {WEIGHTS_FILE}: export a finished run (sei train writes it at the end) or a weights file")
+            raise SeiUserError(
+                f"{path} holds no {WEIGHTS_FILE}: export a finished run (sei train writes it at the end) or a weights file"
+            )
         return str(weights), _run_facts(path)
     return str(source), {}
 
@@ -104,11 +108,17 @@ def _psf_text(metadata: dict[str, Any], physics: Any) -> str:
     if metadata.get("task") == "sr":
         return f"antialiased bicubic downsampling by {metadata.get('sr_factor')} (torch `interpolate(mode='bicubic', antialias=True)`)"
     kernel = getattr(physics, "kernel", None)
-    shape = f", {tuple(kernel.shape[-2:])[0]}x{tuple(kernel.shape[-2:])[1]} pixels" if kernel is not None else ""
+    shape = (
+        f", {tuple(kernel.shape[-2:])[0]}x{tuple(kernel.shape[-2:])[1]} pixels" if kernel is not None else ""
+    )
     label = metadata.get("kernel") or "custom"
-    label = Path(str(label)).name if any(sep in str(label) for sep in "/\\") else label  # a user's path: its name only
+    label = (
+        Path(str(label)).name if any(sep in str(label) for sep in "/\\") else label
+    )  # a user's path: its name only
     boundary = metadata.get("boundary")
-    return f"`{label}`{shape}, stored in `weights.safetensors` as `physics.kernel`" + (f"; boundary {boundary}" if boundary else "")
+    return f"`{label}`{shape}, stored in `weights.safetensors` as `physics.kernel`" + (
+        f"; boundary {boundary}" if boundary else ""
+    )
 
 
 def _dataset_text(metadata: dict[str, Any]) -> tuple[str, str | None]:
@@ -136,32 +146,57 @@ def _validation_lines(record: dict[str, Any] | None) -> list[str]:
         return ["- no validation was recorded"]
     lines = []
     if "val_psnr" in record:
-        lines.append(f"- PSNR {record['val_psnr']:.2f} dB" + (f", SSIM {record['val_ssim']:.4f}" if "val_ssim" in record else "")
-                     + f" on held-out images at step {int(record.get('step', 0))}")
+        lines.append(
+            f"- PSNR {record['val_psnr']:.2f} dB"
+            + (f", SSIM {record['val_ssim']:.4f}" if "val_ssim" in record else "")
+            + f" on held-out images at step {int(record.get('step', 0))}"
+        )
     if "val_sure" in record:
-        lines.append(f"- SURE estimate of the measurement-domain error {record['val_sure']:.4g} (exact divergence) at step "
-                     f"{int(record.get('step', 0))}: there was no ground truth")
+        lines.append(
+            f"- SURE estimate of the measurement-domain error {record['val_sure']:.4g} (exact divergence) at step "
+            f"{int(record.get('step', 0))}: there was no ground truth"
+        )
     if "val_sure_gap" in record:
-        lines.append(f"- SURE-gaming gap {record['val_sure_gap']:.3g} sigma^2 (about 0 for an honest network; below -0.5 it games "
-                     "the finite-difference estimator)")
+        lines.append(
+            f"- SURE-gaming gap {record['val_sure_gap']:.3g} sigma^2 (about 0 for an honest network; below -0.5 it games "
+            "the finite-difference estimator)"
+        )
     return lines or ["- no validation was recorded"]
 
 
 def yaml_header(metadata: dict[str, Any], license_id: str) -> dict[str, Any]:
     """The hub's model-card metadata."""
     _, dataset = _dataset_text(metadata)
-    tags = ["sei", "deepinv", "image-restoration", "super-resolution" if metadata.get("task") == "sr" else "deblurring",
-            "self-supervised" if metadata.get("method") not in ("sup", None) else "supervised", "scale-equivariant-imaging",
-            "pytorch", "safetensors"]
-    header: dict[str, Any] = {"license": license_id, "library_name": "sei", "pipeline_tag": "image-to-image", "tags": tags}
+    tags = [
+        "sei",
+        "deepinv",
+        "image-restoration",
+        "super-resolution" if metadata.get("task") == "sr" else "deblurring",
+        "self-supervised" if metadata.get("method") not in ("sup", None) else "supervised",
+        "scale-equivariant-imaging",
+        "pytorch",
+        "safetensors",
+    ]
+    header: dict[str, Any] = {
+        "license": license_id,
+        "library_name": "sei",
+        "pipeline_tag": "image-to-image",
+        "tags": tags,
+    }
     if dataset:
         header["datasets"] = [dataset]
     header["metrics"] = ["psnr", "ssim"]
     return header
 
 
-def model_card(metadata: dict[str, Any], physics: Any, facts: dict[str, Any], sample: dict[str, Any] | None,
-               repo_id: str | None, license_id: str = DEFAULT_LICENSE) -> str:
+def model_card(
+    metadata: dict[str, Any],
+    physics: Any,
+    facts: dict[str, Any],
+    sample: dict[str, Any] | None,
+    repo_id: str | None,
+    license_id: str = DEFAULT_LICENSE,
+) -> str:
     """The ``README.md`` of an exported folder."""
     import yaml
 
@@ -174,64 +209,98 @@ def model_card(metadata: dict[str, Any], physics: Any, facts: dict[str, Any], sa
     estimated = " (estimated from the measurements)" if metadata.get("noise_level_estimated") else ""
     validation = metadata.get("validation") or ((facts.get("validation_history") or [None])[-1])
     options = ", ".join(f"{k}={v}" for k, v in model.items() if k not in ("name", "task", "sr_factor"))
-    title = f"sei {model.get('name', 'network')}: {_task_text(metadata)}, noise {noise:g}/255" if noise is not None else "sei model"
+    title = (
+        f"sei {model.get('name', 'network')}: {_task_text(metadata)}, noise {noise:g}/255"
+        if noise is not None
+        else "sei model"
+    )
     lines = [
-        "---", yaml.safe_dump(yaml_header(metadata, license_id), sort_keys=False).strip(), "---", "",
-        f"# {title}", "",
+        "---",
+        yaml.safe_dump(yaml_header(metadata, license_id), sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {title}",
+        "",
         f"A {model.get('name', '?')} network for {_task_text(metadata)}, trained with sei (Scale-Equivariant Imaging "
-        "on deepinv: self-supervised deblurring and super-resolution from measurements alone).", "",
-        "## What it inverts", "",
+        "on deepinv: self-supervised deblurring and super-resolution from measurements alone).",
+        "",
+        "## What it inverts",
+        "",
         f"- **Task**: {_task_text(metadata)}",
         f"- **PSF / operator**: {_psf_text(metadata, physics)}",
         f"- **Noise model**: additive white Gaussian, sigma {noise:g} in 8-bit units (= {float(noise) / 255:.4f} in [0, 1]){estimated}"
-        if noise is not None else "- **Noise model**: not recorded",
+        if noise is not None
+        else "- **Noise model**: not recorded",
         "",
-        "## How it was trained", "",
+        "## How it was trained",
+        "",
         f"- **Method**: `{method}`: {METHOD_NAMES.get(method, method)}"
         + (f"; stop-gradient {metadata['stop_gradient']}" if "stop_gradient" in metadata else "")
-        + (f"; SURE divergence {config['sure_divergence']}" if config.get("sure_divergence") and method in ("proposed", "sure") else ""),
+        + (
+            f"; SURE divergence {config['sure_divergence']}"
+            if config.get("sure_divergence") and method in ("proposed", "sure")
+            else ""
+        ),
         f"- **Network**: `{model.get('name', '?')}`" + (f" ({options})" if options else ""),
         f"- **Training data**: {dataset_text}",
         f"- **Steps**: {metadata.get('steps', 'not recorded')}"
-        + (f" (batch {config['batch_size']} of {config['patch_size']}x{config['patch_size']} patches, lr {config['lr']})"
-           if {"batch_size", "patch_size", "lr"} <= set(config) else ""),
-        (f"- **Wall time**: {_duration(metadata['train_seconds'])} of training (validations excluded)"
-         + (f" on `{config['device']}`" if config.get("device") else "")) if metadata.get("train_seconds") is not None
+        + (
+            f" (batch {config['batch_size']} of {config['patch_size']}x{config['patch_size']} patches, lr {config['lr']})"
+            if {"batch_size", "patch_size", "lr"} <= set(config)
+            else ""
+        ),
+        (
+            f"- **Wall time**: {_duration(metadata['train_seconds'])} of training (validations excluded)"
+            + (f" on `{config['device']}`" if config.get("device") else "")
+        )
+        if metadata.get("train_seconds") is not None
         else "- **Wall time**: not recorded (weights written before sei recorded it)",
         f"- **Seed**: {metadata['seed']}" if "seed" in metadata else "- **Seed**: not recorded",
         *([f"- **Initialised from**: `{metadata['init']}`"] if metadata.get("init") else []),
         "",
-        "## Validation", "",
+        "## Validation",
+        "",
         *_validation_lines(validation),
         "",
     ]
     if sample is not None:
         lines += [
-            "## Sample", "",
-            f"![measurement | estimate | ground truth]({SAMPLE_FILE})", "",
+            "## Sample",
+            "",
+            f"![measurement | estimate | ground truth]({SAMPLE_FILE})",
+            "",
             f"The bundled test photograph `{sample['image']}` measured with this operator and noise (seed {SAMPLE_SEED}): "
             f"measurement {sample['input_psnr']:.2f} dB, estimate {sample['psnr']:.2f} dB, SSIM {sample['ssim']:.4f} "
-            "(Y-PSNR after 8-bit quantisation, the paper's protocol; written by `sei weights export`).", "",
+            "(Y-PSNR after 8-bit quantisation, the paper's protocol; written by `sei weights export`).",
+            "",
         ]
     lines += [
-        "## Use", "",
+        "## Use",
+        "",
         "```sh",
         "source scripts/activate   # in a clone of the sei repository: puts `sei` on the PATH",
         f"sei reconstruct {'lowres' if metadata.get('task') == 'sr' else 'blurry'}.png restored.png --weights {repo}",
         f"sei test --weights {repo}                    # PSNR / SSIM on the bundled test photographs",
-        "```", "",
+        "```",
+        "",
         "```python",
         "from sei.weights import load_weights_with_physics",
         f'model, metadata, physics = load_weights_with_physics("{repo}")   # the network and the operator it inverts',
-        "```", "",
+        "```",
+        "",
         "The folder also loads offline: `--weights PATH/TO/THIS/FOLDER`; `config.json` is the network's configuration "
-        "(`sei.models.create_model(**config)`).", "",
-        "## Limits", "",
+        "(`sei.models.create_model(**config)`).",
+        "",
+        "## Limits",
+        "",
         "Trained for one operator at one noise level: other blurs or noise levels need fine-tuning "
-        "(`sei train --measurements DIR --init " + repo + "`, or `sei restore`).", "",
-        "## Citation", "",
+        "(`sei train --measurements DIR --init " + repo + "`, or `sei restore`).",
+        "",
+        "## Citation",
+        "",
         "J. Scanvic, M. Davies, P. Abry, J. Tachella, *Scale-Equivariant Imaging: Self-Supervised Learning for Image "
-        "Super-Resolution and Deblurring*, IEEE Transactions on Computational Imaging, 2026 (arXiv 2312.11232).", "",
+        "Super-Resolution and Deblurring*, IEEE Transactions on Computational Imaging, 2026 (arXiv 2312.11232).",
+        "",
     ]
     return "\n".join(lines)
 
@@ -258,7 +327,11 @@ def sample_figure(model: torch.nn.Module, physics: Any, path: Path) -> dict[str,
     psnr, ssim = image_metrics(estimate, x[0])
     shown_input = physics.upsample(y)[0].cpu() if scale > 1 else y[0].cpu()
     input_psnr = image_metrics(shown_input, x[0])[0]
-    panels = [(f"measurement ({input_psnr:.2f} dB)", y[0].cpu()), (f"estimate ({psnr:.2f} dB)", estimate), ("ground truth", x[0])]
+    panels = [
+        (f"measurement ({input_psnr:.2f} dB)", y[0].cpu()),
+        (f"estimate ({psnr:.2f} dB)", estimate),
+        ("ground truth", x[0]),
+    ]
     kernel = getattr(physics, "kernel", None)
     if physics.task == "deblurring" and kernel is not None:
         psf = kernel.detach().float().cpu().reshape(-1, *kernel.shape[-2:])[:1]
@@ -270,8 +343,14 @@ def sample_figure(model: torch.nn.Module, physics: Any, path: Path) -> dict[str,
 # --- the folder ----------------------------------------------------------------------------------------
 
 
-def export_model(source: str | Path, out_dir: str | Path, repo_id: str | None = None, overwrite: bool = False,
-                 license_id: str = DEFAULT_LICENSE, figure: bool = True) -> Path:
+def export_model(
+    source: str | Path,
+    out_dir: str | Path,
+    repo_id: str | None = None,
+    overwrite: bool = False,
+    license_id: str = DEFAULT_LICENSE,
+    figure: bool = True,
+) -> Path:
     """Write the hub-ready folder of ``source`` (a run folder, a weights file or a pretrained name) to
     ``out_dir``, all at once: the folder appears complete or not at all.
 
@@ -283,24 +362,44 @@ def export_model(source: str | Path, out_dir: str | Path, repo_id: str | None = 
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise SeiUserError(f"{out_dir} exists and is not empty; pass --overwrite to replace it, or choose another folder")
+        raise SeiUserError(
+            f"{out_dir} exists and is not empty; pass --overwrite to replace it, or choose another folder"
+        )
     spec, facts = resolve_source(source)
     model, metadata, physics = load_weights_with_physics(spec)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         kept = {k: v for k, v in metadata.items() if k not in _OWN}
-        if "train_seconds" not in kept and facts.get("validation_history"):  # a run written before sei logged it in the weights
+        if "train_seconds" not in kept and facts.get(
+            "validation_history"
+        ):  # a run written before sei logged it in the weights
             kept["train_seconds"] = facts["validation_history"][-1].get("train_seconds")
         save_weights(model, staging / WEIGHTS_FILE, kept, physics=physics)
-        (staging / CONFIG_FILE).write_text(json.dumps(dict(metadata["model"]), indent=2, sort_keys=True) + "\n")
+        (staging / CONFIG_FILE).write_text(
+            json.dumps(dict(metadata["model"]), indent=2, sort_keys=True) + "\n"
+        )
         sample = sample_figure(model, physics, staging / SAMPLE_FILE) if figure else None
-        card = model_card({**kept, "model": metadata["model"], "task": metadata.get("task"), "sr_factor": metadata.get("sr_factor")},
-                          physics, facts, sample, repo_id, license_id)
+        card = model_card(
+            {
+                **kept,
+                "model": metadata["model"],
+                "task": metadata.get("task"),
+                "sr_factor": metadata.get("sr_factor"),
+            },
+            physics,
+            facts,
+            sample,
+            repo_id,
+            license_id,
+        )
         (staging / CARD_FILE).write_text(card)
         umask = os.umask(0)
         os.umask(umask)
-        for path in (staging, *staging.iterdir()):  # a folder to share: the usual permissions, not mkstemp's private ones
+        for path in (
+            staging,
+            *staging.iterdir(),
+        ):  # a folder to share: the usual permissions, not mkstemp's private ones
             path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
         if out_dir.exists():
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
@@ -330,15 +429,21 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: 
     folder = Path(folder)
     missing = [name for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE) if not (folder / name).is_file()]
     if missing:
-        raise SeiUserError(f"{folder} is not an exported model folder (missing {', '.join(missing)}); run `sei weights export` first")
+        raise SeiUserError(
+            f"{folder} is not an exported model folder (missing {', '.join(missing)}); run `sei weights export` first"
+        )
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload a sei model (sei weights export)")
+        commit = api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, commit_message="Upload a sei model (sei weights export)"
+        )
     except HfHubHTTPError as error:
         status = getattr(getattr(error, "response", None), "status_code", None)
         hint = "; log in with `hf auth login` or set HF_TOKEN" if status in (401, 403) else ""
-        raise SeiUserError(f"pushing {folder} to {repo_id} failed ({str(error).splitlines()[0][:160]}){hint}") from error
+        raise SeiUserError(
+            f"pushing {folder} to {repo_id} failed ({str(error).splitlines()[0][:160]}){hint}"
+        ) from error
     except (httpx2.HTTPError, OSError, ValueError) as error:
         raise SeiUserError(f"pushing {folder} to {repo_id} failed ({error})") from error
     return str(getattr(commit, "commit_url", commit))

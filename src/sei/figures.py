@@ -19,13 +19,21 @@ def image_grid(rows: list[list[tuple[str, torch.Tensor]]], path: Path, dpi: int 
 
     columns = max(len(row) for row in rows)
     aspect = max(image.shape[-2] / image.shape[-1] for row in rows for _, image in row)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(4 * columns, (4 * aspect + 0.5) * len(rows)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(4 * columns, (4 * aspect + 0.5) * len(rows)), squeeze=False
+    )
     for row_axes, row in zip(axes, rows, strict=True):
         for axis in row_axes:
             axis.axis("off")
         for axis, (title, image) in zip(row_axes, row, strict=False):
             array = to_uint8(image)
-            axis.imshow(array[..., 0] if array.shape[-1] == 1 else array, cmap="gray", interpolation="nearest", vmin=0, vmax=255)
+            axis.imshow(
+                array[..., 0] if array.shape[-1] == 1 else array,
+                cmap="gray",
+                interpolation="nearest",
+                vmin=0,
+                vmax=255,
+            )
             axis.set_title(title, fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -115,7 +115,9 @@ def read_dicom(path: str | Path, window: tuple[float, float] | None = None) -> n
         raise SeiUserError(f"cannot read DICOM {path}: {error}") from error
     if pixels.ndim != 2:
         raise SeiUserError(f"{path}: expected one 2-D DICOM slice, got pixel data of shape {pixels.shape}")
-    hounsfield = pixels * float(getattr(dataset, "RescaleSlope", 1.0)) + float(getattr(dataset, "RescaleIntercept", 0.0))
+    hounsfield = pixels * float(getattr(dataset, "RescaleSlope", 1.0)) + float(
+        getattr(dataset, "RescaleIntercept", 0.0)
+    )
     if window is not None:
         center, width = window
         if width <= 0:
@@ -126,7 +128,9 @@ def read_dicom(path: str | Path, window: tuple[float, float] | None = None) -> n
     return (hounsfield - low) / (high - low) if high > low else np.zeros_like(hounsfield)
 
 
-def read_image(path: str | Path, channels: int | None = 3, dicom_window: tuple[float, float] | None = None) -> torch.Tensor:
+def read_image(
+    path: str | Path, channels: int | None = 3, dicom_window: tuple[float, float] | None = None
+) -> torch.Tensor:
     """Load an image as float32 ``(C, H, W)`` in [0, 1] (``.npy`` measurements: as stored, unclipped).
 
     :param channels: 3 makes grayscale RGB, 1 makes colour luminance, ``None`` keeps what the file has.
@@ -148,8 +152,10 @@ def read_image(path: str | Path, channels: int | None = 3, dicom_window: tuple[f
     elif suffix in TIFF_SUFFIXES:
         stack, _ = read_tiff(path, channels)
         if stack.shape[0] != 1:
-            raise SeiUserError(f"{path} is a stack of {stack.shape[0]} images; this command reads one image per file "
-                               "(sei reconstruct and sei degrade take stacks)")
+            raise SeiUserError(
+                f"{path} is a stack of {stack.shape[0]} images; this command reads one image per file "
+                "(sei reconstruct and sei degrade take stacks)"
+            )
         return stack[0]
     else:
         try:
@@ -183,7 +189,9 @@ def resize_short_side(image: torch.Tensor, size: int) -> torch.Tensor:
     target = (max(1, round(height * scale)), max(1, round(width * scale)))
     if target == (height, width):
         return image
-    resized = F.interpolate(image[None].float(), size=target, mode="bicubic", antialias=True, align_corners=False)
+    resized = F.interpolate(
+        image[None].float(), size=target, mode="bicubic", antialias=True, align_corners=False
+    )
     return resized[0].clamp(0, 1)
 
 
@@ -247,7 +255,11 @@ def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) 
     found = []
     for path in folder.rglob("*"):
         relative = path.relative_to(folder)
-        if path.is_file() and path.suffix.lower() in suffixes and not any(part.startswith(".") for part in relative.parts):
+        if (
+            path.is_file()
+            and path.suffix.lower() in suffixes
+            and not any(part.startswith(".") for part in relative.parts)
+        ):
             found.append(path)
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
@@ -287,18 +299,41 @@ def tiff_layout(path: str | Path) -> StoredFormat:
 
 def _layout(path: Path, axes: str, shape: tuple[int, ...], dtype: np.dtype, rgb: bool) -> StoredFormat:
     if dtype.kind not in "uif":
-        raise SeiUserError(f"{path}: unsupported TIFF sample type {dtype} (sei reads integer and float samples)")
+        raise SeiUserError(
+            f"{path}: unsupported TIFF sample type {dtype} (sei reads integer and float samples)"
+        )
     if "Y" not in axes or "X" not in axes or axes.index("X") != axes.index("Y") + 1:
-        raise SeiUserError(f"{path}: unsupported TIFF layout (axes {axes!r}, shape {shape}): no 2-D (Y, X) planes")
-    colour = rgb and "S" in axes and shape[axes.index("S")] in (3, 4) and axes.index("S") in (len(axes) - 1, axes.index("Y") - 1)
-    planes = [size for axis, size in zip(axes, shape, strict=True) if axis not in ("Y", "X") and not (colour and axis == "S")]
+        raise SeiUserError(
+            f"{path}: unsupported TIFF layout (axes {axes!r}, shape {shape}): no 2-D (Y, X) planes"
+        )
+    colour = (
+        rgb
+        and "S" in axes
+        and shape[axes.index("S")] in (3, 4)
+        and axes.index("S") in (len(axes) - 1, axes.index("Y") - 1)
+    )
+    planes = [
+        size
+        for axis, size in zip(axes, shape, strict=True)
+        if axis not in ("Y", "X") and not (colour and axis == "S")
+    ]
     if axes.index("X") != len(axes) - 1 and not (colour and axes[-1] == "S"):
-        raise SeiUserError(f"{path}: unsupported TIFF layout (axes {axes!r}, shape {shape}): samples after the "
-                           "image plane that are not RGB")
+        raise SeiUserError(
+            f"{path}: unsupported TIFF layout (axes {axes!r}, shape {shape}): samples after the "
+            "image plane that are not RGB"
+        )
     pages = int(np.prod(planes)) if planes else 1
     if pages == 0 or shape[axes.index("Y")] == 0 or shape[axes.index("X")] == 0:
         raise SeiUserError(f"{path}: the TIFF holds no pixels (shape {shape})")
-    stored = "float32" if dtype.kind == "f" else "uint8" if dtype.itemsize == 1 else "uint16" if dtype.itemsize == 2 else "float32"
+    stored = (
+        "float32"
+        if dtype.kind == "f"
+        else "uint8"
+        if dtype.itemsize == 1
+        else "uint16"
+        if dtype.itemsize == 2
+        else "float32"
+    )
     return StoredFormat(dtype=stored, channels=3 if colour else 1, pages=pages, axes=axes)
 
 
@@ -325,10 +360,14 @@ def read_tiff(path: str | Path, channels: int | None = 3) -> tuple[torch.Tensor,
     if layout.channels == 3 and axes[-1] != "S":  # planar RGB (S before Y, X): samples last
         array = np.moveaxis(array, axes.index("S"), -1)
     height, width = array.shape[-3:-1] if layout.channels == 3 else array.shape[-2:]
-    array = array.reshape((layout.pages, height, width) + ((array.shape[-1],) if layout.channels == 3 else ()))
+    array = array.reshape(
+        (layout.pages, height, width) + ((array.shape[-1],) if layout.channels == 3 else ())
+    )
     finite = np.isfinite(array) if array.dtype.kind == "f" else np.ones(1, dtype=bool)
     if not finite.all():
-        raise SeiUserError(f"{path} contains {int((~finite).sum())} NaN or infinite value(s); fill or mask them first")
+        raise SeiUserError(
+            f"{path} contains {int((~finite).sum())} NaN or infinite value(s); fill or mask them first"
+        )
     images = torch.stack([array_to_tensor(page, channels) for page in array])
     return images, layout
 
@@ -356,7 +395,9 @@ def write_tiff(images: torch.Tensor, path: str | Path, dtype: str = "float32") -
     array = array.transpose(0, 2, 3, 1) if colour else array[:, 0]
     if array.shape[0] == 1:
         array = array[0]
-    atomic_write(path, lambda handle: tifffile.imwrite(handle, array, photometric="rgb" if colour else "minisblack"))
+    atomic_write(
+        path, lambda handle: tifffile.imwrite(handle, array, photometric="rgb" if colour else "minisblack")
+    )
 
 
 def read_images(path: str | Path, channels: int | None = 3) -> tuple[torch.Tensor, StoredFormat]:
@@ -365,10 +406,14 @@ def read_images(path: str | Path, channels: int | None = 3) -> tuple[torch.Tenso
     if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
         return read_tiff(path, channels)
     image = read_image(path, channels)
-    stored_channels = read_image(path, channels=None).shape[0] if path.suffix.lower() != ".npy" else image.shape[0]
+    stored_channels = (
+        read_image(path, channels=None).shape[0] if path.suffix.lower() != ".npy" else image.shape[0]
+    )
     bits = bit_depth(path)
     dtype = {8: "uint8", 16: "uint16"}.get(bits, "float32")
-    return image[None], StoredFormat(dtype=dtype, channels=1 if stored_channels == 1 else 3, pages=1, axes="YXS")
+    return image[None], StoredFormat(
+        dtype=dtype, channels=1 if stored_channels == 1 else 3, pages=1, axes="YXS"
+    )
 
 
 def write_like(images: torch.Tensor, path: str | Path, stored: StoredFormat) -> None:
@@ -383,14 +428,18 @@ def write_like(images: torch.Tensor, path: str | Path, stored: StoredFormat) -> 
         write_tiff(images, path, stored.dtype)
         return
     if images.shape[0] != 1:
-        raise SeiUserError(f"{path}: {images.shape[0]} images (a stack) are written as a multi-page .tif; change the suffix")
+        raise SeiUserError(
+            f"{path}: {images.shape[0]} images (a stack) are written as a multi-page .tif; change the suffix"
+        )
     if suffix == ".npy":
         write_image(images[0], path)
         return
     if stored.dtype != "uint8":
         if stored.dtype == "float32" or images.shape[1] != 1 or suffix != ".png":
-            raise SeiUserError(f"the input is {stored.dtype}; writing {path.name} would round it to 8 bits: write a "
-                               ".tif (same sample type) or .npy (float) instead")
+            raise SeiUserError(
+                f"the input is {stored.dtype}; writing {path.name} would round it to 8 bits: write a "
+                ".tif (same sample type) or .npy (float) instead"
+            )
         write_image(images[0], path, bits=16)
         return
     write_image(images[0], path)

@@ -51,8 +51,14 @@ def load_reconstructor(
     if model_kind in RECONSTRUCTORS:
         if weights:
             raise SeiUserError(f"--model_kind {model_kind} needs no --weights; drop one of the two")
-        physics = make_physics(task or "deblurring", kernel=kernel, sr_factor=sr_factor, noise_level=5.0 if noise_level is None else noise_level,
-                               noise_model=noise_model or "gaussian", gain=gain).to(device)
+        physics = make_physics(
+            task or "deblurring",
+            kernel=kernel,
+            sr_factor=sr_factor,
+            noise_level=5.0 if noise_level is None else noise_level,
+            noise_model=noise_model or "gaussian",
+            gain=gain,
+        ).to(device)
         method = create_reconstructor(model_kind, physics, **(options or {}))
         if isinstance(method, torch.nn.Module):
             method = method.to(device)
@@ -61,20 +67,32 @@ def load_reconstructor(
         from sei.models import list_models
 
         if model_kind not in list_models():
-            raise SeiUserError(f"unknown model kind {model_kind!r}: choose a training-free method ({', '.join(RECONSTRUCTORS)}) or a network ({', '.join(list_models())}) with --weights")
+            raise SeiUserError(
+                f"unknown model kind {model_kind!r}: choose a training-free method ({', '.join(RECONSTRUCTORS)}) or a network ({', '.join(list_models())}) with --weights"
+            )
         if not weights:
-            raise SeiUserError(f"--model_kind {model_kind} is a network: give its trained --weights (a file or a pretrained name)")
+            raise SeiUserError(
+                f"--model_kind {model_kind} is a network: give its trained --weights (a file or a pretrained name)"
+            )
     if not weights:
         weights = default_weights(task, kernel, sr_factor, noise_level)
     from sei.weights import load_weights_with_physics
 
     network, metadata, physics = load_weights_with_physics(
-        weights, device=str(device), task=task, kernel=kernel, sr_factor=sr_factor, noise_level=noise_level,
-        noise_model=noise_model, gain=gain,
+        weights,
+        device=str(device),
+        task=task,
+        kernel=kernel,
+        sr_factor=sr_factor,
+        noise_level=noise_level,
+        noise_model=noise_model,
+        gain=gain,
     )
     stored_model = (metadata.get("model") or {}).get("name")
     if model_kind is not None and stored_model not in (None, model_kind):
-        raise SeiUserError(f"--model_kind {model_kind} does not match the weights, which hold a {stored_model} network; drop --model_kind")
+        raise SeiUserError(
+            f"--model_kind {model_kind} does not match the weights, which hold a {stored_model} network; drop --model_kind"
+        )
     network = network.to(device).eval()
 
     @torch.no_grad()
@@ -85,10 +103,17 @@ def load_reconstructor(
 
 
 def load_for_measurements(
-    weights: str | None, model_kind: str | None, task: str | None, kernel: Any, sr_factor: int | None,
-    noise_level: float | str | None, device: torch.device, options: dict[str, Any] | None,
+    weights: str | None,
+    model_kind: str | None,
+    task: str | None,
+    kernel: Any,
+    sr_factor: int | None,
+    noise_level: float | str | None,
+    device: torch.device,
+    options: dict[str, Any] | None,
     measurements: Callable[[Any], list[torch.Tensor]],
-    noise_model: str | None = None, gain: float | str | None = None,
+    noise_model: str | None = None,
+    gain: float | str | None = None,
 ) -> tuple[Loaded, float | None]:
     """:func:`load_reconstructor` with ``--noise_level auto`` (and, for Poisson-Gaussian noise, ``--gain
     auto``) resolved: the level is estimated from ``measurements(physics)`` (printed) and a
@@ -98,32 +123,54 @@ def load_for_measurements(
     from sei.physics.noise import AUTO, POISSON_GAUSSIAN
 
     if noise_model == POISSON_GAUSSIAN or (gain == AUTO and noise_model is None):
-        return _load_poisson_gaussian(weights, model_kind, task, kernel, sr_factor, noise_level, gain, device, options, measurements)
+        return _load_poisson_gaussian(
+            weights, model_kind, task, kernel, sr_factor, noise_level, gain, device, options, measurements
+        )
     if gain == AUTO:
         raise SeiUserError("--gain auto applies to --noise poisson-gaussian")
     if noise_level != AUTO:
-        return load_reconstructor(weights, model_kind, task, kernel, sr_factor, noise_level, device, options, noise_model, gain), None
+        return load_reconstructor(
+            weights, model_kind, task, kernel, sr_factor, noise_level, device, options, noise_model, gain
+        ), None
     from sei.noise_estimation import estimate_noise_level
 
     loaded = load_reconstructor(weights, model_kind, task, kernel, sr_factor, None, device, options)
     if getattr(loaded.physics, "poisson", False):  # weights trained for Poisson-Gaussian noise
-        return _load_poisson_gaussian(weights, model_kind, task, kernel, sr_factor, noise_level, gain, device, options, measurements)
+        return _load_poisson_gaussian(
+            weights, model_kind, task, kernel, sr_factor, noise_level, gain, device, options, measurements
+        )
     ys = measurements(loaded.physics)
     estimate = estimate_noise_level(ys, physics=loaded.physics)
-    print(f"sei: estimated noise level {estimate.level:.3g} (8-bit units) from {len(ys)} measurement(s) ({estimate.method})",
-          file=sys.stderr, flush=True)
+    print(
+        f"sei: estimated noise level {estimate.level:.3g} (8-bit units) from {len(ys)} measurement(s) ({estimate.method})",
+        file=sys.stderr,
+        flush=True,
+    )
     if loaded.network is None:
-        return load_reconstructor(None, model_kind, task, kernel, sr_factor, estimate.level, device, options), estimate.level
+        return load_reconstructor(
+            None, model_kind, task, kernel, sr_factor, estimate.level, device, options
+        ), estimate.level
     trained = float(loaded.physics.noise_level)
     if abs(estimate.level - trained) > max(1.0, 0.5 * trained):
-        print(f"sei: warning: these weights were trained for noise level {trained:g}, the measurements look like {estimate.level:.2g}; "
-              "fine-tune on them (sei restore, or sei train --init) for better results", file=sys.stderr, flush=True)
+        print(
+            f"sei: warning: these weights were trained for noise level {trained:g}, the measurements look like {estimate.level:.2g}; "
+            "fine-tune on them (sei restore, or sei train --init) for better results",
+            file=sys.stderr,
+            flush=True,
+        )
     return loaded, estimate.level
 
 
 def _load_poisson_gaussian(
-    weights: str | None, model_kind: str | None, task: str | None, kernel: Any, sr_factor: int | None,
-    noise_level: float | str | None, gain: float | str | None, device: torch.device, options: dict[str, Any] | None,
+    weights: str | None,
+    model_kind: str | None,
+    task: str | None,
+    kernel: Any,
+    sr_factor: int | None,
+    noise_level: float | str | None,
+    gain: float | str | None,
+    device: torch.device,
+    options: dict[str, Any] | None,
     measurements: Callable[[Any], list[torch.Tensor]],
 ) -> tuple[Loaded, float | None]:
     """:func:`load_for_measurements` for Poisson-Gaussian noise: ``auto`` gain and/or level come from
@@ -132,32 +179,60 @@ def _load_poisson_gaussian(
 
     automatic = noise_level == AUTO or gain == AUTO
     if not automatic:
-        return load_reconstructor(weights, model_kind, task, kernel, sr_factor, noise_level, device, options, POISSON_GAUSSIAN, gain), None
+        return load_reconstructor(
+            weights, model_kind, task, kernel, sr_factor, noise_level, device, options, POISSON_GAUSSIAN, gain
+        ), None
     if weights is None and model_kind is None:
-        raise SeiUserError("--noise poisson-gaussian with auto: give --weights trained for it or a training-free --model_kind")
+        raise SeiUserError(
+            "--noise poisson-gaussian with auto: give --weights trained for it or a training-free --model_kind"
+        )
     from sei.noise_estimation import estimate_poisson_gaussian
 
     placeholder_gain = 1.0 if gain in (AUTO, None) else gain  # replaced by the estimate below
     placeholder_level = None if noise_level == AUTO else noise_level
     if model_kind is not None and weights is None:
-        loaded = load_reconstructor(None, model_kind, task, kernel, sr_factor, placeholder_level, device, options,
-                                    POISSON_GAUSSIAN, placeholder_gain)
+        loaded = load_reconstructor(
+            None,
+            model_kind,
+            task,
+            kernel,
+            sr_factor,
+            placeholder_level,
+            device,
+            options,
+            POISSON_GAUSSIAN,
+            placeholder_gain,
+        )
     else:
-        loaded = load_reconstructor(weights, model_kind, task, kernel, sr_factor, placeholder_level, device, options, POISSON_GAUSSIAN)
+        loaded = load_reconstructor(
+            weights, model_kind, task, kernel, sr_factor, placeholder_level, device, options, POISSON_GAUSSIAN
+        )
     ys = measurements(loaded.physics)
     estimate = estimate_poisson_gaussian(ys)
     level = estimate.noise_level if noise_level == AUTO else float(noise_level)
     fitted_gain = estimate.gain_level if gain in (AUTO, None) else float(gain)
-    print(f"sei: estimated Poisson-Gaussian noise from {len(ys)} measurement(s): gain {estimate.gain_level:.3g}, "
-          f"noise level {estimate.noise_level:.3g} (8-bit units)", file=sys.stderr, flush=True)
+    print(
+        f"sei: estimated Poisson-Gaussian noise from {len(ys)} measurement(s): gain {estimate.gain_level:.3g}, "
+        f"noise level {estimate.noise_level:.3g} (8-bit units)",
+        file=sys.stderr,
+        flush=True,
+    )
     if fitted_gain <= 0:
-        raise SeiUserError("the measurements show no signal-dependent noise (estimated gain 0); use --noise gaussian")
+        raise SeiUserError(
+            "the measurements show no signal-dependent noise (estimated gain 0); use --noise gaussian"
+        )
     if loaded.network is None:
-        return load_reconstructor(None, model_kind, task, kernel, sr_factor, level, device, options, POISSON_GAUSSIAN, fitted_gain), level
+        return load_reconstructor(
+            None, model_kind, task, kernel, sr_factor, level, device, options, POISSON_GAUSSIAN, fitted_gain
+        ), level
     trained = float(loaded.physics.gain_level)
     if abs(fitted_gain - trained) > 0.5 * trained:
-        print(f"sei: warning: these weights were trained for gain {trained:g}, the measurements look like {fitted_gain:.2g}; "
-              "fine-tune on them (sei train --init) for better results", file=sys.stderr, flush=True)
+        print(
+            f"sei: warning: these weights were trained for gain {trained:g}, the measurements look like {fitted_gain:.2g}; "
+            "fine-tune on them (sei train --init) for better results",
+            file=sys.stderr,
+            flush=True,
+        )
     return loaded, level
 
 
@@ -166,12 +241,16 @@ def default_weights(task: str | None, kernel: Any, sr_factor: int | None, noise_
     as a shipped model's kernel finds it too); an error if there is none."""
     name = closest_shipped(task, kernel, sr_factor, noise_level, same_kernel=True)
     if name is None:
-        raise SeiUserError("no shipped model for this task; pass --weights FILE_OR_NAME or a --model_kind such as wiener or pnp "
-                           "(or train one on your measurements: sei restore)")
+        raise SeiUserError(
+            "no shipped model for this task; pass --weights FILE_OR_NAME or a --model_kind such as wiener or pnp "
+            "(or train one on your measurements: sei restore)"
+        )
     return name
 
 
-def closest_shipped(task: str | None, kernel: Any, sr_factor: int | None, noise_level: float | None, same_kernel: bool = False) -> str | None:
+def closest_shipped(
+    task: str | None, kernel: Any, sr_factor: int | None, noise_level: float | None, same_kernel: bool = False
+) -> str | None:
     """The shipped model nearest to a problem: same task (and SR factor), the same kernel by value when
     there is one (any kernel unless ``same_kernel``), then the nearest noise level; ``None`` if none fits."""
     from sei.physics import get_kernel
@@ -218,7 +297,9 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts + [length - tile]
 
 
-def tiled(reconstruct: Reconstructor, y: torch.Tensor, scale: int = 1, tile: int = 256, overlap: int = 32) -> torch.Tensor:
+def tiled(
+    reconstruct: Reconstructor, y: torch.Tensor, scale: int = 1, tile: int = 256, overlap: int = 32
+) -> torch.Tensor:
     """Apply ``reconstruct`` to ``y`` (``(1, C, h, w)``) tile by tile (tiles and overlap in measurement
     pixels) and blend; the output is ``scale`` times larger. Whole-image inference when it fits one tile."""
     if overlap * 2 >= tile:
@@ -234,10 +315,15 @@ def tiled(reconstruct: Reconstructor, y: torch.Tensor, scale: int = 1, tile: int
             piece = y[..., top : top + tile, left : left + tile]
             estimate = reconstruct(piece).double()
             th, tw = estimate.shape[-2:]
-            weight = _ramp(th, overlap * scale, top > 0, top + tile < height)[:, None] * _ramp(tw, overlap * scale, left > 0, left + tile < width)[None, :]
+            weight = (
+                _ramp(th, overlap * scale, top > 0, top + tile < height)[:, None]
+                * _ramp(tw, overlap * scale, left > 0, left + tile < width)[None, :]
+            )
             weight = weight.to(y.device)
             if out is None:
-                out = torch.zeros(1, estimate.shape[1], height * scale, width * scale, dtype=torch.float64, device=y.device)
+                out = torch.zeros(
+                    1, estimate.shape[1], height * scale, width * scale, dtype=torch.float64, device=y.device
+                )
             region = (..., slice(top * scale, top * scale + th), slice(left * scale, left * scale + tw))
             out[region] += estimate * weight
             total[region] += weight

@@ -223,7 +223,9 @@ class SureLoss(Loss):
         if tau <= 0:
             raise SeiUserError(f"SURE tau must be positive, got {tau}")
         if divergence not in SURE_DIVERGENCES:
-            raise SeiUserError(f"SURE divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {divergence!r}")
+            raise SeiUserError(
+                f"SURE divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {divergence!r}"
+            )
         self.tau = float(tau)
         self.divergence = divergence
         self.margin = margin
@@ -231,8 +233,10 @@ class SureLoss(Loss):
         if gain is not None and (not math.isfinite(gain) or gain < 0):
             raise SeiUserError(f"the Poisson gain of PG-SURE must be >= 0, got {gain}")
         if unsure and gain:
-            raise SeiUserError("UNSURE learns a Gaussian noise level; for Poisson-Gaussian noise give the gain and "
-                               "noise level, or estimate them with --gain auto --noise_level auto")
+            raise SeiUserError(
+                "UNSURE learns a Gaussian noise level; for Poisson-Gaussian noise give the gain and "
+                "noise level, or estimate them with --gain auto --noise_level auto"
+            )
         self.gain = gain
         self.unsure = bool(unsure)
         if self.unsure:
@@ -282,14 +286,18 @@ class SureLoss(Loss):
         r"""The Poisson gain :math:`\gamma` in [0, 1] units: the fixed one, else the physics' (0 for Gaussian noise)."""
         gain = float(getattr(physics, "gain", 0.0) if self.gain is None else self.gain)
         if self.unsure and gain:
-            raise SeiUserError("UNSURE learns a Gaussian noise level and the physics has Poisson-Gaussian noise; give "
-                               "the gain and noise level, or estimate them (--gain auto --noise_level auto)")
+            raise SeiUserError(
+                "UNSURE learns a Gaussian noise level and the physics has Poisson-Gaussian noise; give "
+                "the gain and noise level, or estimate them (--gain auto --noise_level auto)"
+            )
         return gain
 
     def _margin(self, physics: Physics) -> int:
         return int(physics.margin if self.margin is None else self.margin)
 
-    def draw_probe(self, y: torch.Tensor, physics: Physics, rng: torch.Generator | None = None) -> torch.Tensor:
+    def draw_probe(
+        self, y: torch.Tensor, physics: Physics, rng: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The probe :math:`Mb`: standard normal inside, zero on the border."""
         return gaussian_like(y, rng) * interior_mask(y, self._margin(physics))
 
@@ -320,7 +328,9 @@ class SureLoss(Loss):
             weighted_probe = probe if weights is None else probe * weights
             back_projected = physics.A_adjoint(weighted_probe, img_size=tuple(x_net.shape[-2:]))
         if self.divergence == "exact":
-            divergence = self._exact_divergence(x_net, y, model, probe, back_projected, inputs, randomness) / interior
+            divergence = (
+                self._exact_divergence(x_net, y, model, probe, back_projected, inputs, randomness) / interior
+            )
             return self._combine(fidelity, divergence, variance, weights, interior)
         if perturbed is None:
             if randomness is None:
@@ -334,10 +344,16 @@ class SureLoss(Loss):
         return self._combine(fidelity, divergence, variance, weights, interior)
 
     def _combine(
-        self, fidelity: torch.Tensor, divergence: torch.Tensor, variance: torch.Tensor | float,
-        weights: torch.Tensor | None = None, interior: torch.Tensor | None = None,
+        self,
+        fidelity: torch.Tensor,
+        divergence: torch.Tensor,
+        variance: torch.Tensor | float,
+        weights: torch.Tensor | None = None,
+        interior: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if weights is not None:  # PG-SURE: the divergence is already weighted; the offset is the mean variance
+        if (
+            weights is not None
+        ):  # PG-SURE: the divergence is already weighted; the offset is the mean variance
             return fidelity + 2 * divergence - weights.flatten(1).sum(1) / interior
         value = fidelity + 2 * variance * divergence - variance
         if self.unsure and self.training and torch.is_grad_enabled():
@@ -346,8 +362,13 @@ class SureLoss(Loss):
 
     @staticmethod
     def _exact_divergence(
-        x_net: torch.Tensor, y: torch.Tensor, model: Model, probe: torch.Tensor, back_projected: torch.Tensor,
-        inputs: torch.Tensor | None, randomness: ModelRandomness | None,
+        x_net: torch.Tensor,
+        y: torch.Tensor,
+        model: Model,
+        probe: torch.Tensor,
+        back_projected: torch.Tensor,
+        inputs: torch.Tensor | None,
+        randomness: ModelRandomness | None,
     ) -> torch.Tensor:
         r"""Per sample :math:`(A^\top Mb)^\top J_f(y)\, Mb`, as :math:`(Mb)^\top \big(J_f(y)^\top A^\top M b\big)`: one
         vector-Jacobian product, kept differentiable so the loss trains through it."""
@@ -420,10 +441,18 @@ class SupervisedLoss(Loss):
     uses_ground_truth = True
 
     def forward(
-        self, x_net: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor, physics: Physics, model: Model, **kwargs: Any
+        self,
+        x_net: torch.Tensor,
+        x: torch.Tensor | None,
+        y: torch.Tensor,
+        physics: Physics,
+        model: Model,
+        **kwargs: Any,
     ) -> torch.Tensor:
         if x is None:
-            raise SeiUserError("the supervised loss needs ground-truth images x; use a self-supervised method otherwise")
+            raise SeiUserError(
+                "the supervised loss needs ground-truth images x; use a self-supervised method otherwise"
+            )
         return _per_image_mean((x_net - x) ** 2)
 
 
@@ -554,7 +583,9 @@ class Objective(torch.nn.Module):
             # float32 for this pass: its vector-Jacobian product is differentiated again, and under
             # bf16 autocast that second derivative drifted (SURE alone, SR x2: the loss rose from
             # 0.00024 to 0.00038 in 300 steps where float32 lowered it to 0.00020)
-            with torch.enable_grad():  # the divergence needs the graph back to the input, even when evaluating
+            with (
+                torch.enable_grad()
+            ):  # the divergence needs the graph back to the input, even when evaluating
                 x_net = self._runner(model, y.device, full_precision=True)(inputs)
             sure_inputs = {"probe": sure.draw_probe(y, physics, rng), "inputs": inputs}
         elif sure is not None and self._batch_sure_passes(model):
@@ -666,8 +697,10 @@ def build_method(
             f"unsure learns the noise level of the SURE term, and method {canonical!r} has none"
         )
     if unsure and getattr(physics, "poisson", False):
-        raise SeiUserError("unsure learns a Gaussian noise level; with Poisson-Gaussian noise give --gain and "
-                           "--noise_level, or estimate both (auto)")
+        raise SeiUserError(
+            "unsure learns a Gaussian noise level; with Poisson-Gaussian noise give --gain and "
+            "--noise_level, or estimate both (auto)"
+        )
     if not unsure and unsure_init is not None:
         raise SeiUserError("unsure_init is the initial guess of UNSURE; pass unsure=True")
     losses: dict[str, tuple[Loss, float]]
@@ -685,8 +718,13 @@ def build_method(
                     f"UNSURE needs a positive initial noise level, got {initial * 255:g} (8-bit units)"
                 )
             sure = SureLoss(
-                tau=tau, margin=margin, sigma=initial, divergence=sure_divergence, unsure=True,
-                step_size=unsure_step_size, momentum=unsure_momentum,
+                tau=tau,
+                margin=margin,
+                sigma=initial,
+                divergence=sure_divergence,
+                unsure=True,
+                step_size=unsure_step_size,
+                momentum=unsure_momentum,
             )
         losses = {"sure": (sure, 1.0)}
         transform = {
@@ -698,5 +736,9 @@ def build_method(
         if transform is not None:
             losses["equivariance"] = (EquivarianceLoss(transform(), stop_gradient=stop_gradient), alpha)
     return Objective(
-        canonical, losses, batched_sure_passes=batched_sure_passes, autocast_dtype=autocast_dtype, channels_last=channels_last
+        canonical,
+        losses,
+        batched_sure_passes=batched_sure_passes,
+        autocast_dtype=autocast_dtype,
+        channels_last=channels_last,
     )

@@ -115,8 +115,12 @@ def estimate_noise_level(
         raise SeiUserError(
             "the spectral noise estimator needs a blur physics (make_physics('deblurring', ...))"
         )
-    estimators = {"spectral": lambda y: _spectral(y, physics, strict=method == "auto"), "pca": _pca,
-                  "weak_texture": _weak_texture, "mad": _mad}
+    estimators = {
+        "spectral": lambda y: _spectral(y, physics, strict=method == "auto"),
+        "pca": _pca,
+        "weak_texture": _weak_texture,
+        "mad": _mad,
+    }
     levels, used = [], []
     for image in images:
         name = chosen
@@ -135,7 +139,9 @@ def estimate_noise_level(
 # ---------------------------------------------------------------------------------------------- checks
 
 
-def _as_images(measurements: torch.Tensor | Sequence[torch.Tensor], high_limit: float = 1.5) -> list[torch.Tensor]:
+def _as_images(
+    measurements: torch.Tensor | Sequence[torch.Tensor], high_limit: float = 1.5
+) -> list[torch.Tensor]:
     """Validate and split the input into float64 ``(C, H, W)`` images (values above ``high_limit``: not [0, 1] scale)."""
     if isinstance(measurements, torch.Tensor):
         if measurements.ndim == 3:
@@ -254,9 +260,10 @@ def _spectral(image: torch.Tensor, physics: Any, strict: bool = False) -> float 
         tiles = tiles[clean]
     elif strict:
         return None
-    window = torch.hann_window(th, periodic=False, dtype=torch.float64)[:, None] * torch.hann_window(
-        tw, periodic=False, dtype=torch.float64
-    )[None, :]
+    window = (
+        torch.hann_window(th, periodic=False, dtype=torch.float64)[:, None]
+        * torch.hann_window(tw, periodic=False, dtype=torch.float64)[None, :]
+    )
     centred = tiles - tiles.mean(dim=(-2, -1), keepdim=True)
     power = torch.fft.rfft2(centred * window).abs() ** 2 / window.pow(2).sum()
     mask = _noise_frequencies(physics, th, tw)
@@ -291,8 +298,13 @@ def _patches(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     horizontal = image.diff(dim=-1).pow(2).sum(0)[None, None]
     vertical = image.diff(dim=-2).pow(2).sum(0)[None, None]
     cells = PATCH * (PATCH - 1)
-    energy = cells * (F.avg_pool2d(horizontal[..., :, : width - 1], (PATCH, PATCH - 1), stride=stride)
-                      + F.avg_pool2d(vertical, (PATCH - 1, PATCH), stride=stride)).flatten()
+    energy = (
+        cells
+        * (
+            F.avg_pool2d(horizontal[..., :, : width - 1], (PATCH, PATCH - 1), stride=stride)
+            + F.avg_pool2d(vertical, (PATCH - 1, PATCH), stride=stride)
+        ).flatten()
+    )
     if int(keep.sum()) < 4 * patches.shape[0]:  # mostly clipped: use everything rather than nothing
         keep = torch.ones_like(keep)
     return patches, keep, energy
@@ -428,8 +440,10 @@ def estimate_poisson_gaussian(measurements: torch.Tensor | Sequence[torch.Tensor
     blocks = [_pg_blocks(image) for image in images]
     mean, residual, rough, zeros = (torch.cat(parts) for parts in zip(*blocks, strict=True))
     if mean.numel() < PG_BINS * PG_MIN_SAMPLES:
-        raise SeiUserError(f"cannot estimate Poisson-Gaussian noise: only {mean.numel()} unclipped 2x2 blocks "
-                           f"(at least {PG_BINS * PG_MIN_SAMPLES} are needed); give larger or more measurements")
+        raise SeiUserError(
+            f"cannot estimate Poisson-Gaussian noise: only {mean.numel()} unclipped 2x2 blocks "
+            f"(at least {PG_BINS * PG_MIN_SAMPLES} are needed); give larger or more measurements"
+        )
     low, high = torch.quantile(mean, 0.02).item(), torch.quantile(mean, 0.98).item()
     # a 6x6 local mean of flat noisy data spreads over about 4.1 of its stds (2-98 %): the scene must do more
     noise_span = 4.1 * float(residual.std()) / 6
@@ -453,7 +467,9 @@ def estimate_poisson_gaussian(measurements: torch.Tensor | Sequence[torch.Tensor
     variance *= 255.0**2
     if all(_is_8bit(image) for image in images):
         variance -= QUANTISATION_VARIANCE
-    return PoissonGaussianEstimate(gain_level=gain * 255.0, noise_level=math.sqrt(max(variance, 0.0)), bins=tuple(points))
+    return PoissonGaussianEstimate(
+        gain_level=gain * 255.0, noise_level=math.sqrt(max(variance, 0.0)), bins=tuple(points)
+    )
 
 
 def _pg_blocks(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -466,7 +482,9 @@ def _pg_blocks(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     residual = (a - b - c + d) / 2
     block_mean = (a + b + c + d) / 4
     local_mean = F.avg_pool2d(F.pad(block_mean, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    gradient = (local_mean[..., 1:-1, 2:] - local_mean[..., 1:-1, :-2]) ** 2 + (local_mean[..., 2:, 1:-1] - local_mean[..., :-2, 1:-1]) ** 2
+    gradient = (local_mean[..., 1:-1, 2:] - local_mean[..., 1:-1, :-2]) ** 2 + (
+        local_mean[..., 2:, 1:-1] - local_mean[..., :-2, 1:-1]
+    ) ** 2
     gradient = F.pad(gradient, (1, 1, 1, 1), mode="replicate")
     # saturated pixels (at 1) lost their noise: leave out the blocks around them. Zeros stay: under Poisson
     # noise they are counts; the bins where clipping at 0 matters are dropped as a whole (PG_MAX_ZEROS)
@@ -481,7 +499,9 @@ def _weighted_line(points: list[tuple[float, float, int]]) -> tuple[float, float
     """Slope and intercept of ``variance = slope * mean + intercept`` by least squares weighted by
     ``n / v^2`` (two reweighting passes with the fitted variances), both >= 0."""
     if len(points) < 2:
-        raise SeiUserError("cannot estimate Poisson-Gaussian noise: too few intensity levels in the measurements")
+        raise SeiUserError(
+            "cannot estimate Poisson-Gaussian noise: too few intensity levels in the measurements"
+        )
     m = torch.tensor([p[0] for p in points], dtype=torch.float64)
     v = torch.tensor([p[1] for p in points], dtype=torch.float64)
     n = torch.tensor([p[2] for p in points], dtype=torch.float64)

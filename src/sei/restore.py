@@ -70,7 +70,9 @@ def _target(path: Path, bits: int) -> Path:
     return path if path.suffix.lower() in (".png", ".tif", ".tiff") else path.with_suffix(".png")
 
 
-def _resolve_init(init: str | None, task: str, kernel: Any, sr_factor: int | None, noise_level: float) -> str | None:
+def _resolve_init(
+    init: str | None, task: str, kernel: Any, sr_factor: int | None, noise_level: float
+) -> str | None:
     from sei.inference import closest_shipped
 
     if init in (None, "none"):
@@ -83,11 +85,17 @@ def _resolve_init(init: str | None, task: str, kernel: Any, sr_factor: int | Non
     return name
 
 
-def _inference_seconds(init: str | None, config: Any, measurements: list[torch.Tensor], tile: int, device: torch.device) -> float:
+def _inference_seconds(
+    init: str | None, config: Any, measurements: list[torch.Tensor], tile: int, device: torch.device
+) -> float:
     """Predicted time to reconstruct every measurement: one tile through the network, timed, scaled by the pixel count."""
     from sei.models import create_model
 
-    model = create_model(config.model, task=config.task, sr_factor=config.sr_factor, **config.model_options).to(device).eval()
+    model = (
+        create_model(config.model, task=config.task, sr_factor=config.sr_factor, **config.model_options)
+        .to(device)
+        .eval()
+    )
     probe = measurements[0][None, :, :tile, :tile].to(device)
     with torch.no_grad():
         model(probe)  # warm-up: first calls pay allocations
@@ -99,10 +107,23 @@ def _inference_seconds(init: str | None, config: Any, measurements: list[torch.T
 
 
 def restore(
-    inputs: str | Path, output: str | Path, task: str = "deblurring", kernel: Any = None, sr_factor: int | None = None,
-    noise_level: float | str = "auto", time_limit: float = DEFAULT_TIME_LIMIT, init: str | None = "auto",
-    device: str = "cpu", tile: int = 256, overlap: int = 32, resume: bool = False, overwrite: bool = False,
-    side_by_side: bool = True, progress: bool = True, seed: int = 0, started: float | None = None,
+    inputs: str | Path,
+    output: str | Path,
+    task: str = "deblurring",
+    kernel: Any = None,
+    sr_factor: int | None = None,
+    noise_level: float | str = "auto",
+    time_limit: float = DEFAULT_TIME_LIMIT,
+    init: str | None = "auto",
+    device: str = "cpu",
+    tile: int = 256,
+    overlap: int = 32,
+    resume: bool = False,
+    overwrite: bool = False,
+    side_by_side: bool = True,
+    progress: bool = True,
+    seed: int = 0,
+    started: float | None = None,
     on_step: Any = None,
 ) -> RestoreResult:
     """Train SEI on the measurements in ``inputs`` within ``time_limit`` seconds, then restore them into ``output``.
@@ -130,35 +151,51 @@ def restore(
     if not time_limit > 0:
         raise SeiUserError(f"the time limit must be positive, got {time_limit} s")
     if task == "deblurring" and kernel is None:
-        raise SeiUserError("restoring a blur needs its PSF: pass --kernel FILE (.npy, .pt, image) or a name such as Gaussian_R2")
+        raise SeiUserError(
+            "restoring a blur needs its PSF: pass --kernel FILE (.npy, .pt, image) or a name such as Gaussian_R2"
+        )
     inputs, output = Path(inputs), Path(output)
     run_dir = output / "run"
     if run_dir.exists() and not (resume or overwrite):
-        raise SeiUserError(f"{output} already holds a restoration; pass --resume to continue its training or --overwrite to start again")
+        raise SeiUserError(
+            f"{output} already holds a restoration; pass --resume to continue its training or --overwrite to start again"
+        )
     pairs = _pairs(inputs, output)
     device_ = resolve_device(device)
     folder = MeasurementFolder(inputs)  # reads and checks every file (NaN, unreadable) before any work
     measurements = [y for _, _, y in folder]
     if isinstance(kernel, str | Path) and Path(str(kernel)).expanduser().is_file():
         kernel = str(Path(str(kernel)).expanduser().resolve())  # the run's config names it from any folder
-    physics = make_physics(task, kernel=kernel if task == "deblurring" else None, sr_factor=sr_factor, noise_level=5.0)
+    physics = make_physics(
+        task, kernel=kernel if task == "deblurring" else None, sr_factor=sr_factor, noise_level=5.0
+    )
     estimated = noise_level == AUTO
     if estimated:
         from sei.noise_estimation import estimate_noise_level
 
         estimate = estimate_noise_level(measurements, physics=physics)
         level = float(estimate.level)
-        _say(f"estimated noise level {level:.3g} (8-bit units) from {len(measurements)} measurement(s) ({estimate.method})")
+        _say(
+            f"estimated noise level {level:.3g} (8-bit units) from {len(measurements)} measurement(s) ({estimate.method})"
+        )
     else:
         level = float(noise_level)
     init_name = None if resume else _resolve_init(init, task, kernel, sr_factor, level)
     if init_name is not None:
         _say(f"starting from {init_name}")
     config = TrainConfig(
-        task=task, kernel=kernel if task == "deblurring" else None, sr_factor=sr_factor if task == "sr" else None,
-        noise_level=AUTO if estimated else level, noise_estimate=round(level, 4) if estimated else None,
-        measurements=str(inputs.resolve()), method="proposed", init=init_name, seed=seed, device=device,
-        val_interval=0, time_limit=time_limit,
+        task=task,
+        kernel=kernel if task == "deblurring" else None,
+        sr_factor=sr_factor if task == "sr" else None,
+        noise_level=AUTO if estimated else level,
+        noise_estimate=round(level, 4) if estimated else None,
+        measurements=str(inputs.resolve()),
+        method="proposed",
+        init=init_name,
+        seed=seed,
+        device=device,
+        val_interval=0,
+        time_limit=time_limit,
     )
     probe_config = config
     if init_name is not None:
@@ -176,11 +213,25 @@ def restore(
         config = TrainConfig(device=device, time_limit=budget)
     else:
         config.time_limit = budget
-    state = train(config, run_dir, resume="auto" if resume else None, overwrite=overwrite, progress=progress, on_step=on_step)
-    network, _, trained_physics = load_weights_with_physics(run_dir / "weights.safetensors", device=str(device_))
+    state = train(
+        config,
+        run_dir,
+        resume="auto" if resume else None,
+        overwrite=overwrite,
+        progress=progress,
+        on_step=on_step,
+    )
+    network, _, trained_physics = load_weights_with_physics(
+        run_dir / "weights.safetensors", device=str(device_)
+    )
     scale = trained_physics.factor if trained_physics.task == "sr" else 1
-    result = RestoreResult(noise_level=state.noise_level or level, noise_estimated=estimated, init=init_name, steps=state.step,
-                           weights=run_dir / "weights.safetensors")
+    result = RestoreResult(
+        noise_level=state.noise_level or level,
+        noise_estimated=estimated,
+        init=init_name,
+        steps=state.step,
+        weights=run_dir / "weights.safetensors",
+    )
     result.train_seconds = round(time.perf_counter() - started, 1)
     items = list(zip(pairs, measurements, strict=True))
     if progress:
@@ -192,7 +243,9 @@ def restore(
         target = _target(target, bits)
         with torch.no_grad():
             estimate = tiled(network, y[None].to(device_), scale, tile, overlap)[0].float().cpu()
-        if read_image(source, channels=None).shape[0] == 1:  # a grayscale input comes back grayscale (and 16-bit if it was)
+        if (
+            read_image(source, channels=None).shape[0] == 1
+        ):  # a grayscale input comes back grayscale (and 16-bit if it was)
             estimate = estimate.mean(0, keepdim=True)
         write_image(estimate, target, bits=16 if bits == 16 else 8)
         result.outputs.append(target)
@@ -201,10 +254,18 @@ def restore(
             image_grid([[("measurement", y), ("restored (SEI)", estimate)]], figure)
     result.total_seconds = round(time.perf_counter() - started, 1)
     summary = {
-        "inputs": str(inputs), "images": len(result.outputs), "task": trained_physics.describe(),
-        "noise_level": result.noise_level, "noise_level_estimated": estimated, "init": init_name, "steps": result.steps,
-        "time_limit_s": time_limit, "seconds_until_trained": result.train_seconds, "total_seconds": result.total_seconds,
-        "weights": str(result.weights), "outputs": [str(path) for path in result.outputs],
+        "inputs": str(inputs),
+        "images": len(result.outputs),
+        "task": trained_physics.describe(),
+        "noise_level": result.noise_level,
+        "noise_level_estimated": estimated,
+        "init": init_name,
+        "steps": result.steps,
+        "time_limit_s": time_limit,
+        "seconds_until_trained": result.train_seconds,
+        "total_seconds": result.total_seconds,
+        "weights": str(result.weights),
+        "outputs": [str(path) for path in result.outputs],
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return result

@@ -35,7 +35,14 @@ from sei.runtime import atomic_write
 BACKENDS = ("csv", "tensorboard")
 DEFAULT = "csv,tensorboard"
 CSV_FILES = {"train": "metrics.csv", "validation": "validation.csv"}
-BOOKKEEPING = ("step", "epoch", "lr", "seconds", "step_seconds", "noise_level")  # train columns that are not loss terms (noise_level: UNSURE's estimate)
+BOOKKEEPING = (
+    "step",
+    "epoch",
+    "lr",
+    "seconds",
+    "step_seconds",
+    "noise_level",
+)  # train columns that are not loss terms (noise_level: UNSURE's estimate)
 TENSORBOARD_DIR = "tensorboard"
 PANEL_CROP = 192  # side of the measurement crop shown in the panel (bounded cost on large photographs)
 PANEL_GAP = 4  # white pixels between the panel's images
@@ -46,11 +53,15 @@ def parse_backends(spec: str | Iterable[str] | None) -> tuple[str, ...]:
     if spec is None:
         spec = DEFAULT
     names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
-    if names == ["none"] or (not names and not isinstance(spec, str)):  # "none", or an already parsed empty choice
+    if names == ["none"] or (
+        not names and not isinstance(spec, str)
+    ):  # "none", or an already parsed empty choice
         return ()
     unknown = [n for n in names if n not in BACKENDS]
     if unknown or not names:
-        raise SeiUserError(f"--log takes none or a comma-separated list of {', '.join(BACKENDS)}, got {spec!r}")
+        raise SeiUserError(
+            f"--log takes none or a comma-separated list of {', '.join(BACKENDS)}, got {spec!r}"
+        )
     return tuple(b for b in BACKENDS if b in names)
 
 
@@ -131,16 +142,22 @@ class TensorBoardLog(RunLog):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as error:  # the package is pinned; a hand-made environment may lack it
-            raise SeiUserError("--log tensorboard needs the tensorboard package (pip install tensorboard); or pass --log csv") from error
+            raise SeiUserError(
+                "--log tensorboard needs the tensorboard package (pip install tensorboard); or pass --log csv"
+            ) from error
         # purge_step: a resumed run hides what the interrupted one logged after its checkpoint
-        self.writer = SummaryWriter(log_dir=str(out_dir / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None)
+        self.writer = SummaryWriter(
+            log_dir=str(out_dir / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None
+        )
 
     def scalars(self, step: int, group: str, values: Mapping[str, float]) -> None:
         for name, value in values.items():
             self.writer.add_scalar(f"{group}/{name}", float(value), global_step=step)
 
     def image(self, step: int, tag: str, image: torch.Tensor) -> None:
-        self.writer.add_image(tag, image.detach().float().clamp(0, 1).cpu(), global_step=step, dataformats="CHW")
+        self.writer.add_image(
+            tag, image.detach().float().clamp(0, 1).cpu(), global_step=step, dataformats="CHW"
+        )
 
     def flush(self) -> None:
         self.writer.flush()
@@ -174,14 +191,18 @@ class MultiLog(RunLog):
             log.close()
 
 
-def open_run_log(out_dir: Path, backends: str | Iterable[str] | None = DEFAULT, enabled: bool = True, start_step: int = 0) -> RunLog:
+def open_run_log(
+    out_dir: Path, backends: str | Iterable[str] | None = DEFAULT, enabled: bool = True, start_step: int = 0
+) -> RunLog:
     """The run log of ``out_dir`` (``enabled=False``: ranks other than 0, which log nothing)."""
     names = parse_backends(backends)
     if not enabled or not names:
         return NullLog()
     out_dir.mkdir(parents=True, exist_ok=True)
-    makers: dict[str, Callable[[], RunLog]] = {"csv": lambda: CsvLog(out_dir, start_step),
-                                              "tensorboard": lambda: TensorBoardLog(out_dir, start_step)}
+    makers: dict[str, Callable[[], RunLog]] = {
+        "csv": lambda: CsvLog(out_dir, start_step),
+        "tensorboard": lambda: TensorBoardLog(out_dir, start_step),
+    }
     logs = [makers[name]() for name in names]
     return logs[0] if len(logs) == 1 else MultiLog(logs)
 
@@ -214,8 +235,14 @@ def side_by_side(images: list[torch.Tensor], gap: int = PANEL_GAP) -> torch.Tens
 
 
 @torch.no_grad()
-def validation_panel(model: torch.nn.Module, physics: Any, held_out: Any, training: Any, device: torch.device,
-                     crop: int = PANEL_CROP) -> torch.Tensor:
+def validation_panel(
+    model: torch.nn.Module,
+    physics: Any,
+    held_out: Any,
+    training: Any,
+    device: torch.device,
+    crop: int = PANEL_CROP,
+) -> torch.Tensor:
     """measurement | estimate | ground truth (when there is one) of the first held-out image (else the
     first training measurement), on a centre crop of ``crop`` measurement pixels."""
     source = held_out if held_out is not None and len(held_out) else training
@@ -232,5 +259,7 @@ def validation_panel(model: torch.nn.Module, physics: Any, held_out: Any, traini
         model.train(was_training)
     images = [y, estimate]
     if x is not None:
-        images.append(x[..., top * scale : (top + y.shape[-2]) * scale, left * scale : (left + y.shape[-1]) * scale])
+        images.append(
+            x[..., top * scale : (top + y.shape[-2]) * scale, left * scale : (left + y.shape[-1]) * scale]
+        )
     return side_by_side(images)

@@ -25,7 +25,9 @@ from sei.errors import SeiUserError
 def resolve_device(name: str) -> torch.device:
     """``--device`` as a torch device; CUDA asked but absent, or a name torch does not know, is a user error."""
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SeiUserError(f"--device {name} asked for CUDA, but no CUDA device is available; use --device cpu")
+        raise SeiUserError(
+            f"--device {name} asked for CUDA, but no CUDA device is available; use --device cpu"
+        )
     try:
         return torch.device(name)
     except RuntimeError as error:
@@ -37,13 +39,20 @@ def resolve_device(name: str) -> torch.device:
 AutocastDtype = torch.dtype | Literal["auto"] | None
 # --amp -> autocast of the network passes: "auto" is bf16 on CPUs with native bf16 (measured 2.1x per
 # SEI step, no PSNR loss; docs/performance.md) and float32 elsewhere until measured.
-AMP_DTYPES: dict[str, AutocastDtype] = {"auto": "auto", "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES: dict[str, AutocastDtype] = {
+    "auto": "auto",
+    "none": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 
 def _native_bfloat16_cpu() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it,
     slower than float32."""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    checks = [
+        getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
     return any(check is not None and check() for check in checks)
 
 
@@ -61,7 +70,12 @@ class NetworkRunner:
     The output is returned as float32, so the physics and the loss arithmetic (the divergence is a
     difference of order tau) stay in full precision."""
 
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], autocast_dtype: torch.dtype | None, channels_last: bool) -> None:
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        autocast_dtype: torch.dtype | None,
+        channels_last: bool,
+    ) -> None:
         self.model = model
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
@@ -114,7 +128,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
 
 # --- durations -----------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?:in)?)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$")
+_DURATION = re.compile(
+    r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?:in)?)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$"
+)
 
 
 def parse_duration(text: str | float) -> float:
@@ -152,9 +168,20 @@ def progress_enabled() -> bool:
     return not _quiet and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
 
 
-def progress_bar(iterable=None, *, desc: str, total: int | None = None, unit: str = "it", leave: bool = True, **options):
+def progress_bar(
+    iterable=None, *, desc: str, total: int | None = None, unit: str = "it", leave: bool = True, **options
+):
     """A tqdm bar on stderr with what is being done (``desc``), a rate and a time estimate; disabled
     (a plain pass-through) under ``--quiet`` or when stderr is not a terminal."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, dynamic_ncols=True, disable=not progress_enabled(), **options)
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        unit=unit,
+        leave=leave,
+        dynamic_ncols=True,
+        disable=not progress_enabled(),
+        **options,
+    )

@@ -141,7 +141,9 @@ class Scale(_SeededTransform):
     ) -> None:
         super().__init__(rng)
         if len(factors) == 0 or any(float(s) <= 0 for s in factors):
-            raise SeiUserError(f"scale factors must be a non-empty list of positive numbers, got {list(factors)}")
+            raise SeiUserError(
+                f"scale factors must be a non-empty list of positive numbers, got {list(factors)}"
+            )
         self.factors = tuple(float(s) for s in factors)
         self.antialias = antialias
         self.mode = mode
@@ -166,9 +168,13 @@ class Scale(_SeededTransform):
             out[rows] = _gaussian_blur(x[rows], (1 / value - 1) / 2)
         return out
 
-    def _transform(self, x: torch.Tensor, factor: torch.Tensor, centre: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    def _transform(
+        self, x: torch.Tensor, factor: torch.Tensor, centre: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
         # TransformParam (which carries the inverse rule) is dropped so the output is a plain tensor.
-        factor = torch.as_tensor(factor, device=x.device).as_subclass(torch.Tensor).reshape(-1).expand(x.shape[0])
+        factor = (
+            torch.as_tensor(factor, device=x.device).as_subclass(torch.Tensor).reshape(-1).expand(x.shape[0])
+        )
         centre = torch.as_tensor(centre, dtype=x.dtype, device=x.device).as_subclass(torch.Tensor)
         centre = centre.reshape(-1, 2).expand(x.shape[0], 2)
         if self.antialias:
@@ -198,7 +204,9 @@ class Shift(_SeededTransform):
 
     def _transform(self, x: torch.Tensor, shifts: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         shifts = torch.as_tensor(shifts).reshape(-1, 2).expand(x.shape[0], 2).tolist()
-        return torch.stack([torch.roll(image, (dy, dx), dims=(-2, -1)) for image, (dy, dx) in zip(x, shifts, strict=True)])
+        return torch.stack(
+            [torch.roll(image, (dy, dx), dims=(-2, -1)) for image, (dy, dx) in zip(x, shifts, strict=True)]
+        )
 
 
 class Rotate(_SeededTransform):
@@ -246,13 +254,21 @@ class Rotate(_SeededTransform):
         return {"theta": 360 * _uniform((x.shape[0],), rng, x.device).to(x.dtype)}
 
     def _transform(
-        self, x: torch.Tensor, theta: torch.Tensor | None = None, quarter_turns: torch.Tensor | None = None, **kwargs: Any
+        self,
+        x: torch.Tensor,
+        theta: torch.Tensor | None = None,
+        quarter_turns: torch.Tensor | None = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
         if quarter_turns is not None:
             turns = torch.as_tensor(quarter_turns).reshape(-1).expand(x.shape[0]).tolist()
-            return torch.stack([torch.rot90(image, k, dims=(-2, -1)) for image, k in zip(x, turns, strict=True)])
+            return torch.stack(
+                [torch.rot90(image, k, dims=(-2, -1)) for image, k in zip(x, turns, strict=True)]
+            )
         height, width = x.shape[-2:]
-        angle = torch.deg2rad(torch.as_tensor(theta, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0]))
+        angle = torch.deg2rad(
+            torch.as_tensor(theta, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
+        )
         cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
         # normalised coordinates (align_corners=False) are 2u/W, 2v/H for pixel offsets (u, v) from the
         # centre: rotate in pixel units so non-square images do not shear.
@@ -290,7 +306,11 @@ class Compose(_SeededTransform):
         # (deepinv's ``*`` chaining merges them into one dict and one overwrites the other) stay apart.
         params: dict[str, Any] = {}
         for index, transform in enumerate(self.transforms):
-            drawn = transform._draw(x, rng) if isinstance(transform, _SeededTransform) else transform.get_params(x)
+            drawn = (
+                transform._draw(x, rng)
+                if isinstance(transform, _SeededTransform)
+                else transform.get_params(x)
+            )
             params.update({f"{index}.{name}": value for name, value in drawn.items()})
         return params
 

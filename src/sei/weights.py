@@ -63,12 +63,33 @@ class PretrainedCfg:
 PRETRAINED: dict[str, PretrainedCfg] = {
     cfg.name: cfg
     for cfg in (
-        PretrainedCfg("sei-gaussian_r2-noise5", "deblurring", "Gaussian_R2", None, 5.0, "proposed",
-                      "deblurring, Gaussian blur std 2, noise 5/255, trained with SEI on CPU"),
-        PretrainedCfg("sei-sr_x2-noise5", "sr", None, 2, 5.0, "proposed",
-                      "super-resolution x2, noise 5/255, trained with SEI on CPU"),
-        PretrainedCfg("sei-sr_x4-noise5", "sr", None, 4, 5.0, "proposed",
-                      "super-resolution x4, noise 5/255, trained with SEI on CPU"),
+        PretrainedCfg(
+            "sei-gaussian_r2-noise5",
+            "deblurring",
+            "Gaussian_R2",
+            None,
+            5.0,
+            "proposed",
+            "deblurring, Gaussian blur std 2, noise 5/255, trained with SEI on CPU",
+        ),
+        PretrainedCfg(
+            "sei-sr_x2-noise5",
+            "sr",
+            None,
+            2,
+            5.0,
+            "proposed",
+            "super-resolution x2, noise 5/255, trained with SEI on CPU",
+        ),
+        PretrainedCfg(
+            "sei-sr_x4-noise5",
+            "sr",
+            None,
+            4,
+            5.0,
+            "proposed",
+            "super-resolution x4, noise 5/255, trained with SEI on CPU",
+        ),
     )
 }
 
@@ -85,8 +106,16 @@ _PAPER_NAME = re.compile(
     r"(?:Deblurring_(?P<kernel>(?:Gaussian|Box)_R\d+)|SR_X(?P<factor>\d+)(?:_[A-Za-z]+)?)"
     r"_Noise(?P<noise>\d+(?:\.\d+)?)_(?P<method>[A-Za-z0-9-]+)(?P<extra>(?:_\w+)?)$"
 )
-_PAPER_METHODS = {"proposed": "proposed", "sei": "proposed", "supervised": "sup", "sup": "sup", "css": "css",
-                  "ei-shift": "ei-shift", "ei-rotate": "ei-rotate", "sure": "sure"}
+_PAPER_METHODS = {
+    "proposed": "proposed",
+    "sei": "proposed",
+    "supervised": "sup",
+    "sup": "sup",
+    "css": "css",
+    "ei-shift": "ei-shift",
+    "ei-rotate": "ei-rotate",
+    "sure": "sure",
+}
 
 
 def parse_paper_name(name: str) -> dict[str, Any] | None:
@@ -104,7 +133,9 @@ def parse_paper_name(name: str) -> dict[str, Any] | None:
     if match is None:
         return None
     extra = match["extra"].strip("_")
-    dataset = match["dataset"] or (extra.split("_")[0] if extra and not extra.startswith("Resize") else "Div2K")
+    dataset = match["dataset"] or (
+        extra.split("_")[0] if extra and not extra.startswith("Resize") else "Div2K"
+    )
     method = match["method"].lower()
     return {
         "task": "sr" if match["factor"] else "deblurring",
@@ -120,7 +151,9 @@ def parse_paper_name(name: str) -> dict[str, Any] | None:
 # --- saving ---------------------------------------------------------------------------------------
 
 
-def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, Any], physics: Any = None) -> Path:
+def save_weights(
+    model: nn.Module, path: str | Path, metadata: Mapping[str, Any], physics: Any = None
+) -> Path:
     """Write ``model``'s weights and metadata to a ``.safetensors`` file, atomically (tmp + rename).
 
     :param model: a network from :func:`sei.models.create_model` (it must carry ``sei_config``).
@@ -142,8 +175,14 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, Any]
     if path.suffix != ".safetensors":
         raise SeiUserError(f"weights are written as .safetensors files, got {path}")
     physics_metadata, physics_tensors = physics_state(physics) if physics is not None else ({}, {})
-    record = {**physics_metadata, **dict(metadata), "format": FORMAT, "model": dict(config), "task": config["task"],
-              "sr_factor": config["sr_factor"]}
+    record = {
+        **physics_metadata,
+        **dict(metadata),
+        "format": FORMAT,
+        "model": dict(config),
+        "task": config["task"],
+        "sr_factor": config["sr_factor"],
+    }
     text = json.dumps(record, sort_keys=True)
     # safetensors refuses tensors that share storage; cloning also detaches from the training graph
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in learned_state_dict(model).items()}
@@ -170,7 +209,9 @@ def _download(name: str) -> Path:
             f"get it online with `sei weights download {name}` (or copy it and pass --weights PATH)"
         ) from error
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
-        raise SeiUserError(f"downloading {filename} from {HF_REPO} failed ({_why(error)}); retry, or pass a local file") from error
+        raise SeiUserError(
+            f"downloading {filename} from {HF_REPO} failed ({_why(error)}); retry, or pass a local file"
+        ) from error
 
 
 def _hub_bars() -> None:
@@ -208,11 +249,15 @@ def _download_from_repo(repo_id: str, revision: str | None = None) -> Path:
             f"cache nor downloadable now ({_why(error)}); fetch it once online, or pass a local folder"
         ) from error
     except (RepositoryNotFoundError, EntryNotFoundError) as error:
-        raise SeiUserError(f"{where} is not a local file or folder, and the hub has no model repo {where} holding {FOLDER_WEIGHTS} "
-                           f"({_why(error)})") from error
+        raise SeiUserError(
+            f"{where} is not a local file or folder, and the hub has no model repo {where} holding {FOLDER_WEIGHTS} "
+            f"({_why(error)})"
+        ) from error
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
-        raise SeiUserError(f"{where} is not a local file or folder, and downloading {FOLDER_WEIGHTS} from the hub repo {where} "
-                           f"failed ({_why(error)}); retry, or pass a local folder") from error
+        raise SeiUserError(
+            f"{where} is not a local file or folder, and downloading {FOLDER_WEIGHTS} from the hub repo {where} "
+            f"failed ({_why(error)}); retry, or pass a local folder"
+        ) from error
 
 
 def _why(error: BaseException) -> str:
@@ -226,11 +271,15 @@ def verify_shipped(path: Path) -> None:
     sums = path.parent / "SHA256SUMS"
     if not sums.is_file():
         return
-    expected = dict(reversed(line.split(maxsplit=1)) for line in sums.read_text().splitlines() if line.strip())
+    expected = dict(
+        reversed(line.split(maxsplit=1)) for line in sums.read_text().splitlines() if line.strip()
+    )
     if path.name not in expected:
         return
     if hashlib.sha256(path.read_bytes()).hexdigest() != expected[path.name].strip():
-        raise SeiUserError(f"{path} does not match its sha256 in {sums}: the file is corrupted; reinstall sei")
+        raise SeiUserError(
+            f"{path} does not match its sha256 in {sums}: the file is corrupted; reinstall sei"
+        )
 
 
 def resolve_weights(spec: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -248,7 +297,9 @@ def resolve_weights(spec: str | Path) -> tuple[Path, dict[str, Any]]:
         return path, {k: v for k, v in (parse_paper_name(path.stem) or {}).items() if k != "source"}
     if path.is_dir():
         if not (path / FOLDER_WEIGHTS).is_file():
-            raise SeiUserError(f"the folder {text} holds no {FOLDER_WEIGHTS} (a finished run or a `sei weights export` folder does)")
+            raise SeiUserError(
+                f"the folder {text} holds no {FOLDER_WEIGHTS} (a finished run or a `sei weights export` folder does)"
+            )
         return path / FOLDER_WEIGHTS, {}
     hub = _HUB_REPO.match(text)
     if hub is not None and not text.endswith(LOCAL_SUFFIXES):
@@ -256,11 +307,18 @@ def resolve_weights(spec: str | Path) -> tuple[Path, dict[str, Any]]:
     if text in PRETRAINED:
         cfg = PRETRAINED[text]
         if not cfg.path.is_file():
-            raise SeiUserError(f"pretrained weights {text!r} are not installed ({cfg.path} is missing); "
-                               "reinstall sei, or train them with `sei train`")
+            raise SeiUserError(
+                f"pretrained weights {text!r} are not installed ({cfg.path} is missing); "
+                "reinstall sei, or train them with `sei train`"
+            )
         verify_shipped(cfg.path)
-        return cfg.path, {"task": cfg.task, "kernel": cfg.kernel, "sr_factor": cfg.sr_factor,
-                          "noise_level": cfg.noise_level, "method": cfg.method}
+        return cfg.path, {
+            "task": cfg.task,
+            "kernel": cfg.kernel,
+            "sr_factor": cfg.sr_factor,
+            "noise_level": cfg.noise_level,
+            "method": cfg.method,
+        }
     info = parse_paper_name(text)
     if info is not None:
         return _download(text), info
@@ -268,7 +326,9 @@ def resolve_weights(spec: str | Path) -> tuple[Path, dict[str, Any]]:
         raise SeiUserError(f"weights file not found: {text}")
     close = difflib.get_close_matches(text, [*PRETRAINED, *PAPER_EXAMPLES], n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise SeiUserError(f"{text!r} is neither a weights file nor a known pretrained name{hint} (see `sei weights list`)")
+    raise SeiUserError(
+        f"{text!r} is neither a weights file nor a known pretrained name{hint} (see `sei weights list`)"
+    )
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -289,11 +349,15 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises assorted pickle/zip errors for foreign files
-        raise SeiUserError(f"{path} is not a weights file torch can read with weights_only=True ({error})") from error
+        raise SeiUserError(
+            f"{path} is not a weights file torch can read with weights_only=True ({error})"
+        ) from error
     if isinstance(state, Mapping) and isinstance(state.get("params"), Mapping):
         state = state["params"]  # a training checkpoint of the paper's code
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SeiUserError(f"{path} holds no state dict (expected tensors, or a checkpoint with a 'params' key)")
+        raise SeiUserError(
+            f"{path} holds no state dict (expected tensors, or a checkpoint with a 'params' key)"
+        )
     return dict(state), None
 
 
@@ -306,7 +370,10 @@ def infer_swinir_task(state: Mapping[str, torch.Tensor]) -> tuple[str, int | Non
     convs = sorted(int(k.split(".")[1]) for k in state if re.fullmatch(r"upsample\.\d+\.weight", k))
     if not convs:
         return "deblurring", None
-    if len(convs) == 1 and state[f"upsample.{convs[0]}.weight"].shape[0] == 9 * state["upsample.0.weight"].shape[1]:
+    if (
+        len(convs) == 1
+        and state[f"upsample.{convs[0]}.weight"].shape[0] == 9 * state["upsample.0.weight"].shape[1]
+    ):
         return "sr", 3
     return "sr", 2 ** len(convs)
 
@@ -320,8 +387,13 @@ def _check(field: str, stored: Any, requested: Any, source: str) -> None:
 
 
 def load_weights_with_physics(
-    spec: str | Path, device: str | torch.device = "cpu", task: str | None = None, kernel: Any = None,
-    sr_factor: int | None = None, noise_level: float | None = None, noise_model: str | None = None,
+    spec: str | Path,
+    device: str | torch.device = "cpu",
+    task: str | None = None,
+    kernel: Any = None,
+    sr_factor: int | None = None,
+    noise_level: float | None = None,
+    noise_model: str | None = None,
     gain: float | None = None,
 ) -> tuple[nn.Module, dict[str, Any], Any]:
     """Rebuild the network a weights file was trained as, load it (eval mode, on ``device``), and
@@ -343,11 +415,18 @@ def load_weights_with_physics(
 
     path, name_info = resolve_weights(spec)
     tensors, metadata = read_weights(path)
-    physics_tensors = {k[len(PHYSICS_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(PHYSICS_PREFIX)}
+    physics_tensors = {
+        k[len(PHYSICS_PREFIX) :]: tensors.pop(k) for k in list(tensors) if k.startswith(PHYSICS_PREFIX)
+    }
     if metadata is None:  # a paper SwinIR file: the keys tell the task, the name the rest
         key_task, key_factor = infer_swinir_task(tensors)
-        metadata = {**name_info, "task": key_task, "sr_factor": key_factor, "method": name_info.get("method"),
-                    "model": {"name": "swinir", "task": key_task, "sr_factor": key_factor}}
+        metadata = {
+            **name_info,
+            "task": key_task,
+            "sr_factor": key_factor,
+            "method": name_info.get("method"),
+            "model": {"name": "swinir", "task": key_task, "sr_factor": key_factor},
+        }
         for field in ("task", "sr_factor"):
             _check(field, name_info.get(field), metadata[field], f"{path} (named {spec})")
     _check("task", metadata.get("task"), task, str(spec))
@@ -356,7 +435,9 @@ def load_weights_with_physics(
     noise = float(metadata.get("noise_level", 5.0) if noise_level is None else noise_level)
     _check("noise_model", metadata.get("noise_model", "gaussian"), noise_model, str(spec))
     if gain is not None and metadata.get("noise_model", "gaussian") == "gaussian":
-        raise SeiUserError(f"{spec} was trained for Gaussian noise; --gain applies to Poisson-Gaussian noise only")
+        raise SeiUserError(
+            f"{spec} was trained for Gaussian noise; --gain applies to Poisson-Gaussian noise only"
+        )
     if metadata.get("task") == "deblurring" and "kernel" in physics_tensors:
         check_kernel(physics_tensors["kernel"], kernel, str(spec))
         physics = physics_from_state(metadata, physics_tensors, noise_level=noise, gain=gain)
@@ -385,12 +466,17 @@ def _physics_of_named_kernel(stored: str | None, requested: Any, noise: float, s
             "weights file); pass --kernel PATH_TO_THAT_FILE"
         )
     if stored is not None and not isinstance(requested, torch.Tensor) and kernel_name(requested) != stored:
-        raise SeiUserError(f"{source} was trained for the kernel file {stored!r}, not {requested}; pass that file with --kernel")
+        raise SeiUserError(
+            f"{source} was trained for the kernel file {stored!r}, not {requested}; pass that file with --kernel"
+        )
     return make_physics("deblurring", kernel=requested, noise_level=noise)
 
 
 def load_weights(
-    spec: str | Path, device: str | torch.device = "cpu", task: str | None = None, kernel: Any = None,
+    spec: str | Path,
+    device: str | torch.device = "cpu",
+    task: str | None = None,
+    kernel: Any = None,
     sr_factor: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The network of :func:`load_weights_with_physics` and the file's metadata."""

@@ -22,4 +22,6 @@ def require_app_packages() -> None:
         except ImportError:
             missing.append(module)
     if missing:
-        raise SeiUserError(f"sei app needs the web packages ({', '.join(missing)} missing): pip install 'sei[app]'")
+        raise SeiUserError(
+            f"sei app needs the web packages ({', '.join(missing)} missing): pip install 'sei[app]'"
+        )

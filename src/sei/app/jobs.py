@@ -50,7 +50,9 @@ class Job:
     messages: list[str] = field(default_factory=list)
     error: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
-    files: dict[str, Path] = field(default_factory=dict)  # what may be downloaded: name -> path inside ``folder``
+    files: dict[str, Path] = field(
+        default_factory=dict
+    )  # what may be downloaded: name -> path inside ``folder``
     weights: str | None = None  # name in ``files`` of the trained weights
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -69,9 +71,17 @@ class Job:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "id": self.id, "kind": self.kind, "state": self.state, "phase": self.phase, "progress": dict(self.progress),
-            "messages": list(self.messages), "error": self.error, "results": list(self.results),
-            "weights": self.weights, "images": [path.name for path in self.inputs], "created": self.created,
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "phase": self.phase,
+            "progress": dict(self.progress),
+            "messages": list(self.messages),
+            "error": self.error,
+            "results": list(self.results),
+            "weights": self.weights,
+            "images": [path.name for path in self.inputs],
+            "created": self.created,
             "seconds": round((self.finished or time.time()) - self.started, 1) if self.started else None,
         }
 
@@ -150,7 +160,9 @@ class JobManager:
 # the work
 
 
-def _finish_image(job: Job, source: Path, measurement: torch.Tensor, estimate: torch.Tensor, target: Path | None) -> None:
+def _finish_image(
+    job: Job, source: Path, measurement: torch.Tensor, estimate: torch.Tensor, target: Path | None
+) -> None:
     """Write the result (in the input's bit depth) unless ``target`` already holds it, the 8-bit
     previews the page shows, and the PSNR against a ground truth when there is one."""
     from sei.evaluation import image_metrics
@@ -164,20 +176,31 @@ def _finish_image(job: Job, source: Path, measurement: torch.Tensor, estimate: t
         target = _target(job.folder / "outputs" / source.name, bits)
         write_image(estimate, target, bits=16 if bits == 16 else 8)
     previews = job.folder / "previews"
-    input_preview, result_preview = previews / f"{source.stem}_input.png", previews / f"{source.stem}_result.png"
+    input_preview, result_preview = (
+        previews / f"{source.stem}_input.png",
+        previews / f"{source.stem}_result.png",
+    )
     write_image(measurement, input_preview)
     write_image(estimate, result_preview)
     entry: dict[str, Any] = {
-        "name": source.name, "bits": bits, "size": list(estimate.shape[-2:]), "download": job.add_file(target),
-        "input_preview": job.add_file(input_preview), "result_preview": job.add_file(result_preview),
+        "name": source.name,
+        "bits": bits,
+        "size": list(estimate.shape[-2:]),
+        "download": job.add_file(target),
+        "input_preview": job.add_file(input_preview),
+        "result_preview": job.add_file(result_preview),
     }
     truth = job.truths.get(source.name)
     if truth is not None:
         reference = read_image(truth)
         if reference.shape[-2:] != estimate.shape[-2:]:
-            job.messages.append(f"{truth.name}: ground truth is {tuple(reference.shape[-2:])}, the result {tuple(estimate.shape[-2:])}: "
-                                "PSNR on the common top-left part")
-        entry["psnr"] = _finite(image_metrics(estimate.expand_as(reference) if estimate.shape[0] == 1 else estimate, reference)[0])
+            job.messages.append(
+                f"{truth.name}: ground truth is {tuple(reference.shape[-2:])}, the result {tuple(estimate.shape[-2:])}: "
+                "PSNR on the common top-left part"
+            )
+        entry["psnr"] = _finite(
+            image_metrics(estimate.expand_as(reference) if estimate.shape[0] == 1 else estimate, reference)[0]
+        )
         if measurement.shape[-2:] == reference.shape[-2:]:
             entry["psnr_input"] = _finite(image_metrics(measurement, reference)[0])
     job.results.append(entry)
@@ -200,15 +223,35 @@ def run_reconstruction(job: Job, device: str) -> None:
     measurements = [read_image(path) for path in job.inputs]
     job.phase = "loading the model"
     if job.kind == "model":
-        loaded, estimate = load_for_measurements(params["weights"], None, None, None, None, params["noise_level"], device_,
-                                                 None, lambda physics: measurements)
+        loaded, estimate = load_for_measurements(
+            params["weights"],
+            None,
+            None,
+            None,
+            None,
+            params["noise_level"],
+            device_,
+            None,
+            lambda physics: measurements,
+        )
         trained = float(loaded.physics.noise_level)
         if estimate is not None:
-            job.messages.append(f"noise level estimated from the images: {estimate:.3g} (8-bit units); this network was trained "
-                                f"for {trained:g} (if the two differ much, train on your images)")
+            job.messages.append(
+                f"noise level estimated from the images: {estimate:.3g} (8-bit units); this network was trained "
+                f"for {trained:g} (if the two differ much, train on your images)"
+            )
     else:
-        loaded, estimate = load_for_measurements(None, params["method"], params["task"], params["kernel"], params["sr_factor"],
-                                                 params["noise_level"], device_, None, lambda physics: measurements)
+        loaded, estimate = load_for_measurements(
+            None,
+            params["method"],
+            params["task"],
+            params["kernel"],
+            params["sr_factor"],
+            params["noise_level"],
+            device_,
+            None,
+            lambda physics: measurements,
+        )
         if estimate is not None:
             job.messages.append(f"noise level estimated from the images: {estimate:.3g} (8-bit units)")
     scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
@@ -221,7 +264,11 @@ def run_reconstruction(job: Job, device: str) -> None:
         job.phase = f"reconstructing {source.name}"
         job.progress = {"images_done": index, "images": len(measurements)}
         with torch.no_grad():
-            result = tiled(reconstruct, y[None].to(device_), scale, params["tile"], params["overlap"])[0].float().cpu()
+            result = (
+                tiled(reconstruct, y[None].to(device_), scale, params["tile"], params["overlap"])[0]
+                .float()
+                .cpu()
+            )
         _finish_image(job, source, y, result, None)
     job.progress = {"images_done": len(measurements), "images": len(measurements)}
 
@@ -239,20 +286,38 @@ def run_training(job: Job, device: str) -> None:
     def on_step(state: Any) -> None:
         job.check_cancel()
         total = state.total_steps if state.total_steps < UNBOUNDED else None
-        job.phase = "restoring the images" if total is not None and state.step >= total else "training on your images"
+        job.phase = (
+            "restoring the images" if total is not None and state.step >= total else "training on your images"
+        )
         job.progress = {
-            "step": state.step, "steps_planned": total, "loss": round(float(state.last_terms.get("loss", math.nan)), 6),
-            "seconds_left": round(max(0.0, started + limit - time.perf_counter()), 1), "time_limit": limit,
+            "step": state.step,
+            "steps_planned": total,
+            "loss": round(float(state.last_terms.get("loss", math.nan)), 6),
+            "seconds_left": round(max(0.0, started + limit - time.perf_counter()), 1),
+            "time_limit": limit,
         }
 
     job.phase = "estimating the noise and timing the network"
     result = restore(
-        job.folder / "inputs", job.folder / "outputs", task=params["task"], kernel=params["kernel"], sr_factor=params["sr_factor"],
-        noise_level=params["noise_level"], time_limit=limit, device=device, tile=params["tile"], overlap=params["overlap"],
-        side_by_side=False, progress=False, started=started, on_step=on_step,
+        job.folder / "inputs",
+        job.folder / "outputs",
+        task=params["task"],
+        kernel=params["kernel"],
+        sr_factor=params["sr_factor"],
+        noise_level=params["noise_level"],
+        time_limit=limit,
+        device=device,
+        tile=params["tile"],
+        overlap=params["overlap"],
+        side_by_side=False,
+        progress=False,
+        started=started,
+        on_step=on_step,
     )
     level = f"{result.noise_level:.3g}" + (" (estimated from the images)" if result.noise_estimated else "")
-    job.messages.append(f"trained {result.steps} steps from {result.init or 'scratch'} in {result.train_seconds:.0f} s; noise level {level}")
+    job.messages.append(
+        f"trained {result.steps} steps from {result.init or 'scratch'} in {result.train_seconds:.0f} s; noise level {level}"
+    )
     job.phase = "writing the previews"
     by_stem = {path.stem: path for path in result.outputs}
     for source in job.inputs:

@@ -32,8 +32,12 @@ DEFAULT_MAX_MEGAPIXELS = 40.0  # per image (e.g. 7300 x 5500)
 MAX_FILES = 64  # per job
 MODES = ("model", "method", "train")
 METHODS = {  # the training-free methods offered (sei.models.RECONSTRUCTORS less "id"), as the page names them
-    "wiener": "Wiener filter", "rl": "Richardson-Lucy", "pnp": "plug-and-play (denoiser prior)", "bm3d": "BM3D deblurring",
-    "dip": "deep image prior (slow)", "up": "bicubic upsampling (super-resolution only)",
+    "wiener": "Wiener filter",
+    "rl": "Richardson-Lucy",
+    "pnp": "plug-and-play (denoiser prior)",
+    "bm3d": "BM3D deblurring",
+    "dip": "deep image prior (slow)",
+    "up": "bicubic upsampling (super-resolution only)",
 }
 SR_FACTORS = (2, 3, 4, 8)
 KERNEL_FAMILIES = ("gaussian", "box", "file")
@@ -68,7 +72,9 @@ def safe_name(filename: str, taken: set[str]) -> str:
 
 
 class Limits:
-    def __init__(self, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+    def __init__(
+        self, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    ) -> None:
         self.max_bytes = int(max_upload_mb * 1024 * 1024)
         self.max_pixels = int(max_megapixels * 1e6)
         self.max_upload_mb, self.max_megapixels = max_upload_mb, max_megapixels
@@ -94,7 +100,9 @@ async def _save_upload(upload: Any, folder: Path, name: str, limits: Limits) -> 
             if size > limits.max_bytes:
                 out.close()
                 path.unlink()
-                raise SeiUserError(f"{label} is larger than the limit of {limits.max_upload_mb:g} MB per file")
+                raise SeiUserError(
+                    f"{label} is larger than the limit of {limits.max_upload_mb:g} MB per file"
+                )
             out.write(chunk)
     try:
         await run_in_threadpool(_check_image, path, label, limits)
@@ -115,11 +123,15 @@ def _check_image(path: Path, label: str, limits: Limits) -> None:
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise SeiUserError(f"{label} is not an image sei can read (PNG, JPEG, TIFF)") from error
     if width * height > limits.max_pixels:
-        raise SeiUserError(f"{label} has {width * height / 1e6:.1f} megapixels, above the limit of {limits.max_megapixels:g}")
+        raise SeiUserError(
+            f"{label} has {width * height / 1e6:.1f} megapixels, above the limit of {limits.max_megapixels:g}"
+        )
     try:
         read_image(path)
     except SeiUserError as error:
-        raise SeiUserError(f"{label} is not an image sei can read: {str(error).replace(str(path), 'it')}") from error
+        raise SeiUserError(
+            f"{label} is not an image sei can read: {str(error).replace(str(path), 'it')}"
+        ) from error
 
 
 def _choice(form: Any, key: str, options: tuple, default: Any = None) -> Any:
@@ -137,7 +149,11 @@ def _problem(params: dict[str, Any]) -> str:
 
 def _trained_weights(jobs: JobManager) -> dict[str, tuple[Job, Path]]:
     """Weights trained by this server's finished jobs, as ``job:<id>`` -> (job, file)."""
-    return {f"job:{job.id}": (job, job.files[job.weights]) for job in jobs.list() if job.state == "done" and job.weights}
+    return {
+        f"job:{job.id}": (job, job.files[job.weights])
+        for job in jobs.list()
+        if job.state == "done" and job.weights
+    }
 
 
 async def _job_from_form(form: Any, jobs: JobManager, limits: Limits) -> Job:
@@ -166,14 +182,20 @@ async def _job_from_form(form: Any, jobs: JobManager, limits: Limits) -> Job:
         params["model"] = name
     else:
         params["task"] = _choice(form, "task", ("deblurring", "sr"), "deblurring")
-        params["sr_factor"] = int(_choice(form, "sr_factor", tuple(map(str, SR_FACTORS)), "2")) if params["task"] == "sr" else None
+        params["sr_factor"] = (
+            int(_choice(form, "sr_factor", tuple(map(str, SR_FACTORS)), "2"))
+            if params["task"] == "sr"
+            else None
+        )
         params["kernel"] = None
         if mode == "method":
             params["method"] = _choice(form, "method", tuple(METHODS), "wiener")
             if params["method"] == "up" and params["task"] != "sr":
                 raise SeiUserError("'up' (bicubic upsampling) is for super-resolution")
         else:
-            params["time_limit"] = parse_duration(str(form.get("time_limit", DEFAULT_TIME_LIMIT)).strip() or DEFAULT_TIME_LIMIT)
+            params["time_limit"] = parse_duration(
+                str(form.get("time_limit", DEFAULT_TIME_LIMIT)).strip() or DEFAULT_TIME_LIMIT
+            )
 
     job_id, folder = jobs.new_folder()
     try:
@@ -188,7 +210,10 @@ async def _fill_job(form: Any, job: Job, limits: Limits, truths: list, images: l
 
     folder, params = job.folder, job.params
     taken: set[str] = set()
-    inputs = job.inputs = [await _save_upload(item, folder / "inputs", safe_name(item.filename, taken), limits) for item in images]
+    inputs = job.inputs = [
+        await _save_upload(item, folder / "inputs", safe_name(item.filename, taken), limits)
+        for item in images
+    ]
     if job.kind != "model" and params["task"] == "deblurring":
         family = _choice(form, "kernel_family", KERNEL_FAMILIES, "gaussian")
         if family == "file":
@@ -200,7 +225,9 @@ async def _fill_job(form: Any, job: Job, limits: Limits, truths: list, images: l
                 path = folder / "psf.npy"
                 data = await psf.read(limits.max_bytes + 1)
                 if len(data) > limits.max_bytes:
-                    raise SeiUserError(f"{psf.filename} is larger than the limit of {limits.max_upload_mb:g} MB")
+                    raise SeiUserError(
+                        f"{psf.filename} is larger than the limit of {limits.max_upload_mb:g} MB"
+                    )
                 path.write_bytes(data)
             else:
                 path = await _save_upload(psf, folder, "psf" + suffix, limits)
@@ -210,16 +237,23 @@ async def _fill_job(form: Any, job: Job, limits: Limits, truths: list, images: l
             try:
                 size = float(str(form.get("kernel_size", "2")))
             except ValueError:
-                raise SeiUserError(f"the kernel size must be a number, got {form.get('kernel_size')!r}") from None
+                raise SeiUserError(
+                    f"the kernel size must be a number, got {form.get('kernel_size')!r}"
+                ) from None
             if not 0 < size <= 50:
                 raise SeiUserError(f"the kernel size must be in (0, 50], got {size:g}")
             params["kernel"] = f"Gaussian_R{size:g}" if family == "gaussian" else f"Box_R{size:g}"
             get_kernel(params["kernel"])
     if truths:
         taken_truth: set[str] = set()
-        saved = [await _save_upload(item, folder / "truth", safe_name(item.filename, taken_truth), limits) for item in truths]
+        saved = [
+            await _save_upload(item, folder / "truth", safe_name(item.filename, taken_truth), limits)
+            for item in truths
+        ]
         if len(saved) != len(inputs):
-            raise SeiUserError(f"give one ground truth per image, in the same order ({len(inputs)} images, {len(saved)} ground truths)")
+            raise SeiUserError(
+                f"give one ground truth per image, in the same order ({len(inputs)} images, {len(saved)} ground truths)"
+            )
         job.truths = {source.name: truth for source, truth in zip(inputs, saved, strict=True)}
     return job
 
@@ -250,13 +284,30 @@ def create_app(workdir: str | Path, device: str = "cpu", limits: Limits | None =
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def config(request: Request) -> JSONResponse:
-        models = [{"name": name, "label": f"{name}: {cfg.description}", "task": cfg.task} for name, cfg in PRETRAINED.items()]
-        models += [{"name": key, "label": f"trained here: job {job.id} ({_problem(job.params)}, {len(job.inputs)} image(s))",
-                    "task": job.params["task"]} for key, (job, _) in _trained_weights(jobs).items()]
-        return JSONResponse({
-            "models": models, "methods": [{"name": name, "label": label} for name, label in METHODS.items()], "sr_factors": list(SR_FACTORS), "time_limit": DEFAULT_TIME_LIMIT,
-            "limits": limits.describe(), "accept": ",".join(accepted_suffixes()), "workdir": str(workdir), "device": device,
-        })
+        models = [
+            {"name": name, "label": f"{name}: {cfg.description}", "task": cfg.task}
+            for name, cfg in PRETRAINED.items()
+        ]
+        models += [
+            {
+                "name": key,
+                "label": f"trained here: job {job.id} ({_problem(job.params)}, {len(job.inputs)} image(s))",
+                "task": job.params["task"],
+            }
+            for key, (job, _) in _trained_weights(jobs).items()
+        ]
+        return JSONResponse(
+            {
+                "models": models,
+                "methods": [{"name": name, "label": label} for name, label in METHODS.items()],
+                "sr_factors": list(SR_FACTORS),
+                "time_limit": DEFAULT_TIME_LIMIT,
+                "limits": limits.describe(),
+                "accept": ",".join(accepted_suffixes()),
+                "workdir": str(workdir),
+                "device": device,
+            }
+        )
 
     async def submit(request: Request) -> JSONResponse:
         if request.headers.get(POST_HEADER) != "1":
@@ -291,8 +342,11 @@ def create_app(workdir: str | Path, device: str = "cpu", limits: Limits | None =
         if path is None or not path.resolve().is_relative_to(workdir) or not path.is_file():
             return error("no such file", 404)
         inline = request.query_params.get("inline") == "1"
-        return FileResponse(path, filename=None if inline else f"{Path(path).stem}_sei{path.suffix}",
-                            content_disposition_type="inline" if inline else "attachment")
+        return FileResponse(
+            path,
+            filename=None if inline else f"{Path(path).stem}_sei{path.suffix}",
+            content_disposition_type="inline" if inline else "attachment",
+        )
 
     routes = [
         Route("/", index),

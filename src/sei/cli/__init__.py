@@ -21,15 +21,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "degrade": ("sei.cli.degrade", "blur or downsample images and add seeded noise (make measurements)"),
     "train": ("sei.cli.train", "train a network (proposed/SEI, sup, css, ei-shift, ei-rotate, sure)"),
     "test": ("sei.cli.test", "evaluate a model or a training-free method: PSNR and SSIM"),
-    "restore": ("sei.cli.restore", "restore your own degraded images: fine-tune on them within a time budget, then reconstruct"),
+    "restore": (
+        "sei.cli.restore",
+        "restore your own degraded images: fine-tune on them within a time budget, then reconstruct",
+    ),
     "reconstruct": ("sei.cli.reconstruct", "deblur or upsample your own images with trained weights"),
-    "app": ("sei.cli.app", "a local web page: upload images, restore them, compare and download (no command line)"),
+    "app": (
+        "sei.cli.app",
+        "a local web page: upload images, restore them, compare and download (no command line)",
+    ),
     "weights": ("sei.cli.weights", "list, inspect or fetch pretrained weights"),
     "data": ("sei.cli.data", "download and check datasets"),
 }
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-STARTED = time.perf_counter()  # when the command began (this module loads first): a --time_limit counts from here
+STARTED = (
+    time.perf_counter()
+)  # when the command began (this module loads first): a --time_limit counts from here
 
 
 def _overview() -> str:
@@ -42,7 +50,9 @@ def _overview() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     global STARTED
-    if argv is not None:  # called from Python: the budget starts now (as a process, it started with the interpreter)
+    if (
+        argv is not None
+    ):  # called from Python: the budget starts now (as a process, it started with the interpreter)
         STARTED = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):

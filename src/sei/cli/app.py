@@ -24,13 +24,40 @@ DEFAULT_PORT = 8765
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sei.app.server import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_UPLOAD_MB
 
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
-    parser.add_argument("--workdir", type=Path, default=Path("sei-app"), help="folder for uploads, results and trained weights (default ./sei-app)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("sei-app"),
+        help="folder for uploads, results and trained weights (default ./sei-app)",
+    )
     parser.add_argument("--device", default="cpu", help="where jobs run: cpu (default), cuda or cuda:N")
-    parser.add_argument("--max_upload_mb", "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help=f"largest file accepted, in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")
-    parser.add_argument("--max_megapixels", "--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, help=f"largest image accepted (default {DEFAULT_MAX_MEGAPIXELS:g} megapixels)")
-    parser.add_argument("--no-browser", "--no_browser", dest="browser", action="store_false", help="do not open the page in a browser")
+    parser.add_argument(
+        "--max_upload_mb",
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"largest file accepted, in MB (default {DEFAULT_MAX_UPLOAD_MB:g})",
+    )
+    parser.add_argument(
+        "--max_megapixels",
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_MEGAPIXELS,
+        help=f"largest image accepted (default {DEFAULT_MAX_MEGAPIXELS:g} megapixels)",
+    )
+    parser.add_argument(
+        "--no-browser",
+        "--no_browser",
+        dest="browser",
+        action="store_false",
+        help="do not open the page in a browser",
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -74,17 +101,29 @@ def run(args: argparse.Namespace) -> int:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((args.host.strip("[]"), args.port))
-        listener.listen(128)  # connections wait in the backlog while the server starts: the printed address works at once
+        listener.listen(
+            128
+        )  # connections wait in the backlog while the server starts: the printed address works at once
     except OSError as error:
-        raise SeiUserError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}; try another --port") from error
+        raise SeiUserError(
+            f"cannot listen on {args.host}:{args.port}: {error.strerror or error}; try another --port"
+        ) from error
     port = listener.getsockname()[1]
-    app = create_app(args.workdir, device=args.device, limits=Limits(args.max_upload_mb, args.max_megapixels), loopback=loopback)
+    app = create_app(
+        args.workdir,
+        device=args.device,
+        limits=Limits(args.max_upload_mb, args.max_megapixels),
+        loopback=loopback,
+    )
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     address = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
     print(f"sei app: open {address} (files in {app.state.workdir}; Ctrl-C stops)", flush=True)
     if not loopback:
-        print(f"sei app: warning: listening on {args.host}: anyone who can reach this machine can use the page and see its results",
-              file=sys.stderr, flush=True)
+        print(
+            f"sei app: warning: listening on {args.host}: anyone who can reach this machine can use the page and see its results",
+            file=sys.stderr,
+            flush=True,
+        )
     if args.browser:
         threading.Timer(1.0, webbrowser.open, (address,)).start()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

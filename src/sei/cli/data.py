@@ -26,12 +26,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     download = actions.add_parser("download", help="download and install a dataset")
     download.add_argument("name", help=f"dataset: {', '.join(DATASETS)}")
-    download.add_argument("--split", choices=SPLITS, default=None, help="only the files of this split (default: all)")
+    download.add_argument(
+        "--split", choices=SPLITS, default=None, help="only the files of this split (default: all)"
+    )
     download.add_argument("--force", action="store_true", help="download again even if installed")
     info = actions.add_parser("info", help="list datasets, where they live and whether they are installed")
     for sub in (download, info):
-        sub.add_argument("--root", "--data-root", type=Path, default=None, help="data root (default $SEI_DATA_ROOT or ~/.cache/sei/data)")
-    download.add_argument("--mirror", default=None, help="URL prefix or folder holding the dataset files (default $SEI_DATA_MIRROR)")
+        sub.add_argument(
+            "--root",
+            "--data-root",
+            type=Path,
+            default=None,
+            help="data root (default $SEI_DATA_ROOT or ~/.cache/sei/data)",
+        )
+    download.add_argument(
+        "--mirror",
+        default=None,
+        help="URL prefix or folder holding the dataset files (default $SEI_DATA_MIRROR)",
+    )
     download.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -42,7 +54,9 @@ def _download(args: argparse.Namespace) -> int:
     if not spec.files:
         print(f"{args.name}: {spec.description}; nothing to download")
         return 0
-    folder = spec.download(args.root, split=args.split, mirror=args.mirror, progress=not args.quiet, force=args.force)
+    folder = spec.download(
+        args.root, split=args.split, mirror=args.mirror, progress=not args.quiet, force=args.force
+    )
     splits = SPLITS if args.split is None else (args.split,)
     counts = ", ".join(f"{split} {len(load_images(args.name, split, root=args.root))}" for split in splits)
     print(f"{args.name} installed in {folder} ({counts} images)")

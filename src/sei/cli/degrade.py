@@ -31,39 +31,81 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="an image file or a folder of images")
     parser.add_argument("output", type=Path, help="output file (.png, .npy, ...) or folder")
     add_physics_arguments(parser, noise_model=True)
-    parser.add_argument("--seed", type=int, default=0, help="base seed of the noise (per-image seeds derive from it and the file name)")
-    parser.add_argument("--format", choices=("png", "npy", "tif"), default=None,
-                        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)")
     parser.add_argument(
-        "--boundary", choices=BOUNDARIES, default="circular",
+        "--seed",
+        type=int,
+        default=0,
+        help="base seed of the noise (per-image seeds derive from it and the file name)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("png", "npy", "tif"),
+        default=None,
+        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)",
+    )
+    parser.add_argument(
+        "--boundary",
+        choices=BOUNDARIES,
+        default="circular",
         help="deblurring only. circular (default, the paper's protocol): the image wraps around and "
-             "the output has its size. valid: blur the way a camera does, the input standing for a scene "
-             "that continues past the output's frame: only pixels whose whole kernel lies inside the input "
-             "are kept, so the output is (kernel size - 1) pixels smaller per axis (12 for Gaussian_R2)",
+        "the output has its size. valid: blur the way a camera does, the input standing for a scene "
+        "that continues past the output's frame: only pixels whose whole kernel lies inside the input "
+        "are kept, so the output is (kernel size - 1) pixels smaller per axis (12 for Gaussian_R2)",
     )
 
 
-def add_physics_arguments(parser: argparse.ArgumentParser, auto_noise: bool = False, noise_model: bool = False) -> None:
+def add_physics_arguments(
+    parser: argparse.ArgumentParser, auto_noise: bool = False, noise_model: bool = False
+) -> None:
     """The task flags shared by every command (names as in the original README); ``auto_noise``: the
     command also takes ``--noise_level auto`` (estimated from the measurements); ``noise_model``: it
     takes ``--noise gaussian|poisson-gaussian`` and ``--gain`` (and ``--gain auto`` with ``auto_noise``)."""
     parser.add_argument("--task", choices=("deblurring", "sr"), default="deblurring")
-    parser.add_argument("--kernel", default=None, help="deblurring kernel: Gaussian_R<std>, Box_R<radius> or a file (default Gaussian_R2)")
-    parser.add_argument("--sr_factor", "--sr-factor", type=int, default=None, help="super-resolution factor 2, 3, 4 or 8 (default 2)")
+    parser.add_argument(
+        "--kernel",
+        default=None,
+        help="deblurring kernel: Gaussian_R<std>, Box_R<radius> or a file (default Gaussian_R2)",
+    )
+    parser.add_argument(
+        "--sr_factor",
+        "--sr-factor",
+        type=int,
+        default=None,
+        help="super-resolution factor 2, 3, 4 or 8 (default 2)",
+    )
     if auto_noise:
-        parser.add_argument("--noise_level", "--noise-level", type=_noise_level_flag, default=None,
-                            help="noise std in 8-bit units, or auto: estimated from the measurements")
+        parser.add_argument(
+            "--noise_level",
+            "--noise-level",
+            type=_noise_level_flag,
+            default=None,
+            help="noise std in 8-bit units, or auto: estimated from the measurements",
+        )
     else:
-        parser.add_argument("--noise_level", "--noise-level", type=float, default=5.0, help="noise std in 8-bit units (default 5)")
+        parser.add_argument(
+            "--noise_level",
+            "--noise-level",
+            type=float,
+            default=5.0,
+            help="noise std in 8-bit units (default 5)",
+        )
     if noise_model:
         from sei.physics.noise import NOISE_MODELS
 
-        parser.add_argument("--noise", choices=NOISE_MODELS, default=None,
-                            help="noise model: gaussian (default) or poisson-gaussian, y = gain * Poisson(Ax / gain) + "
-                                 "N(0, noise_level^2); Poisson alone is --noise_level 0")
-        parser.add_argument("--gain", type=_gain_flag if auto_noise else _fixed_gain_flag, default=None,
-                            help="Poisson gain in 8-bit units: one photon's intensity (255 / gain photons at full scale; "
-                                 "2.55 = 100 photons)" + (", or auto: estimated from the measurements" if auto_noise else ""))
+        parser.add_argument(
+            "--noise",
+            choices=NOISE_MODELS,
+            default=None,
+            help="noise model: gaussian (default) or poisson-gaussian, y = gain * Poisson(Ax / gain) + "
+            "N(0, noise_level^2); Poisson alone is --noise_level 0",
+        )
+        parser.add_argument(
+            "--gain",
+            type=_gain_flag if auto_noise else _fixed_gain_flag,
+            default=None,
+            help="Poisson gain in 8-bit units: one photon's intensity (255 / gain photons at full scale; "
+            "2.55 = 100 photons)" + (", or auto: estimated from the measurements" if auto_noise else ""),
+        )
 
 
 def _noise_level_flag(text: str) -> float | str:
@@ -87,7 +129,9 @@ def _gain_flag(text: str) -> float | str:
 def _fixed_gain_flag(text: str) -> float:
     value = _gain_flag(text)
     if value == "auto":
-        raise argparse.ArgumentTypeError("--gain auto estimates the gain of given measurements; give a number here")
+        raise argparse.ArgumentTypeError(
+            "--gain auto estimates the gain of given measurements; give a number here"
+        )
     return value
 
 
@@ -101,35 +145,54 @@ def measure_valid(physics, image: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
-    physics = make_physics(args.task, kernel=args.kernel, sr_factor=args.sr_factor, noise_level=args.noise_level,
-                           noise_model=args.noise or "gaussian", gain=args.gain)
+    physics = make_physics(
+        args.task,
+        kernel=args.kernel,
+        sr_factor=args.sr_factor,
+        noise_level=args.noise_level,
+        noise_model=args.noise or "gaussian",
+        gain=args.gain,
+    )
     boundary = getattr(args, "boundary", "circular")
     if boundary == "valid" and args.task != "deblurring":
-        raise SeiUserError("--boundary valid applies to deblurring: super-resolution downsamples without "
-                           "wrap-around")
+        raise SeiUserError(
+            "--boundary valid applies to deblurring: super-resolution downsamples without wrap-around"
+        )
     if args.input.is_dir():
         sources = list_images(args.input)
         if not sources:
             raise SeiUserError(f"no images found in {args.input}")
         if args.output.exists() and not args.output.is_dir():
-            raise SeiUserError(f"{args.input} is a folder, so OUTPUT must be a folder too, not the file {args.output}")
-        pairs = [(s, (args.output / s.relative_to(args.input)).with_suffix("." + output_format(s, args.format))) for s in sources]
+            raise SeiUserError(
+                f"{args.input} is a folder, so OUTPUT must be a folder too, not the file {args.output}"
+            )
+        pairs = [
+            (s, (args.output / s.relative_to(args.input)).with_suffix("." + output_format(s, args.format)))
+            for s in sources
+        ]
         names = [s.relative_to(args.input).as_posix() for s in sources]
     elif args.input.is_file():
         if args.output.is_dir():
-            raise SeiUserError(f"{args.input} is a file, so OUTPUT must be a file too, not the folder {args.output}")
+            raise SeiUserError(
+                f"{args.input} is a file, so OUTPUT must be a file too, not the folder {args.output}"
+            )
         pairs, names = [(args.input, args.output)], [args.input.name]
     else:
         raise SeiUserError(f"input not found: {args.input}")
     # read all first: fail before writing anything. A TIFF keeps its channels and sample type (a stack is a
     # batch of 2-D images, each with its own seed); other files are read as RGB and written 8-bit
-    stacks = [read_images(source, channels=None) if is_tiff(source) else (read_image(source)[None], None) for source, _ in pairs]
+    stacks = [
+        read_images(source, channels=None) if is_tiff(source) else (read_image(source)[None], None)
+        for source, _ in pairs
+    ]
     if boundary == "valid":
         kh, kw = physics.kernel_size
         for (source, _), (images, _) in zip(pairs, stacks, strict=True):
             if images.shape[-2] < kh or images.shape[-1] < kw:
-                raise SeiUserError(f"{source} ({images.shape[-2]}x{images.shape[-1]}) is smaller than the "
-                                   f"{kh}x{kw} kernel: --boundary valid leaves no pixel")
+                raise SeiUserError(
+                    f"{source} ({images.shape[-2]}x{images.shape[-1]}) is smaller than the "
+                    f"{kh}x{kw} kernel: --boundary valid leaves no pixel"
+                )
     with torch.no_grad():
         for (_, target), name, (images, stored) in zip(pairs, names, stacks, strict=True):
             measurements = []

@@ -36,16 +36,27 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     names = [name for name, cfg in PRETRAINED.items() if cfg.path.exists()]
     if not names:
-        raise SeiUserError(f"no shipped models found in the package (expected some of {', '.join(PRETRAINED)})")
+        raise SeiUserError(
+            f"no shipped models found in the package (expected some of {', '.join(PRETRAINED)})"
+        )
     images = list(load_images("samples", split="test"))[: args.images]
-    print(f"{len(images)} bundled test photographs; PSNR (dB, Y channel, 8-bit) of the measurement, a training-free baseline, and SEI")
+    print(
+        f"{len(images)} bundled test photographs; PSNR (dB, Y channel, 8-bit) of the measurement, a training-free baseline, and SEI"
+    )
     print(f"{'model':<26}{'task':<22}{'measurement':>12}{'baseline':>16}{'SEI':>8}{'gain':>8}")
     for name in names:
         model = load_reconstructor(name, None, None, None, None, None, device)
         physics = model.physics
         baseline_kind = "up" if physics.task == "sr" else "wiener"
-        baseline = load_reconstructor(None, baseline_kind, physics.task, getattr(physics, "kernel_label", None) if physics.task == "deblurring" else None,
-                                      getattr(physics, "factor", None), physics.noise_level, device)
+        baseline = load_reconstructor(
+            None,
+            baseline_kind,
+            physics.task,
+            getattr(physics, "kernel_label", None) if physics.task == "deblurring" else None,
+            getattr(physics, "factor", None),
+            physics.noise_level,
+            device,
+        )
         measured = MeasuredImages(images, physics, seed=0)
         totals = {"measurement": 0.0, "baseline": 0.0, "sei": 0.0}
         rows = []
@@ -56,20 +67,28 @@ def run(args: argparse.Namespace) -> int:
                 estimate = model.reconstruct(y_batch)[0].float().cpu()
                 reference = baseline.reconstruct(y_batch)[0].float().cpu()
             shown = physics.upsample(y_batch)[0].cpu() if physics.task == "sr" else y
-            scores = {"measurement": image_metrics(shown, x)[0], "baseline": image_metrics(reference, x)[0], "sei": image_metrics(estimate, x)[0]}
+            scores = {
+                "measurement": image_metrics(shown, x)[0],
+                "baseline": image_metrics(reference, x)[0],
+                "sei": image_metrics(estimate, x)[0],
+            }
             for key, value in scores.items():
                 totals[key] += value / len(measured)
             if index < 3:
-                rows.append([
-                    (f"{identity.split('/')[-1]}: measurement {scores['measurement']:.2f} dB", shown),
-                    (f"{baseline_kind} {scores['baseline']:.2f} dB", reference),
-                    (f"SEI {scores['sei']:.2f} dB", estimate),
-                    ("ground truth", x),
-                ])
+                rows.append(
+                    [
+                        (f"{identity.split('/')[-1]}: measurement {scores['measurement']:.2f} dB", shown),
+                        (f"{baseline_kind} {scores['baseline']:.2f} dB", reference),
+                        (f"SEI {scores['sei']:.2f} dB", estimate),
+                        ("ground truth", x),
+                    ]
+                )
         image_grid(rows, args.out_dir / f"{name}.png", dpi=80)
         task = physics.describe()
         label = task.get("kernel") or f"SR x{task.get('sr_factor')}"
-        print(f"{name:<26}{label + ', noise ' + str(int(physics.noise_level)):<22}{totals['measurement']:>12.2f}"
-              f"{baseline_kind + ' ' + format(totals['baseline'], '.2f'):>16}{totals['sei']:>8.2f}{totals['sei'] - totals['measurement']:>+8.2f}")
+        print(
+            f"{name:<26}{label + ', noise ' + str(int(physics.noise_level)):<22}{totals['measurement']:>12.2f}"
+            f"{baseline_kind + ' ' + format(totals['baseline'], '.2f'):>16}{totals['sei']:>8.2f}{totals['sei'] - totals['measurement']:>+8.2f}"
+        )
     print(f"figures: {args.out_dir}/")
     return 0

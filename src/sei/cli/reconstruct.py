@@ -28,15 +28,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", type=Path, help="output file or folder")
     add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.set_defaults(task=None, noise_level=None)
-    parser.add_argument("--weights", default=None, help="a .safetensors/.pt file or a pretrained name (default: the shipped model for the task)")
-    parser.add_argument("--model_kind", "--model-kind", default=None, help="a training-free method instead of weights: wiener, pnp, bm3d, dip, up, id")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="a .safetensors/.pt file or a pretrained name (default: the shipped model for the task)",
+    )
+    parser.add_argument(
+        "--model_kind",
+        "--model-kind",
+        default=None,
+        help="a training-free method instead of weights: wiener, pnp, bm3d, dip, up, id",
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an option of a training-free method, e.g. iterations=1000 or reg=0.01 (repeatable)")
-    parser.add_argument("--tile", type=int, default=256, help="tile side in measurement pixels (0: whole image at once)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of a training-free method, e.g. iterations=1000 or reg=0.01 (repeatable)",
+    )
+    parser.add_argument(
+        "--tile", type=int, default=256, help="tile side in measurement pixels (0: whole image at once)"
+    )
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in measurement pixels")
-    parser.add_argument("--format", choices=("png", "npy", "tif"), default=None,
-                        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)")
-    parser.add_argument("--side_by_side", "--side-by-side", action="store_true", help="also write input | output figures")
+    parser.add_argument(
+        "--format",
+        choices=("png", "npy", "tif"),
+        default=None,
+        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)",
+    )
+    parser.add_argument(
+        "--side_by_side", "--side-by-side", action="store_true", help="also write input | output figures"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, and no line per image")
 
 
@@ -60,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
             raise SeiUserError(f"no images found in {args.input}")
         if args.output.exists() and not args.output.is_dir():
             raise SeiUserError(f"{args.input} is a folder, so OUTPUT must be a folder too")
-        pairs = [(s, (args.output / s.relative_to(args.input)).with_suffix("." + output_format(s, args.format))) for s in sources]
+        pairs = [
+            (s, (args.output / s.relative_to(args.input)).with_suffix("." + output_format(s, args.format)))
+            for s in sources
+        ]
     elif args.input.is_file():
         pairs = [(args.input, args.output)]
     else:
@@ -70,8 +96,19 @@ def run(args: argparse.Namespace) -> int:
     # batch of 2-D images) comes back in its own sample type and channels, a 16-bit PNG as 16-bit; others as before
     stacks = [_keep_depth(source, *read_images(source)) for source, _ in pairs]
     measurements = [y for images, _ in stacks for y in images]
-    loaded, _ = load_for_measurements(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level,
-                                      device, parse_options(args.option), lambda physics: measurements, noise_model=args.noise, gain=args.gain)
+    loaded, _ = load_for_measurements(
+        args.weights,
+        args.model_kind,
+        args.task,
+        args.kernel,
+        args.sr_factor,
+        args.noise_level,
+        device,
+        parse_options(args.option),
+        lambda physics: measurements,
+        noise_model=args.noise,
+        gain=args.gain,
+    )
     scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
     items = zip(pairs, stacks, strict=True)
     if len(pairs) > 1:
@@ -81,14 +118,21 @@ def run(args: argparse.Namespace) -> int:
         for y in images:
             y = y[None].to(device)
             with torch.no_grad():
-                estimate = tiled(loaded.reconstruct, y, scale, args.tile, args.overlap) if args.tile else loaded.reconstruct(y)
+                estimate = (
+                    tiled(loaded.reconstruct, y, scale, args.tile, args.overlap)
+                    if args.tile
+                    else loaded.reconstruct(y)
+                )
             estimates.append(estimate.cpu())
         if stored is None:
             write_image(estimates[0][0], target)
         else:
             write_like(torch.cat(estimates), target, stored)
         if args.side_by_side:
-            image_grid([[("input", images[0]), ("reconstruction", estimates[0][0])]], target.with_name(target.stem + "_side_by_side.png"))
+            image_grid(
+                [[("input", images[0]), ("reconstruction", estimates[0][0])]],
+                target.with_name(target.stem + "_side_by_side.png"),
+            )
         if not args.quiet:
             print(f"{source} -> {target}")
     return 0

@@ -28,14 +28,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="a measurement (image or .npy) or a folder of them")
     parser.add_argument("output", type=Path, help="output folder")
     add_physics_arguments(parser, auto_noise=True)
-    parser.add_argument("--time_limit", "--time-limit", default="10m", help="wall-clock budget for the whole command, e.g. 90s, 10m, 1h (default 10m)")
-    parser.add_argument("--init", default="auto", help="auto (the closest shipped model, default), none (from scratch), or a weights name or file")
+    parser.add_argument(
+        "--time_limit",
+        "--time-limit",
+        default="10m",
+        help="wall-clock budget for the whole command, e.g. 90s, 10m, 1h (default 10m)",
+    )
+    parser.add_argument(
+        "--init",
+        default="auto",
+        help="auto (the closest shipped model, default), none (from scratch), or a weights name or file",
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--tile", type=int, default=256, help="tile side for the reconstruction, in measurement pixels")
+    parser.add_argument(
+        "--tile", type=int, default=256, help="tile side for the reconstruction, in measurement pixels"
+    )
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in measurement pixels")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-side_by_side", "--no-side-by-side", dest="side_by_side", action="store_false", help="skip the figures")
-    parser.add_argument("--resume", action="store_true", help="continue the training already in OUTPUT/run with a new budget")
+    parser.add_argument(
+        "--no-side_by_side",
+        "--no-side-by-side",
+        dest="side_by_side",
+        action="store_false",
+        help="skip the figures",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the training already in OUTPUT/run with a new budget"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a restoration already in OUTPUT")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -46,13 +65,27 @@ def run(args: argparse.Namespace) -> int:
     from sei.runtime import parse_duration
 
     result = restore(
-        args.input, args.output, task=args.task, kernel=args.kernel, sr_factor=args.sr_factor,
-        noise_level="auto" if args.noise_level is None else args.noise_level, time_limit=parse_duration(args.time_limit),
-        init=args.init, device=args.device, tile=args.tile, overlap=args.overlap, resume=args.resume,
-        overwrite=args.overwrite, side_by_side=args.side_by_side, progress=not args.quiet, seed=args.seed,
+        args.input,
+        args.output,
+        task=args.task,
+        kernel=args.kernel,
+        sr_factor=args.sr_factor,
+        noise_level="auto" if args.noise_level is None else args.noise_level,
+        time_limit=parse_duration(args.time_limit),
+        init=args.init,
+        device=args.device,
+        tile=args.tile,
+        overlap=args.overlap,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        side_by_side=args.side_by_side,
+        progress=not args.quiet,
+        seed=args.seed,
         started=sei.cli.STARTED,
     )
     level = f"{result.noise_level:.3g}" + (" (estimated)" if result.noise_estimated else "")
-    print(f"restored {len(result.outputs)} image(s) into {args.output} in {result.total_seconds:.0f} s "
-          f"({result.steps} training steps from {result.init or 'scratch'}, noise level {level}); weights: {result.weights}")
+    print(
+        f"restored {len(result.outputs)} image(s) into {args.output} in {result.total_seconds:.0f} s "
+        f"({result.steps} training steps from {result.init or 'scratch'}, noise level {level}); weights: {result.weights}"
+    )
     return 0

@@ -26,22 +26,51 @@ from sei.errors import SeiUserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.set_defaults(task=None, noise_level=None)
-    parser.add_argument("--dataset", default="samples", help="div2k, urban100, ct, samples (default) or a folder of images")
+    parser.add_argument(
+        "--dataset", default="samples", help="div2k, urban100, ct, samples (default) or a folder of images"
+    )
     parser.add_argument("--data_root", "--data-root", default=None)
     parser.add_argument("--download", action="store_true", help="download the test set if it is missing")
-    parser.add_argument("--resize", type=int, default=256, help="short side of the test images (0 keeps native size)")
-    parser.add_argument("--max_images", "--max-images", type=int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--model_kind", "--model-kind", default=None, help="id, up, wiener, dip, pnp, bm3d, or a network (swinir, ...) with --weights")
-    parser.add_argument("--weights", default=None, help="a .safetensors/.pt file or a pretrained name (`sei weights list`)")
+    parser.add_argument(
+        "--resize", type=int, default=256, help="short side of the test images (0 keeps native size)"
+    )
+    parser.add_argument(
+        "--max_images", "--max-images", type=int, default=None, help="evaluate only the first N images"
+    )
+    parser.add_argument(
+        "--model_kind",
+        "--model-kind",
+        default=None,
+        help="id, up, wiener, dip, pnp, bm3d, or a network (swinir, ...) with --weights",
+    )
+    parser.add_argument(
+        "--weights", default=None, help="a .safetensors/.pt file or a pretrained name (`sei weights list`)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fixed test measurements")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an option of a training-free method, e.g. iterations=1000 or reg=0.01 (repeatable)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of a training-free method, e.g. iterations=1000 or reg=0.01 (repeatable)",
+    )
     parser.add_argument("--protocol", choices=("paper", "sr-literature"), default="paper")
-    parser.add_argument("--tile", type=int, default=0, help="tiled inference with tiles of this size (0: whole images)")
+    parser.add_argument(
+        "--tile", type=int, default=0, help="tiled inference with tiles of this size (0: whole images)"
+    )
     parser.add_argument("--per_image", "--per-image", action="store_true", help="print every image's metrics")
-    parser.add_argument("--json", type=Path, default=None, help="write the summary and per-image metrics as JSON")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="write the summary and per-image metrics as JSON"
+    )
     parser.add_argument("--csv", type=Path, default=None, help="write per-image metrics as CSV")
-    parser.add_argument("--save_images", "--save-images", type=Path, default=None, help="write estimates and side-by-side figures here")
+    parser.add_argument(
+        "--save_images",
+        "--save-images",
+        type=Path,
+        default=None,
+        help="write estimates and side-by-side figures here",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -69,18 +98,35 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     if args.gain == "auto":
-        raise SeiUserError("sei test simulates its measurements: give the --gain to simulate (auto estimates the gain "
-                           "of your own measurements, in sei reconstruct and sei train)")
-    images = load_images(args.dataset, split="test", root=args.data_root, download=args.download, resize=args.resize or None)
+        raise SeiUserError(
+            "sei test simulates its measurements: give the --gain to simulate (auto estimates the gain "
+            "of your own measurements, in sei reconstruct and sei train)"
+        )
+    images = load_images(
+        args.dataset, split="test", root=args.data_root, download=args.download, resize=args.resize or None
+    )
     images = list(images)[: args.max_images] if args.max_images else images
     simulated: dict[str, MeasuredImages] = {}
 
-    def measure(physics: object) -> list:  # --noise_level auto: measured at the nominal level, estimated from them
+    def measure(
+        physics: object,
+    ) -> list:  # --noise_level auto: measured at the nominal level, estimated from them
         simulated["measured"] = MeasuredImages(images, physics, seed=args.seed)
         return [y for _, _, y in simulated["measured"]]
 
-    loaded, _ = load_for_measurements(args.weights, args.model_kind, args.task, args.kernel, args.sr_factor, args.noise_level,
-                                      device, parse_options(args.option), measure, noise_model=args.noise, gain=args.gain)
+    loaded, _ = load_for_measurements(
+        args.weights,
+        args.model_kind,
+        args.task,
+        args.kernel,
+        args.sr_factor,
+        args.noise_level,
+        device,
+        parse_options(args.option),
+        measure,
+        noise_model=args.noise,
+        gain=args.gain,
+    )
     physics = loaded.physics
     measured = simulated.get("measured") or MeasuredImages(images, physics, seed=args.seed)
     scale = physics.factor if physics.task == "sr" else 1
@@ -92,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     for index in progress_bar(range(len(measured)), unit="image", desc=f"testing {label} on {args.dataset}"):
         identity, x, y = measured[index]
         y_batch = y[None].to(device)
-        estimate = tiled(loaded.reconstruct, y_batch, scale, args.tile) if args.tile else loaded.reconstruct(y_batch)
+        estimate = (
+            tiled(loaded.reconstruct, y_batch, scale, args.tile) if args.tile else loaded.reconstruct(y_batch)
+        )
         estimate = estimate[0].float().cpu()
         value, structural = image_metrics(estimate, x, protocol=args.protocol, shave=shave)
         evaluation.add(identity, value, structural)
@@ -101,19 +149,39 @@ def run(args: argparse.Namespace) -> int:
         if args.save_images:
             stem = identity.replace("/", "_")
             write_image(estimate, args.save_images / f"{stem}_estimate.png")
-            input_psnr = image_metrics(physics.upsample(y_batch)[0].cpu() if scale > 1 else y, x, protocol=args.protocol, shave=shave)[0]
+            input_psnr = image_metrics(
+                physics.upsample(y_batch)[0].cpu() if scale > 1 else y, x, protocol=args.protocol, shave=shave
+            )[0]
             image_grid(
-                [[(f"measurement ({input_psnr:.2f} dB)", y), (f"estimate ({value:.2f} dB)", estimate), ("ground truth", x)]],
+                [
+                    [
+                        (f"measurement ({input_psnr:.2f} dB)", y),
+                        (f"estimate ({value:.2f} dB)", estimate),
+                        ("ground truth", x),
+                    ]
+                ],
                 args.save_images / f"{stem}_side_by_side.png",
             )
     summary = evaluation.summary()
     label = loaded.description.get("weights") or loaded.description.get("model_kind")
     print(f"{label} on {args.dataset} ({physics.describe()}):")
-    print(f"N={summary['n']}  PSNR {summary['psnr_mean']:.2f} ± {summary['psnr_std']:.2f} dB  SSIM {summary['ssim_mean']:.4f} ± {summary['ssim_std']:.4f}")
+    print(
+        f"N={summary['n']}  PSNR {summary['psnr_mean']:.2f} ± {summary['psnr_std']:.2f} dB  SSIM {summary['ssim_mean']:.4f} ± {summary['ssim_std']:.4f}"
+    )
     print(f"SSIM: {summary['ssim_implementation']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"summary": summary, "setup": {**loaded.description, "dataset": args.dataset}, "images": evaluation.records}, indent=1, default=str))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "summary": summary,
+                    "setup": {**loaded.description, "dataset": args.dataset},
+                    "images": evaluation.records,
+                },
+                indent=1,
+                default=str,
+            )
+        )
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="") as handle:

@@ -32,40 +32,158 @@ from sei.errors import SeiUserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.set_defaults(task=None, noise_level=None)  # None: not given, the config file or preset decides
-    parser.add_argument("--method", default=None, help="proposed (alias sei), sup, css, ei-shift, ei-rotate or sure (default proposed)")
-    parser.add_argument("--no-stop_gradient", "--no-stop-gradient", dest="stop_gradient", action="store_false", default=None, help="let gradients flow through the transformed estimate")
-    parser.add_argument("--alpha", type=float, default=None, help="weight of the equivariance term (default 1)")
-    parser.add_argument("--sure_divergence", "--sure-divergence", choices=("exact", "finite-difference"), default=None, help="SURE's divergence: finite-difference (the paper's, default; validation warns if the network games it) or exact")
-    parser.add_argument("--unsure", action="store_true", default=None, help="learn the noise level while training (UNSURE): --noise_level (a number or auto) is only the starting guess; the learned level is logged as noise_level in metrics.csv")
-    parser.add_argument("--stop_on_gaming", "--stop-on-gaming", action="store_true", default=None, help="end training at the last validation before the network games SURE's finite difference (one process)")
-    parser.add_argument("--dataset", default=None, help="div2k, urban100, ct, samples (default) or a folder of images")
-    parser.add_argument("--measurements", default=None, help="train on a folder of measurements only (no ground truth)")
-    parser.add_argument("--data_root", "--data-root", default=None, help="dataset folder (default $SEI_DATA_ROOT or ~/.cache/sei/data)")
-    parser.add_argument("--download", action="store_true", default=None, help="download the dataset if it is missing")
-    parser.add_argument("--resize", type=int, default=None, help="short side of training images (0 keeps native size; default 256)")
-    parser.add_argument("--val_dataset", "--val-dataset", default=None, help="held-out images for validation (default: the test split of --dataset)")
-    parser.add_argument("--val_images", "--val-images", type=int, default=None, help="how many held-out images to validate on (default 4; 0 disables)")
-    parser.add_argument("--model", default=None, help="network name (unet-small, dncnn-small, swinir, swinir-light, swinir-tiny); default: the preset's")
-    parser.add_argument("--init", default=None, help="start from these weights: a shipped or paper name, or a .safetensors file (fine-tuning; the network comes from its metadata)")
-    parser.add_argument("--time_limit", "--time-limit", default=None, help="wall-clock budget, e.g. 90s, 10m, 1h30m: the step count is planned to fit it")
-    parser.add_argument("--preset", choices=("cpu", "paper"), default=None, help="default hyper-parameters: cpu (fast network) or paper (SwinIR); default paper on CUDA, cpu otherwise")
+    parser.add_argument(
+        "--method",
+        default=None,
+        help="proposed (alias sei), sup, css, ei-shift, ei-rotate or sure (default proposed)",
+    )
+    parser.add_argument(
+        "--no-stop_gradient",
+        "--no-stop-gradient",
+        dest="stop_gradient",
+        action="store_false",
+        default=None,
+        help="let gradients flow through the transformed estimate",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=None, help="weight of the equivariance term (default 1)"
+    )
+    parser.add_argument(
+        "--sure_divergence",
+        "--sure-divergence",
+        choices=("exact", "finite-difference"),
+        default=None,
+        help="SURE's divergence: finite-difference (the paper's, default; validation warns if the network games it) or exact",
+    )
+    parser.add_argument(
+        "--unsure",
+        action="store_true",
+        default=None,
+        help="learn the noise level while training (UNSURE): --noise_level (a number or auto) is only the starting guess; the learned level is logged as noise_level in metrics.csv",
+    )
+    parser.add_argument(
+        "--stop_on_gaming",
+        "--stop-on-gaming",
+        action="store_true",
+        default=None,
+        help="end training at the last validation before the network games SURE's finite difference (one process)",
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="div2k, urban100, ct, samples (default) or a folder of images"
+    )
+    parser.add_argument(
+        "--measurements", default=None, help="train on a folder of measurements only (no ground truth)"
+    )
+    parser.add_argument(
+        "--data_root",
+        "--data-root",
+        default=None,
+        help="dataset folder (default $SEI_DATA_ROOT or ~/.cache/sei/data)",
+    )
+    parser.add_argument(
+        "--download", action="store_true", default=None, help="download the dataset if it is missing"
+    )
+    parser.add_argument(
+        "--resize",
+        type=int,
+        default=None,
+        help="short side of training images (0 keeps native size; default 256)",
+    )
+    parser.add_argument(
+        "--val_dataset",
+        "--val-dataset",
+        default=None,
+        help="held-out images for validation (default: the test split of --dataset)",
+    )
+    parser.add_argument(
+        "--val_images",
+        "--val-images",
+        type=int,
+        default=None,
+        help="how many held-out images to validate on (default 4; 0 disables)",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="network name (unet-small, dncnn-small, swinir, swinir-light, swinir-tiny); default: the preset's",
+    )
+    parser.add_argument(
+        "--init",
+        default=None,
+        help="start from these weights: a shipped or paper name, or a .safetensors file (fine-tuning; the network comes from its metadata)",
+    )
+    parser.add_argument(
+        "--time_limit",
+        "--time-limit",
+        default=None,
+        help="wall-clock budget, e.g. 90s, 10m, 1h30m: the step count is planned to fit it",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("cpu", "paper"),
+        default=None,
+        help="default hyper-parameters: cpu (fast network) or paper (SwinIR); default paper on CUDA, cpu otherwise",
+    )
     parser.add_argument("--epochs", type=float, default=None)
-    parser.add_argument("--max_steps", "--max-steps", type=int, default=None, help="stop after this many optimizer steps (wins over --epochs)")
+    parser.add_argument(
+        "--max_steps",
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many optimizer steps (wins over --epochs)",
+    )
     parser.add_argument("--batch_size", "--batch-size", type=int, default=None)
-    parser.add_argument("--patch_size", "--patch-size", type=int, default=None, help="patch side in measurement pixels (default 48)")
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: paper's per task, or the CPU preset's)")
+    parser.add_argument(
+        "--patch_size",
+        "--patch-size",
+        type=int,
+        default=None,
+        help="patch side in measurement pixels (default 48)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam learning rate (default: paper's per task, or the CPU preset's)",
+    )
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--checkpoint_interval", "--checkpoint-interval", type=int, default=None, help="steps between checkpoints")
-    parser.add_argument("--val_interval", "--val-interval", type=int, default=None, help="steps between validations")
+    parser.add_argument(
+        "--checkpoint_interval",
+        "--checkpoint-interval",
+        type=int,
+        default=None,
+        help="steps between checkpoints",
+    )
+    parser.add_argument(
+        "--val_interval", "--val-interval", type=int, default=None, help="steps between validations"
+    )
     parser.add_argument("--num_workers", "--num-workers", type=int, default=None)
-    parser.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default=None, help="mixed precision of the network passes (default auto: bf16 on CPUs with native bf16)")
+    parser.add_argument(
+        "--amp",
+        choices=("auto", "none", "bf16", "fp16"),
+        default=None,
+        help="mixed precision of the network passes (default auto: bf16 on CPUs with native bf16)",
+    )
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     parser.add_argument("--config", type=Path, default=None, help="a TOML or YAML file of configuration keys")
-    parser.add_argument("--out_dir", "--out-dir", type=Path, default=None, help="run folder (default runs/<method>_<task>)")
+    parser.add_argument(
+        "--out_dir", "--out-dir", type=Path, default=None, help="run folder (default runs/<method>_<task>)"
+    )
     parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--resume", nargs="?", const="auto", default=None, help="continue from a checkpoint file or run folder (default: --out_dir)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="continue from a checkpoint file or run folder (default: --out_dir)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out_dir")
-    parser.add_argument("--log", default=None, metavar="BACKENDS", help="run log: csv, tensorboard, both (csv,tensorboard; the default) or none; TensorBoard events go to OUT/tensorboard/")
+    parser.add_argument(
+        "--log",
+        default=None,
+        metavar="BACKENDS",
+        help="run log: csv, tensorboard, both (csv,tensorboard; the default) or none; TensorBoard events go to OUT/tensorboard/",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -121,7 +239,9 @@ def check_resume_flags(values: dict[str, Any], checkpoint: dict[str, Any], sourc
         if name in RESUME_OVERRIDES or name in ("config",):
             continue
         if name == "kernel" and "physics" in checkpoint and "kernel" in checkpoint["physics"]["tensors"]:
-            check_kernel(checkpoint["physics"]["tensors"]["kernel"], value, source)  # the same PSF by value passes
+            check_kernel(
+                checkpoint["physics"]["tensors"]["kernel"], value, source
+            )  # the same PSF by value passes
             continue
         if name in stored and _same(stored[name], value):
             continue
@@ -159,7 +279,13 @@ def run(args: argparse.Namespace) -> int:
         check_resume_flags(values, load_checkpoint(path), str(path))
         if out_dir is None:
             out_dir = location if location.is_dir() else location.parent.parent  # OUT/checkpoints/step_N.pt
-        config = TrainConfig.from_dict({k: v for k, v in values.items() if k in ("device", "num_workers", "max_steps", "epochs", "time_limit")})
+        config = TrainConfig.from_dict(
+            {
+                k: v
+                for k, v in values.items()
+                if k in ("device", "num_workers", "max_steps", "epochs", "time_limit")
+            }
+        )
     else:
         if "preset" not in values:
             values["preset"] = "paper" if str(values.get("device", "cpu")).startswith("cuda") else "cpu"
@@ -175,14 +301,20 @@ def run(args: argparse.Namespace) -> int:
     from sei.run_log import DEFAULT, parse_backends
 
     log = parse_backends(args.log or DEFAULT)  # a misspelt backend fails before any work
-    state = train(config, out_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=log)
+    state = train(
+        config, out_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=log
+    )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
     if state.validation:
         last = state.validation[-1]
-        print(f"validation at step {last['step']}: {', '.join(f'{k} {v:.4g}' for k, v in last.items() if k != 'step')}")
+        print(
+            f"validation at step {last['step']}: {', '.join(f'{k} {v:.4g}' for k, v in last.items() if k != 'step')}"
+        )
     if "noise_level" in state.last_terms:
-        print(f"noise level learned by UNSURE: {state.last_terms['noise_level']:.3g} (8-bit units; an estimate from above)")
+        print(
+            f"noise level learned by UNSURE: {state.last_terms['noise_level']:.3g} (8-bit units; an estimate from above)"
+        )
     kept = f" (stopped on gaming: the weights of step {state.step})" if state.stopped_early else ""
     timed = " (the time limit was reached)" if state.out_of_time else ""
     print(f"trained {state.step} steps{kept}{timed}; weights: {out_dir / 'weights.safetensors'}")

@@ -29,21 +29,48 @@ from sei.errors import SeiUserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("list", "info", "download", "export"))
-    parser.add_argument("name", nargs="?", help="a pretrained name, a weights file or folder, a hub repo USER/REPO; for export: a run folder or weights")
+    parser.add_argument(
+        "name",
+        nargs="?",
+        help="a pretrained name, a weights file or folder, a hub repo USER/REPO; for export: a run folder or weights",
+    )
     parser.add_argument("out_dir", nargs="?", help="export: the folder to write")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser.add_argument("--push", metavar="REPO_ID", default=None, help="export: upload the folder to this Hugging Face model repo (created if missing)")
+    parser.add_argument(
+        "--push",
+        metavar="REPO_ID",
+        default=None,
+        help="export: upload the folder to this Hugging Face model repo (created if missing)",
+    )
     parser.add_argument("--private", action="store_true", help="export --push: create the repo private")
-    parser.add_argument("--license", default=None, help="export: the licence in the model card (default bsd-3-clause, the code's)")
+    parser.add_argument(
+        "--license",
+        default=None,
+        help="export: the licence in the model card (default bsd-3-clause, the code's)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="export: replace a non-empty OUT folder")
-    parser.add_argument("--no_figure", "--no-figure", action="store_true", help="export: skip the sample figure")
+    parser.add_argument(
+        "--no_figure", "--no-figure", action="store_true", help="export: skip the sample figure"
+    )
 
 
 def _refuse_export_flags(args: argparse.Namespace) -> None:
-    given = [flag for flag, value in (("OUT", args.out_dir), ("--push", args.push), ("--private", args.private),
-                                      ("--license", args.license), ("--overwrite", args.overwrite), ("--no_figure", args.no_figure)) if value]
+    given = [
+        flag
+        for flag, value in (
+            ("OUT", args.out_dir),
+            ("--push", args.push),
+            ("--private", args.private),
+            ("--license", args.license),
+            ("--overwrite", args.overwrite),
+            ("--no_figure", args.no_figure),
+        )
+        if value
+    ]
     if given:
-        raise SeiUserError(f"{', '.join(given)} belong to `sei weights export`, not `sei weights {args.action}`")
+        raise SeiUserError(
+            f"{', '.join(given)} belong to `sei weights export`, not `sei weights {args.action}`"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,14 +79,27 @@ def run(args: argparse.Namespace) -> int:
     if args.action != "export":
         _refuse_export_flags(args)
     if args.action == "list":
-        rows = [{"name": cfg.name, "installed": cfg.path.is_file(), "description": cfg.description}
-                for cfg in weights.PRETRAINED.values()]
+        rows = [
+            {"name": cfg.name, "installed": cfg.path.is_file(), "description": cfg.description}
+            for cfg in weights.PRETRAINED.values()
+        ]
         if args.json:
-            print(json.dumps({"sei": rows, "paper_repo": weights.HF_REPO, "paper_examples": list(weights.PAPER_EXAMPLES)}, indent=1))
+            print(
+                json.dumps(
+                    {
+                        "sei": rows,
+                        "paper_repo": weights.HF_REPO,
+                        "paper_examples": list(weights.PAPER_EXAMPLES),
+                    },
+                    indent=1,
+                )
+            )
             return 0
         print("sei models (shipped with the package):")
         for row in rows:
-            print(f"  {row['name']:<26} {'installed' if row['installed'] else 'missing  '}  {row['description']}")
+            print(
+                f"  {row['name']:<26} {'installed' if row['installed'] else 'missing  '}  {row['description']}"
+            )
         print(f"\npaper models (downloaded from huggingface.co/{weights.HF_REPO}, cached):")
         print("  {Deblurring_<Gaussian|Box>_R<n>|SR_X<r>_PyTorch}_Noise<n>_<Method>[_<Dataset>...]")
         print("  Div2K-Train_Deblurring_<Gaussian|Box>_R<n>_Noise<n>_<Method>")
@@ -73,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         return _export(args)
     if args.action == "download":
         if weights.parse_paper_name(args.name) is None and not weights._HUB_REPO.match(args.name):
-            raise SeiUserError(f"{args.name!r} is not a paper weight name, nor a hub repo USER/REPO; `sei weights list` shows the naming schemes")
+            raise SeiUserError(
+                f"{args.name!r} is not a paper weight name, nor a hub repo USER/REPO; `sei weights list` shows the naming schemes"
+            )
         path, _ = weights.resolve_weights(args.name)
         print(path)
         return 0
@@ -98,8 +140,14 @@ def _export(args: argparse.Namespace) -> int:
         raise SeiUserError(f"--push takes a hub repo id USER/REPO, got {args.push!r}")
     if args.private and args.push is None:
         raise SeiUserError("--private applies to --push REPO_ID")
-    folder = export_model(args.name, Path(args.out_dir), repo_id=args.push, overwrite=args.overwrite,
-                          license_id=args.license or DEFAULT_LICENSE, figure=not args.no_figure)
+    folder = export_model(
+        args.name,
+        Path(args.out_dir),
+        repo_id=args.push,
+        overwrite=args.overwrite,
+        license_id=args.license or DEFAULT_LICENSE,
+        figure=not args.no_figure,
+    )
     print(f"exported {args.name} -> {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
     if args.push is not None:
         url = push_folder(folder, args.push, private=args.private)

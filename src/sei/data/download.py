@@ -84,9 +84,15 @@ def _progress(total: int | None, label: str, enabled: bool):
 
     from sei.runtime import progress_enabled
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"downloading {label.removeprefix(PARTIAL_PREFIX)}",
-                disable=not (enabled and progress_enabled()),
-                leave=False)
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"downloading {label.removeprefix(PARTIAL_PREFIX)}",
+        disable=not (enabled and progress_enabled()),
+        leave=False,
+    )
 
 
 def fetch(url: str, destination: Path, md5: str | None, progress: bool = True, timeout: float = 60.0) -> Path:
@@ -97,7 +103,9 @@ def fetch(url: str, destination: Path, md5: str | None, progress: bool = True, t
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary_name = tempfile.mkstemp(prefix=f"{PARTIAL_PREFIX}{destination.name}.", dir=destination.parent)
+    handle, temporary_name = tempfile.mkstemp(
+        prefix=f"{PARTIAL_PREFIX}{destination.name}.", dir=destination.parent
+    )
     temporary = Path(temporary_name)
     digest = hashlib.md5(usedforsecurity=False)
     try:
@@ -112,7 +120,9 @@ def fetch(url: str, destination: Path, md5: str | None, progress: bool = True, t
                     received += len(chunk)
                     bar.update(len(chunk))
         if expected_size is not None and received != expected_size:
-            raise DownloadError(f"{url}: connection ended after {received} of {expected_size} bytes; run the download again")
+            raise DownloadError(
+                f"{url}: connection ended after {received} of {expected_size} bytes; run the download again"
+            )
         if md5 is not None and digest.hexdigest() != md5.lower():
             raise DownloadError(
                 f"{url}: checksum mismatch (md5 {digest.hexdigest()}, expected {md5}); the file was deleted. "
@@ -121,7 +131,9 @@ def fetch(url: str, destination: Path, md5: str | None, progress: bool = True, t
         os.replace(temporary, destination)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
         temporary.unlink(missing_ok=True)
-        raise DownloadError(f"cannot download {url}: {error}. Check the network, or set {MIRROR_ENV} to a mirror") from error
+        raise DownloadError(
+            f"cannot download {url}: {error}. Check the network, or set {MIRROR_ENV} to a mirror"
+        ) from error
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -130,7 +142,9 @@ def fetch(url: str, destination: Path, md5: str | None, progress: bool = True, t
 
 def _inside(root: Path, member: str) -> bool:
     """Whether the archive member name ``member`` lands inside ``root`` once extracted."""
-    if member.startswith(("/", "\\")) or (len(member) > 1 and member[1] == ":"):  # absolute (POSIX or Windows)
+    if member.startswith(("/", "\\")) or (
+        len(member) > 1 and member[1] == ":"
+    ):  # absolute (POSIX or Windows)
         return False
     target = (root / member).resolve()
     return target == root or root in target.parents
@@ -145,7 +159,9 @@ def check_members(archive: Path, root: Path) -> None:
             for info in opened.infolist():
                 is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
                 if is_link or not _inside(root, info.filename):
-                    raise DownloadError(f"{archive.name}: refused, member {info.filename!r} escapes the target folder")
+                    raise DownloadError(
+                        f"{archive.name}: refused, member {info.filename!r} escapes the target folder"
+                    )
         return
     with tarfile.open(archive) as opened:
         for member in opened.getmembers():
@@ -154,7 +170,9 @@ def check_members(archive: Path, root: Path) -> None:
                 link_base = root / PurePosixPath(member.name).parent if member.issym() else root
                 escapes = escapes or not _inside(root, str(link_base.relative_to(root) / member.linkname))
             if escapes or member.isdev():
-                raise DownloadError(f"{archive.name}: refused, member {member.name!r} escapes the target folder")
+                raise DownloadError(
+                    f"{archive.name}: refused, member {member.name!r} escapes the target folder"
+                )
 
 
 def extract(archive: Path, folder: Path) -> None:
@@ -168,7 +186,9 @@ def extract(archive: Path, folder: Path) -> None:
             with tarfile.open(archive) as opened:
                 opened.extractall(folder, filter="data")  # second line of defence after check_members
     except (tarfile.TarError, zipfile.BadZipFile, OSError) as error:
-        raise DownloadError(f"{archive.name}: cannot extract ({error}); delete it and download again") from error
+        raise DownloadError(
+            f"{archive.name}: cannot extract ({error}); delete it and download again"
+        ) from error
 
 
 def remove_partials(folder: Path) -> None:
@@ -185,10 +205,14 @@ def _validate(remote: RemoteFile, path: Path) -> None:
     try:
         remote.validate(path)
     except SeiUserError as error:
-        raise DownloadError(f"{remote.filename}: {error}; the download was discarded, run it again or use a mirror") from error
+        raise DownloadError(
+            f"{remote.filename}: {error}; the download was discarded, run it again or use a mirror"
+        ) from error
 
 
-def install(remote: RemoteFile, folder: Path, mirror: str | None = None, progress: bool = True, force: bool = False) -> Path:
+def install(
+    remote: RemoteFile, folder: Path, mirror: str | None = None, progress: bool = True, force: bool = False
+) -> Path:
     """Make ``folder / remote.target`` exist and be complete; return it.
 
     Archives are downloaded as hidden partial files, checksummed, extracted into a hidden partial

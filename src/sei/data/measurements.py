@@ -85,8 +85,14 @@ class MeasuredImages(Sequence):
     ('demo/ramp', (3, 36, 30), (3, 18, 15))
     """
 
-    def __init__(self, images: Images, physics: torch.nn.Module, seed: int = 0, cache_dir: str | Path | None = None,
-                 progress: bool = False) -> None:
+    def __init__(
+        self,
+        images: Images,
+        physics: torch.nn.Module,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        progress: bool = False,
+    ) -> None:
         from tqdm import tqdm
 
         self.physics = physics
@@ -135,7 +141,8 @@ class MeasurementFolder(Sequence):
             raise SeiUserError(f"no measurements ({', '.join(MEASUREMENT_SUFFIXES)}) found at {path}")
         base = path.parent if path.is_file() else path
         self.items: list[Measurement] = [
-            (f"measurement/{file.relative_to(base).as_posix()}", None, read_image(file, channels)) for file in files
+            (f"measurement/{file.relative_to(base).as_posix()}", None, read_image(file, channels))
+            for file in files
         ]
 
     def __len__(self) -> int:

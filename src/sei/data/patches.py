@@ -38,7 +38,11 @@ def reflect_pad(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         pad_bottom = min(height - image.shape[-2], image.shape[-2] - 1) if image.shape[-2] < height else 0
         pad_right = min(width - image.shape[-1], image.shape[-1] - 1) if image.shape[-1] < width else 0
         if pad_bottom == 0 and pad_right == 0:  # a single row or column cannot be mirrored: repeat it
-            return F.pad(image[None], (0, max(0, width - image.shape[-1]), 0, max(0, height - image.shape[-2])), mode="replicate")[0]
+            return F.pad(
+                image[None],
+                (0, max(0, width - image.shape[-1]), 0, max(0, height - image.shape[-2])),
+                mode="replicate",
+            )[0]
         image = F.pad(image[None], (0, pad_right, 0, pad_bottom), mode="reflect")[0]
     return image
 
@@ -66,7 +70,9 @@ class PatchDataset(Dataset):
     ((3, 16, 16), (3, 32, 32), 'demo/ramp')
     """
 
-    def __init__(self, measured: Sequence[Measurement], patch_size: int = 48, seed: int = 0, repeat: int = 1) -> None:
+    def __init__(
+        self, measured: Sequence[Measurement], patch_size: int = 48, seed: int = 0, repeat: int = 1
+    ) -> None:
         if patch_size < 1 or repeat < 1:
             raise ValueError(f"patch_size and repeat must be >= 1, got {patch_size} and {repeat}")
         if len(measured) == 0:
@@ -92,7 +98,9 @@ class PatchDataset(Dataset):
             return 1
         factor = x.shape[-1] // y.shape[-1]
         if factor < 1 or tuple(x.shape[-2:]) != (y.shape[-2] * factor, y.shape[-1] * factor):
-            raise ValueError(f"{identity}: x {tuple(x.shape)} is not an integer multiple of y {tuple(y.shape)}; modcrop x")
+            raise ValueError(
+                f"{identity}: x {tuple(x.shape)} is not an integer multiple of y {tuple(y.shape)}; modcrop x"
+            )
         return factor
 
     def set_epoch(self, epoch: int) -> None:
@@ -114,7 +122,12 @@ class PatchDataset(Dataset):
         generator = torch.Generator().manual_seed(crop_seed(self.seed, self.epoch, index))
         top = int(torch.randint(0, y.shape[-2] - size + 1, (1,), generator=generator))
         left = int(torch.randint(0, y.shape[-1] - size + 1, (1,), generator=generator))
-        item: dict[str, torch.Tensor | str] = {"y": y[:, top : top + size, left : left + size].clone(), "identity": identity}
+        item: dict[str, torch.Tensor | str] = {
+            "y": y[:, top : top + size, left : left + size].clone(),
+            "identity": identity,
+        }
         if x is not None:
-            item["x"] = x[:, factor * top : factor * (top + size), factor * left : factor * (left + size)].clone()
+            item["x"] = x[
+                :, factor * top : factor * (top + size), factor * left : factor * (left + size)
+            ].clone()
         return item

@@ -62,16 +62,40 @@ def _pywt(name: str) -> Callable[[], np.ndarray]:
 
 SAMPLES: tuple[SampleImage, ...] = (
     # test: the ten colour photographs of the benchmarks (never train on these)
-    *(SampleImage(n, "sporco", _package_file("sporco", "data", f"{n}.png"), "test") for n in ("barbara", "kodim23", "monarch", "sail", "tulips")),
+    *(
+        SampleImage(n, "sporco", _package_file("sporco", "data", f"{n}.png"), "test")
+        for n in ("barbara", "kodim23", "monarch", "sail", "tulips")
+    ),
     *(SampleImage(n, "scikit-image", _skimage(n), "test") for n in ("astronaut", "coffee", "chelsea")),
-    *(SampleImage(n, "scikit-learn", _package_file("sklearn", "datasets", "images", f"{n}.jpg"), "test") for n in ("china", "flower")),
+    *(
+        SampleImage(n, "scikit-learn", _package_file("sklearn", "datasets", "images", f"{n}.jpg"), "test")
+        for n in ("china", "flower")
+    ),
     # train: the other real photographs (grayscale ones are repeated to RGB like any gray image)
     *(
         SampleImage(n, "scikit-image", _skimage(n), "train")
-        for n in ("rocket", "camera", "clock", "coins", "moon", "hubble_deep_field", "retina",
-                  "immunohistochemistry", "brick", "grass", "gravel", "text", "page")
+        for n in (
+            "rocket",
+            "camera",
+            "clock",
+            "coins",
+            "moon",
+            "hubble_deep_field",
+            "retina",
+            "immunohistochemistry",
+            "brick",
+            "grass",
+            "gravel",
+            "text",
+            "page",
+        )
     ),
-    SampleImage("grace_hopper", "matplotlib", _package_file("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"), "train"),
+    SampleImage(
+        "grace_hopper",
+        "matplotlib",
+        _package_file("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"),
+        "train",
+    ),
     *(SampleImage(n, "PyWavelets", _pywt(n), "train") for n in ("ascent", "aero")),
 )
 
@@ -84,7 +108,11 @@ def load_samples(split: str, channels: int | None = 3) -> list[tuple[str, torch.
             continue
         try:
             source = sample.load()
-            image = read_image(source, channels) if isinstance(source, Path) else array_to_tensor(source, channels)
+            image = (
+                read_image(source, channels)
+                if isinstance(source, Path)
+                else array_to_tensor(source, channels)
+            )
         except Exception as error:  # noqa: BLE001 - any failure (missing package, needs network) means skip
             warnings.warn(f"samples: skipping {sample.name} ({sample.package}): {error}", stacklevel=2)
             continue

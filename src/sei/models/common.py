@@ -27,12 +27,16 @@ def output_scale(task: str, sr_factor: int | None) -> int:
     """
     if task == "deblurring":
         if sr_factor not in (None, 1):
-            raise SeiUserError(f"sr_factor={sr_factor} applies to the sr task only; deblurring networks keep the size")
+            raise SeiUserError(
+                f"sr_factor={sr_factor} applies to the sr task only; deblurring networks keep the size"
+            )
         return 1
     if task == "sr":
         factor = DEFAULT_SR_FACTOR if sr_factor is None else sr_factor
         if factor not in SR_FACTORS:
-            raise SeiUserError(f"unsupported sr factor {sr_factor}: choose one of {', '.join(map(str, SR_FACTORS))}")
+            raise SeiUserError(
+                f"unsupported sr factor {sr_factor}: choose one of {', '.join(map(str, SR_FACTORS))}"
+            )
         return int(factor)
     raise SeiUserError(f"unknown task {task!r}: choose 'deblurring' or 'sr'")
 
@@ -77,7 +81,9 @@ def load_state_dict_checked(model: nn.Module, state: Mapping[str, torch.Tensor],
     expected = learned_state_dict(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    wrong_shape = sorted(
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
+    )
     if missing or unexpected or wrong_shape:
         details = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):

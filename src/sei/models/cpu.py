@@ -55,17 +55,28 @@ class ResUNet(nn.Module):
     """
 
     def __init__(
-        self, task: str = "deblurring", sr_factor: int | None = None, channels: int = 32, levels: int = 3, blocks: int = 1
+        self,
+        task: str = "deblurring",
+        sr_factor: int | None = None,
+        channels: int = 32,
+        levels: int = 3,
+        blocks: int = 1,
     ) -> None:
         super().__init__()
         self.scale = output_scale(task, sr_factor)
         self.multiple = 2 ** (levels - 1)
         widths = [channels * 2**level for level in range(levels)]
         self.conv_in = nn.Conv2d(3, channels, 3, padding=1)
-        self.encoders = nn.ModuleList(nn.Sequential(*[ResidualBlock(w) for _ in range(blocks)]) for w in widths)
+        self.encoders = nn.ModuleList(
+            nn.Sequential(*[ResidualBlock(w) for _ in range(blocks)]) for w in widths
+        )
         self.downs = nn.ModuleList(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1) for w in widths[:-1])
-        self.ups = nn.ModuleList(nn.Sequential(nn.Conv2d(2 * w, 4 * w, 1), nn.PixelShuffle(2)) for w in widths[:-1])
-        self.decoders = nn.ModuleList(nn.Sequential(*[ResidualBlock(w) for _ in range(blocks)]) for w in widths[:-1])
+        self.ups = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(2 * w, 4 * w, 1), nn.PixelShuffle(2)) for w in widths[:-1]
+        )
+        self.decoders = nn.ModuleList(
+            nn.Sequential(*[ResidualBlock(w) for _ in range(blocks)]) for w in widths[:-1]
+        )
         self.head = _head(channels, self.scale)
 
     def forward(self, y: torch.Tensor, physics: Any = None, **kwargs: Any) -> torch.Tensor:
@@ -91,7 +102,9 @@ class DnCNN(nn.Module):
     :param int depth: number of convolutions.
     """
 
-    def __init__(self, task: str = "deblurring", sr_factor: int | None = None, channels: int = 48, depth: int = 10) -> None:
+    def __init__(
+        self, task: str = "deblurring", sr_factor: int | None = None, channels: int = 48, depth: int = 10
+    ) -> None:
         super().__init__()
         self.scale = output_scale(task, sr_factor)
         layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True)]

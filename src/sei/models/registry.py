@@ -59,7 +59,9 @@ def _lookup(name: str) -> tuple[Builder, dict[str, Any], str]:
     return _ENTRYPOINTS[key]
 
 
-def create_model(name: str, task: str = "deblurring", sr_factor: int | None = None, **overrides: Any) -> nn.Module:
+def create_model(
+    name: str, task: str = "deblurring", sr_factor: int | None = None, **overrides: Any
+) -> nn.Module:
     """Build a registered network for a task; ``None`` overrides mean "use the default".
 
     :param str name: a name from :func:`list_models`.

@@ -44,7 +44,9 @@ class SwinIR(_DeepinvSwinIR):
     ) -> None:
         scale = output_scale(task, sr_factor)
         if upsampler not in ("pixelshuffle", "pixelshuffledirect"):
-            raise SeiUserError(f"unknown SwinIR upsampler {upsampler!r}: choose 'pixelshuffle' or 'pixelshuffledirect'")
+            raise SeiUserError(
+                f"unknown SwinIR upsampler {upsampler!r}: choose 'pixelshuffle' or 'pixelshuffledirect'"
+            )
         super().__init__(
             img_size=img_size,
             in_chans=3,
@@ -60,7 +62,9 @@ class SwinIR(_DeepinvSwinIR):
             resi_connection=resi_connection,
             pretrained=None,
         )
-        self.register_buffer("rgb_mean", torch.tensor((0.4488, 0.4371, 0.4040)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "rgb_mean", torch.tensor((0.4488, 0.4371, 0.4040)).view(1, 3, 1, 1), persistent=False
+        )
 
     def forward(self, y: torch.Tensor, physics: Any = None, **kwargs: Any) -> torch.Tensor:
         height, width = y.shape[-2:]

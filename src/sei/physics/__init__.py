@@ -69,13 +69,23 @@ def make_physics(
         if sr_factor not in (None, 1):
             raise SeiUserError("--sr_factor applies to the sr task only; use --kernel for deblurring")
         spec = DEFAULT_KERNEL if kernel is None else kernel
-        return Blur(get_kernel(spec), noise_level=noise_level, kernel_label=kernel_name(spec), noise_kind=noise_model, gain=gain)
+        return Blur(
+            get_kernel(spec),
+            noise_level=noise_level,
+            kernel_label=kernel_name(spec),
+            noise_kind=noise_model,
+            gain=gain,
+        )
     if task == "sr":
         if kernel is not None:
-            raise SeiUserError("--kernel applies to the deblurring task only; super-resolution uses bicubic downsampling")
+            raise SeiUserError(
+                "--kernel applies to the deblurring task only; super-resolution uses bicubic downsampling"
+            )
         factor = DEFAULT_SR_FACTOR if sr_factor is None else sr_factor
         if factor != int(factor) or int(factor) not in SR_FACTORS:
-            raise SeiUserError(f"unsupported sr factor {sr_factor}: choose one of {', '.join(map(str, SR_FACTORS))}")
+            raise SeiUserError(
+                f"unsupported sr factor {sr_factor}: choose one of {', '.join(map(str, SR_FACTORS))}"
+            )
         return BicubicSR(int(factor), noise_level=noise_level, noise_kind=noise_model, gain=gain)
     raise SeiUserError(f"unknown task {task!r}: choose 'deblurring' or 'sr'")
 

@@ -50,7 +50,9 @@ def bicubic_upsample(y: torch.Tensor, factor: int, size: tuple[int, int] | None 
     return F.interpolate(y, size=size, mode="bicubic", align_corners=False)
 
 
-def downsampling_matrix(length: int, factor: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+def downsampling_matrix(
+    length: int, factor: int, dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
     """The 1-D matrix ``R`` (``floor(length / factor) x length``) of antialiased bicubic downsampling.
 
     torch's antialiased bicubic resampling is separable, so ``bicubic_downsample(x) = R_h x R_w^T``
@@ -127,6 +129,10 @@ def wrap_jump_ratio(y: torch.Tensor) -> float:
     """
     y = y.double()
     wrap = ((y[..., 0, :] - y[..., -1, :]) ** 2).mean() + ((y[..., :, 0] - y[..., :, -1]) ** 2).mean()
-    near = (((y[..., 0, :] - y[..., 1, :]) ** 2).mean() + ((y[..., -1, :] - y[..., -2, :]) ** 2).mean()
-            + ((y[..., :, 0] - y[..., :, 1]) ** 2).mean() + ((y[..., :, -1] - y[..., :, -2]) ** 2).mean()) / 2
+    near = (
+        ((y[..., 0, :] - y[..., 1, :]) ** 2).mean()
+        + ((y[..., -1, :] - y[..., -2, :]) ** 2).mean()
+        + ((y[..., :, 0] - y[..., :, 1]) ** 2).mean()
+        + ((y[..., :, -1] - y[..., :, -2]) ** 2).mean()
+    ) / 2
     return float(wrap / near.clamp_min(1e-20))

@@ -16,7 +16,9 @@ import torch
 from sei.errors import SeiUserError
 
 _NAME = re.compile(r"^(gaussian|box)_r(\d+(?:\.\d+)?)$", re.IGNORECASE)
-KERNEL_FORMS = "Gaussian_R<std> (e.g. Gaussian_R2, Gaussian_R1.5), Box_R<radius> (e.g. Box_R3), or a .npy/.pt/.png file"
+KERNEL_FORMS = (
+    "Gaussian_R<std> (e.g. Gaussian_R2, Gaussian_R1.5), Box_R<radius> (e.g. Box_R3), or a .npy/.pt/.png file"
+)
 
 
 def gaussian_kernel(std: float) -> torch.Tensor:
@@ -106,7 +108,9 @@ def get_kernel(spec: str | Path | torch.Tensor) -> torch.Tensor:
         if family == "gaussian":
             return gaussian_kernel(value)
         if value != int(value):
-            raise SeiUserError(f"unknown kernel {text!r}: Box_R needs an integer radius. Valid forms: {KERNEL_FORMS}")
+            raise SeiUserError(
+                f"unknown kernel {text!r}: Box_R needs an integer radius. Valid forms: {KERNEL_FORMS}"
+            )
         return box_kernel(int(value))
     path = Path(text).expanduser()
     if path.is_file():

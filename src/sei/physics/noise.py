@@ -89,8 +89,10 @@ def check_noise_model(name: str, gain: float | None) -> tuple[str, float]:
             raise SeiUserError("--gain applies to --noise poisson-gaussian only (Gaussian noise has no gain)")
         return canonical, 0.0
     if gain is None:
-        raise SeiUserError("--noise poisson-gaussian needs --gain (one photon's intensity in 8-bit units, e.g. 2.55 "
-                           "for a peak of 100 photons)")
+        raise SeiUserError(
+            "--noise poisson-gaussian needs --gain (one photon's intensity in 8-bit units, e.g. 2.55 "
+            "for a peak of 100 photons)"
+        )
     return canonical, check_gain(gain)
 
 
@@ -107,12 +109,18 @@ def check_nonnegative(x: torch.Tensor, what: str = "the image") -> None:
     """Poisson noise counts photons: a clearly negative intensity is a user error (one line)."""
     low = float(x.min()) if x.numel() else 0.0
     if low < -NEGATIVE_TOLERANCE:
-        raise SeiUserError(f"Poisson noise needs intensities >= 0, but {what} has values down to {low:.4g}; "
-                           "use Gaussian noise or offset the data")
+        raise SeiUserError(
+            f"Poisson noise needs intensities >= 0, but {what} has values down to {low:.4g}; "
+            "use Gaussian noise or offset the data"
+        )
 
 
 def poisson_gaussian_sample(
-    clean: torch.Tensor, sigma: float, gain: float, rng: torch.Generator | None = None, gaussian: torch.Tensor | None = None
+    clean: torch.Tensor,
+    sigma: float,
+    gain: float,
+    rng: torch.Generator | None = None,
+    gaussian: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r""":math:`\gamma\,\mathcal{P}(\max(u, 0)/\gamma) + \sigma n` for the noiseless measurement :math:`u`
     (``gain`` :math:`\gamma` and ``sigma`` in [0, 1] units). Negative rates (the small undershoot of bicubic
@@ -133,7 +141,9 @@ def poisson_gaussian_sample(
         if rng is None:
             gaussian = torch.randn_like(clean)
         else:
-            gaussian = torch.randn(clean.shape, generator=rng, device=rng.device, dtype=clean.dtype).to(clean.device)
+            gaussian = torch.randn(clean.shape, generator=rng, device=rng.device, dtype=clean.dtype).to(
+                clean.device
+            )
     return noisy + sigma * gaussian
 
 

@@ -70,7 +70,9 @@ class _NoisyMeasurement(LinearPhysics):
 
     task: str = ""
 
-    def __init__(self, noise_level: float, noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL, gain: float | None = None) -> None:
+    def __init__(
+        self, noise_level: float, noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL, gain: float | None = None
+    ) -> None:
         kind, gain_level = noise_facts.check_noise_model(noise_kind, gain)
         sigma = float(noise_level) / noise_facts.INTENSITY_SCALE
         gamma = gain_level / noise_facts.INTENSITY_SCALE
@@ -113,7 +115,9 @@ class _NoisyMeasurement(LinearPhysics):
         """``clean`` (a noiseless measurement) plus this model's noise, drawn on the CPU from ``seed``."""
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         if self.poisson:
-            noisy = noise_facts.poisson_gaussian_sample(clean.detach().cpu().float(), self.sigma, self.gain, generator)
+            noisy = noise_facts.poisson_gaussian_sample(
+                clean.detach().cpu().float(), self.sigma, self.gain, generator
+            )
             return noisy.to(device=clean.device, dtype=clean.dtype)
         noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
         return clean + self.sigma * noise.to(device=clean.device, dtype=clean.dtype)
@@ -163,8 +167,12 @@ class Blur(_NoisyMeasurement):
     task = "deblurring"
 
     def __init__(
-        self, kernel: torch.Tensor, noise_level: float = 5.0, kernel_label: str = "custom",
-        noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL, gain: float | None = None,
+        self,
+        kernel: torch.Tensor,
+        noise_level: float = 5.0,
+        kernel_label: str = "custom",
+        noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL,
+        gain: float | None = None,
     ) -> None:
         super().__init__(noise_level, noise_kind, gain)
         self.register_buffer("kernel", kernel.to(torch.float64))
@@ -177,7 +185,9 @@ class Blur(_NoisyMeasurement):
         complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
 
         def build() -> torch.Tensor:
-            return Fn.psf_to_otf(self.kernel.to(device=device, dtype=torch.float64), height, width).to(complex_dtype)
+            return Fn.psf_to_otf(self.kernel.to(device=device, dtype=torch.float64), height, width).to(
+                complex_dtype
+            )
 
         return self._otfs.get(key, build)
 
@@ -251,7 +261,11 @@ class BicubicSR(_NoisyMeasurement):
     task = "sr"
 
     def __init__(
-        self, factor: int = 2, noise_level: float = 5.0, noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL, gain: float | None = None,
+        self,
+        factor: int = 2,
+        noise_level: float = 5.0,
+        noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL,
+        gain: float | None = None,
     ) -> None:
         super().__init__(noise_level, noise_kind, gain)
         self.factor = int(factor)
@@ -268,7 +282,9 @@ class BicubicSR(_NoisyMeasurement):
 
         return self._matrices.get(("pinv", length, dtype, str(device)), build)
 
-    def _eig(self, length: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _eig(
+        self, length: int, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         def build() -> tuple[torch.Tensor, torch.Tensor]:
             exact = self._matrix(length, torch.float64, device)
             values, vectors = torch.linalg.eigh(exact.T @ exact)
@@ -284,20 +300,28 @@ class BicubicSR(_NoisyMeasurement):
     def A(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return Fn.bicubic_downsample(_working(x), self.factor)
 
-    def A_adjoint(self, y: torch.Tensor, img_size: tuple[int, ...] | None = None, **kwargs: Any) -> torch.Tensor:
+    def A_adjoint(
+        self, y: torch.Tensor, img_size: tuple[int, ...] | None = None, **kwargs: Any
+    ) -> torch.Tensor:
         y = _working(y)
         height, width = self.hr_size(y, img_size)
         rows = self._matrix(height, y.dtype, y.device)
         cols = self._matrix(width, y.dtype, y.device)
         return Fn.separable_apply(y, rows.T, cols.T)
 
-    def A_dagger(self, y: torch.Tensor, img_size: tuple[int, ...] | None = None, **kwargs: Any) -> torch.Tensor:
+    def A_dagger(
+        self, y: torch.Tensor, img_size: tuple[int, ...] | None = None, **kwargs: Any
+    ) -> torch.Tensor:
         """Exact minimum-norm least-squares solution, through the 1-D pseudo-inverses."""
         y = _working(y)
         height, width = self.hr_size(y, img_size)
-        return Fn.separable_apply(y, self._pinv(height, y.dtype, y.device), self._pinv(width, y.dtype, y.device))
+        return Fn.separable_apply(
+            y, self._pinv(height, y.dtype, y.device), self._pinv(width, y.dtype, y.device)
+        )
 
-    def prox_l2(self, z: Any, y: torch.Tensor, gamma: float, img_size: tuple[int, ...] | None = None, **kwargs: Any) -> torch.Tensor:
+    def prox_l2(
+        self, z: Any, y: torch.Tensor, gamma: float, img_size: tuple[int, ...] | None = None, **kwargs: Any
+    ) -> torch.Tensor:
         r"""Closed form of :math:`(\gamma A^\top A + I)^{-1}(\gamma A^\top y + z)`: ``A^T A`` is the Kronecker
         product of two 1-D Gram matrices, diagonalised by their eigenvectors."""
         y = _working(y)

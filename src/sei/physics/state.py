@@ -38,7 +38,10 @@ def physics_state(physics: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]
 
 
 def physics_from_state(
-    metadata: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], noise_level: float | None = None, gain: float | None = None,
+    metadata: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+    noise_level: float | None = None,
+    gain: float | None = None,
 ) -> Any:
     """The operator described by :func:`physics_state`'s output (``noise_level`` and, for Poisson-Gaussian
     noise, ``gain`` override the stored ones)."""
@@ -48,16 +51,25 @@ def physics_from_state(
     noise = float(metadata.get("noise_level", 5.0) if noise_level is None else noise_level)
     model = metadata.get("noise_model", GAUSSIAN)
     if model not in NOISE_MODELS:
-        raise SeiUserError(f"unknown noise model {model!r} in the stored physics; this sei knows {', '.join(NOISE_MODELS)}")
+        raise SeiUserError(
+            f"unknown noise model {model!r} in the stored physics; this sei knows {', '.join(NOISE_MODELS)}"
+        )
     stored_gain = metadata.get("gain") if model != GAUSSIAN else None
     noise_facts = {"noise_model": model, "gain": stored_gain if gain is None or model == GAUSSIAN else gain}
     if metadata.get("task") == "deblurring":
         if "kernel" not in tensors:
             return make_physics("deblurring", kernel=metadata.get("kernel"), noise_level=noise, **noise_facts)
         kernel = normalise_kernel(tensors["kernel"], source="stored kernel")
-        return Blur(kernel, noise_level=noise, kernel_label=str(metadata.get("kernel") or "custom"),
-                    noise_kind=noise_facts["noise_model"], gain=noise_facts["gain"])
-    return make_physics(str(metadata.get("task")), sr_factor=metadata.get("sr_factor"), noise_level=noise, **noise_facts)
+        return Blur(
+            kernel,
+            noise_level=noise,
+            kernel_label=str(metadata.get("kernel") or "custom"),
+            noise_kind=noise_facts["noise_model"],
+            gain=noise_facts["gain"],
+        )
+    return make_physics(
+        str(metadata.get("task")), sr_factor=metadata.get("sr_factor"), noise_level=noise, **noise_facts
+    )
 
 
 def _centred(kernel: torch.Tensor, height: int, width: int) -> torch.Tensor | None:
@@ -100,7 +112,11 @@ def check_kernel(stored: torch.Tensor, requested: Any, source: str) -> None:
     wanted = get_kernel(requested)
     difference = kernel_difference(stored, wanted)
     if difference > KERNEL_TOLERANCE:
-        how = "a different support" if difference == float("inf") else f"values differ by up to {difference:.1%} of the peak"
+        how = (
+            "a different support"
+            if difference == float("inf")
+            else f"values differ by up to {difference:.1%} of the peak"
+        )
         raise SeiUserError(
             f"{source} was trained for another kernel than --kernel {requested} ({tuple(stored.shape)} vs "
             f"{tuple(wanted.shape)}, {how}); drop --kernel to use the stored one, or train for this kernel"

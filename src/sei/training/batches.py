@@ -15,9 +15,20 @@ class StepBatches(torch.utils.data.Sampler):
     """Yields, for each step from ``start_step``, this rank's share of the global batch as
     ``(epoch, index)`` keys. Position ``p`` of the stream is image ``perm_{p // n}[p % n]``."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, total_steps: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        start_step: int,
+        total_steps: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if batch_size % world_size:
-            raise SeiUserError(f"batch size {batch_size} must be divisible by the number of processes {world_size}")
+            raise SeiUserError(
+                f"batch size {batch_size} must be divisible by the number of processes {world_size}"
+            )
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.start_step, self.total_steps = start_step, total_steps
         self.rank, self.world_size = rank, world_size
@@ -32,7 +43,10 @@ class StepBatches(torch.utils.data.Sampler):
     def keys(self, step: int) -> list[tuple[int, int]]:
         share = self.batch_size // self.world_size
         first = step * self.batch_size + self.rank * share
-        return [(p // self.n, int(self._permutation(p // self.n)[p % self.n])) for p in range(first, first + share)]
+        return [
+            (p // self.n, int(self._permutation(p // self.n)[p % self.n]))
+            for p in range(first, first + share)
+        ]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         step = self.start_step

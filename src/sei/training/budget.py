@@ -43,7 +43,9 @@ class TimeBudget:
         self.last_validation_seconds = 0.0
 
     def initial_total(self) -> int:
-        return self.cap if self.cap is not None else 1 << 40  # unknown until timed: the schedule is flat until then
+        return (
+            self.cap if self.cap is not None else 1 << 40
+        )  # unknown until timed: the schedule is flat until then
 
     def validated(self, seconds: float) -> None:
         self.validation_seconds += seconds
@@ -62,7 +64,9 @@ class TimeBudget:
         per_step = max(now - self.timed_from[1] - self.validation_seconds, 1e-9) / done
         remaining = self.deadline - now - self.reserve_fraction * self.seconds - self.last_validation_seconds
         validations_per_step = 1.0 / val_interval if val_interval else 0.0
-        affordable = step + max(0, int(remaining / (per_step + validations_per_step * self.last_validation_seconds)))
+        affordable = step + max(
+            0, int(remaining / (per_step + validations_per_step * self.last_validation_seconds))
+        )
         planned = max(step + 1, affordable)
         return min(planned, self.cap) if self.cap is not None else planned
 
@@ -82,14 +86,24 @@ class TrainingClock:
         return now - self.started - self.excluded
 
 
-def plan_steps(config: TrainConfig, checkpoint: dict[str, Any] | None, step: int, started: float,
-               steps_per_epoch: float) -> tuple[TimeBudget | None, int]:
+def plan_steps(
+    config: TrainConfig, checkpoint: dict[str, Any] | None, step: int, started: float, steps_per_epoch: float
+) -> tuple[TimeBudget | None, int]:
     """The time budget (``--time_limit``; ``None`` without one) and the total step count planned now."""
     budget = TimeBudget(config.time_limit, step, config.max_steps, started) if config.time_limit else None
     if budget is not None and config.max_steps is None and config.epochs is not None:
         budget.cap = max(1, math.ceil(config.epochs * steps_per_epoch))
     if budget is not None:
         return budget, budget.initial_total()
-    if checkpoint is not None and checkpoint["config"].get("time_limit") and config.max_steps is None and "total_steps" in checkpoint:
-        return None, int(checkpoint["total_steps"])  # a budget run resumed without a new budget: finish its plan
-    return None, config.max_steps if config.max_steps is not None else max(1, math.ceil(config.epochs * steps_per_epoch))
+    if (
+        checkpoint is not None
+        and checkpoint["config"].get("time_limit")
+        and config.max_steps is None
+        and "total_steps" in checkpoint
+    ):
+        return None, int(
+            checkpoint["total_steps"]
+        )  # a budget run resumed without a new budget: finish its plan
+    return None, config.max_steps if config.max_steps is not None else max(
+        1, math.ceil(config.epochs * steps_per_epoch)
+    )

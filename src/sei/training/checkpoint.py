@@ -47,7 +47,9 @@ def prepare_out_dir(out_dir: Path, resume: str | None, overwrite: bool) -> dict[
             raise SeiUserError(f"nothing to resume in {location}: no checkpoint found")
         return load_checkpoint(path)
     if existing.exists() and not overwrite:
-        raise SeiUserError(f"{out_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+        raise SeiUserError(
+            f"{out_dir} already holds a run; pass --resume to continue it or --overwrite to replace it"
+        )
     if overwrite and (out_dir / "checkpoints").is_dir():
         for old in (out_dir / "checkpoints").glob("step_*.pt"):
             old.unlink()
@@ -55,8 +57,16 @@ def prepare_out_dir(out_dir: Path, resume: str | None, overwrite: bool) -> dict[
 
 
 def write_checkpoint(
-    out_dir: Path, step: int, total_steps: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
-    objective: torch.nn.Module, physics: Any, config: TrainConfig, seconds: float,
+    out_dir: Path,
+    step: int,
+    total_steps: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    objective: torch.nn.Module,
+    physics: Any,
+    config: TrainConfig,
+    seconds: float,
 ) -> None:
     """Everything a resumed run needs, including the forward model itself (the kernel tensor, so the
     run resumes from any folder) and the objective's state (e.g. a learned noise level)."""

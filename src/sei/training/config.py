@@ -22,8 +22,12 @@ class TrainConfig:
     task: str = "deblurring"  # "deblurring" or "sr"
     kernel: str | None = None  # deblurring kernel name or file (None: Gaussian_R2)
     sr_factor: int | None = None  # SR factor (None: 2)
-    noise_level: float | str = 5.0  # Gaussian noise std in 8-bit units, or "auto": estimated from --measurements
-    noise_estimate: float | None = None  # with "auto": the estimate, filled in by the run (a resumed run keeps it)
+    noise_level: float | str = (
+        5.0  # Gaussian noise std in 8-bit units, or "auto": estimated from --measurements
+    )
+    noise_estimate: float | None = (
+        None  # with "auto": the estimate, filled in by the run (a resumed run keeps it)
+    )
     noise: str = "gaussian"  # noise model: gaussian | poisson-gaussian (sei.physics.noise)
     gain: float | str | None = None  # Poisson gain in 8-bit units, or "auto" (poisson-gaussian only)
     gain_estimate: float | None = None  # with gain "auto": the estimate, filled in by the run
@@ -48,8 +52,12 @@ class TrainConfig:
     unsure: bool = False  # learn the noise level (UNSURE): noise_level is only the initial guess
     # model
     model: str | None = None  # registry name (None: the preset's)
-    model_options: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. {"channels": 16}
-    init: str | None = None  # start from these weights (a file or a shipped / paper name); architecture from its metadata
+    model_options: dict[str, Any] = field(
+        default_factory=dict
+    )  # constructor overrides, e.g. {"channels": 16}
+    init: str | None = (
+        None  # start from these weights (a file or a shipped / paper name); architecture from its metadata
+    )
     # optimisation
     lr: float | None = None  # Adam learning rate (None: the preset's, per task)
     epochs: float | None = None  # passes over the training images (used when max_steps is None)
@@ -63,7 +71,9 @@ class TrainConfig:
     log_interval: int = 10  # steps between rows of metrics.csv
     # hardware
     device: str = "cpu"
-    amp: str = "auto"  # auto | none | bf16 | fp16: autocast of the network passes (auto: bf16 where measured to pay)
+    amp: str = (
+        "auto"  # auto | none | bf16 | fp16: autocast of the network passes (auto: bf16 where measured to pay)
+    )
     compile: bool = False  # torch.compile the network
     preset: str = "cpu"  # which defaults filled the None fields
 
@@ -77,7 +87,9 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise SeiUserError(f"unknown configuration key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+            raise SeiUserError(
+                f"unknown configuration key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+            )
         data = dict(data)
         if isinstance(data.get("time_limit"), str):
             data["time_limit"] = parse_duration(data["time_limit"])
@@ -93,7 +105,11 @@ class TrainConfig:
 # Defaults that differ between the paper's GPU recipe and the CPU recipe. The paper's epochs are
 # per dataset: DIV2K 500, Urban100 4000, CT 100 (about 50-60k steps each).
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"model": "swinir", "lr": {"deblurring": 1e-4, "sr": 2e-4}, "epochs": {"div2k": 500, "urban100": 4000, "ct": 100}},
+    "paper": {
+        "model": "swinir",
+        "lr": {"deblurring": 1e-4, "sr": 2e-4},
+        "epochs": {"div2k": 500, "urban100": 4000, "ct": 100},
+    },
     "cpu": {"model": None, "lr": {"deblurring": 5e-4, "sr": 5e-4}, "max_steps": 2000},
 }
 
@@ -110,7 +126,9 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         updates["model"] = preset["model"] or DEFAULT_CPU_MODEL
     if config.lr is None:
         updates["lr"] = preset["lr"][config.task]
-    if config.max_steps is None and config.epochs is None and config.time_limit is None:  # a budget plans its own steps
+    if (
+        config.max_steps is None and config.epochs is None and config.time_limit is None
+    ):  # a budget plans its own steps
         if "max_steps" in preset:
             updates["max_steps"] = preset["max_steps"]
         else:
@@ -125,17 +143,27 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     from sei.losses import METHODS, SURE_DIVERGENCES
 
     if resolved.sure_divergence not in SURE_DIVERGENCES:
-        raise SeiUserError(f"--sure_divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {resolved.sure_divergence!r}")
+        raise SeiUserError(
+            f"--sure_divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {resolved.sure_divergence!r}"
+        )
     if resolved.amp not in AMP_DTYPES:
         raise SeiUserError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {resolved.amp!r}")
     if resolved.unsure and METHODS.get(resolved.method) in ("sup", "css"):
-        raise SeiUserError(f"--unsure learns the noise level of SURE, and method {resolved.method!r} has no SURE term")
+        raise SeiUserError(
+            f"--unsure learns the noise level of SURE, and method {resolved.method!r} has no SURE term"
+        )
     if resolved.measurements and resolved.method in ("sup", "supervised"):
         raise SeiUserError("the supervised method needs ground truth; --measurements gives measurements only")
     return resolved
 
 
-RESUME_OVERRIDES = ("device", "num_workers", "max_steps", "epochs", "time_limit")  # what a resumed run may change
+RESUME_OVERRIDES = (
+    "device",
+    "num_workers",
+    "max_steps",
+    "epochs",
+    "time_limit",
+)  # what a resumed run may change
 
 
 def resumed_config(stored: dict[str, Any], given: TrainConfig) -> TrainConfig:
@@ -160,10 +188,14 @@ def init_model_config(config: TrainConfig) -> TrainConfig:
     for key in ("task", "sr_factor"):
         stored.pop(key, None)
     if config.model is not None and config.model != name:
-        raise SeiUserError(f"--init {config.init} holds a {name} network, but --model {config.model} was asked; drop --model")
+        raise SeiUserError(
+            f"--init {config.init} holds a {name} network, but --model {config.model} was asked; drop --model"
+        )
     unknown = {k: v for k, v in config.model_options.items() if stored.get(k) != v}
     if unknown:
-        raise SeiUserError(f"--init {config.init} fixes the network's options; drop model_options {sorted(unknown)}")
+        raise SeiUserError(
+            f"--init {config.init} fixes the network's options; drop model_options {sorted(unknown)}"
+        )
     return dataclasses.replace(config, model=name, model_options=stored)
 
 
@@ -171,8 +203,12 @@ def load_init(config: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any], Any
     from sei.weights import load_weights_with_physics
 
     try:
-        return load_weights_with_physics(config.init, task=config.task, sr_factor=config.sr_factor if config.task == "sr" else None,
-                                         kernel=None)
+        return load_weights_with_physics(
+            config.init,
+            task=config.task,
+            sr_factor=config.sr_factor if config.task == "sr" else None,
+            kernel=None,
+        )
     except SeiUserError as error:
         raise SeiUserError(f"--init {config.init}: {error}") from error
 
@@ -183,16 +219,22 @@ def run_config(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainC
     if checkpoint is not None:
         config = resumed_config(checkpoint["config"], config)
         if config.max_steps is not None and config.max_steps < int(checkpoint["step"]):
-            raise SeiUserError(f"the run is already at step {checkpoint['step']}; --max_steps {config.max_steps} cannot shorten it")
+            raise SeiUserError(
+                f"the run is already at step {checkpoint['step']}; --max_steps {config.max_steps} cannot shorten it"
+            )
     elif config.init:
         config = init_model_config(config)
     if config.time_limit is not None and not config.time_limit > 0:
         raise SeiUserError(f"the time limit must be positive, got {config.time_limit} s")
     if config.noise_level == "auto" and not config.measurements:
-        raise SeiUserError("--noise_level auto estimates the level of given --measurements; with --dataset the measurements "
-                           "are simulated, at a --noise_level you choose")
+        raise SeiUserError(
+            "--noise_level auto estimates the level of given --measurements; with --dataset the measurements "
+            "are simulated, at a --noise_level you choose"
+        )
     if config.gain == "auto" and not config.measurements:
-        raise SeiUserError("--gain auto estimates the gain of given --measurements; with --dataset give a number")
+        raise SeiUserError(
+            "--gain auto estimates the gain of given --measurements; with --dataset give a number"
+        )
     if config.gain is not None and config.noise != "poisson-gaussian":
         raise SeiUserError("--gain applies to --noise poisson-gaussian only")
     return resolve_config(config)

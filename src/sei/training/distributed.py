@@ -41,7 +41,12 @@ class Distributed:
         owns_group = not dist.is_initialized()
         if owns_group:
             dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, owns_group=owns_group)
+        return cls(
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            local_rank=local_rank,
+            owns_group=owns_group,
+        )
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (the value itself with one process)."""
@@ -67,7 +72,9 @@ def training_device(config: TrainConfig, distributed: Distributed) -> torch.devi
     if device.type == "cuda":
         if distributed.world_size > 1:
             if config.device != "cuda":
-                raise SeiUserError(f"under torchrun pass --device cuda (each process takes cuda:LOCAL_RANK), not {config.device!r}")
+                raise SeiUserError(
+                    f"under torchrun pass --device cuda (each process takes cuda:LOCAL_RANK), not {config.device!r}"
+                )
             return torch.device("cuda", distributed.local_rank)
     elif device.type not in ("cpu", "mps"):
         raise SeiUserError(f"unknown device {config.device!r}; use cpu, cuda or cuda:N")

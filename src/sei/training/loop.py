@@ -49,8 +49,13 @@ class RunState:
     out_of_time: bool = False  # --time_limit ended the run before its planned steps
 
 
-def _learner(config: TrainConfig, checkpoint: dict[str, Any] | None, physics: Any, device: torch.device,
-             distributed: Distributed) -> tuple[torch.nn.Module, torch.nn.Module, Any, torch.optim.Optimizer, Any, int]:
+def _learner(
+    config: TrainConfig,
+    checkpoint: dict[str, Any] | None,
+    physics: Any,
+    device: torch.device,
+    distributed: Distributed,
+) -> tuple[torch.nn.Module, torch.nn.Module, Any, torch.optim.Optimizer, Any, int]:
     """``(model, network, objective, optimizer, scaler, step)``: the network (``network`` is what the
     objective calls: compiled and/or DDP-wrapped), the method's objective, and their state restored
     from the checkpoint (or the weights of ``--init``)."""
@@ -58,11 +63,19 @@ def _learner(config: TrainConfig, checkpoint: dict[str, Any] | None, physics: An
     from sei.models import create_model
 
     torch.manual_seed(derive_seed(config.seed, "init"))
-    model = create_model(config.model, task=config.task, sr_factor=config.sr_factor, **config.model_options).to(device)
+    model = create_model(
+        config.model, task=config.task, sr_factor=config.sr_factor, **config.model_options
+    ).to(device)
     # autocast covers the network passes only: physics and loss arithmetic stay in float32
     objective = build_method(
-        config.method, physics, alpha=config.alpha, stop_gradient=config.stop_gradient, scale_factors=config.scale_factors,
-        autocast_dtype=AMP_DTYPES[config.amp], sure_divergence=config.sure_divergence, unsure=config.unsure,
+        config.method,
+        physics,
+        alpha=config.alpha,
+        stop_gradient=config.stop_gradient,
+        scale_factors=config.scale_factors,
+        autocast_dtype=AMP_DTYPES[config.amp],
+        sure_divergence=config.sure_divergence,
+        unsure=config.unsure,
     )
     if isinstance(objective, torch.nn.Module):
         objective.to(device)
@@ -87,19 +100,39 @@ def _learner(config: TrainConfig, checkpoint: dict[str, Any] | None, physics: An
         # three contributions into each parameter's single AccumulateGrad, so DDP's hook fires once
         # per parameter and the defaults (no find_unused_parameters, no static_graph) are right;
         # tests/test_distributed.py runs the three-pass methods under DDP.
-        network = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+        network = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None
+        )
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     if checkpoint is not None and "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])
     return model, network, objective, optimizer, scaler, step
 
 
-def _loader(patches: Any, config: TrainConfig, step: int, total_steps: int, distributed: Distributed,
-            device: torch.device) -> tuple[StepBatches, torch.utils.data.DataLoader]:
+def _loader(
+    patches: Any,
+    config: TrainConfig,
+    step: int,
+    total_steps: int,
+    distributed: Distributed,
+    device: torch.device,
+) -> tuple[StepBatches, torch.utils.data.DataLoader]:
     """This rank's batches of random patches (a :class:`sei.data.PatchDataset`), from ``step`` on."""
-    sampler = StepBatches(len(patches.measured), config.batch_size, config.seed, step, total_steps, distributed.rank, distributed.world_size)
+    sampler = StepBatches(
+        len(patches.measured),
+        config.batch_size,
+        config.seed,
+        step,
+        total_steps,
+        distributed.rank,
+        distributed.world_size,
+    )
     loader = torch.utils.data.DataLoader(
-        KeyedPatches(patches), batch_sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda", persistent_workers=False
+        KeyedPatches(patches),
+        batch_sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
     return sampler, loader
 
@@ -119,8 +152,15 @@ def _weights_metadata(config: TrainConfig, objective: Any, state: RunState, seco
     }
 
 
-def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, overwrite: bool = False, progress: bool = True,
-          on_step: Callable[[RunState], None] | None = None, log: str | Sequence[str] = "csv,tensorboard") -> RunState:
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_step: Callable[[RunState], None] | None = None,
+    log: str | Sequence[str] = "csv,tensorboard",
+) -> RunState:
     """Train a network as ``config`` says, writing everything under ``out_dir``.
 
     ``on_step(state)`` is called after every step (progress for a caller such as ``sei app``); an
@@ -140,35 +180,55 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
     out_dir = Path(out_dir)
     distributed = Distributed.from_environment(config.device)
     # every rank resumes from rank 0's choice
-    checkpoint = distributed.broadcast(prepare_out_dir(out_dir, resume, overwrite) if distributed.is_main else None)
+    checkpoint = distributed.broadcast(
+        prepare_out_dir(out_dir, resume, overwrite) if distributed.is_main else None
+    )
     config = run_config(config, checkpoint)
     device = training_device(config, distributed)
     if config.stop_on_gaming and (distributed.world_size > 1 or not config.val_interval):
-        raise SeiUserError("--stop_on_gaming needs one process and a --val_interval (it decides at each validation)")
+        raise SeiUserError(
+            "--stop_on_gaming needs one process and a --val_interval (it decides at each validation)"
+        )
     if config.download and distributed.world_size > 1 and not config.measurements:
         download_rank_by_rank(config, distributed)
     config, physics, source, held_out = training_problem(config, checkpoint, distributed, device)
     patches = PatchDataset(source, patch_size=config.patch_size, seed=config.seed)
     steps_per_epoch = len(source) / config.batch_size
-    model, network, objective, optimizer, scaler, step = _learner(config, checkpoint, physics, device, distributed)
+    model, network, objective, optimizer, scaler, step = _learner(
+        config, checkpoint, physics, device, distributed
+    )
     budget, total_steps = plan_steps(config, checkpoint, step, started, steps_per_epoch)
     if step >= total_steps and distributed.is_main:
-        print(f"sei: the run already reached its {step} steps; pass a larger --max_steps (or a --time_limit) to train more",
-              file=sys.stderr, flush=True)
+        print(
+            f"sei: the run already reached its {step} steps; pass a larger --max_steps (or a --time_limit) to train more",
+            file=sys.stderr,
+            flush=True,
+        )
     sampler, loader = _loader(patches, config, step, total_steps, distributed, device)
     state = RunState(step=step, total_steps=total_steps, noise_level=float(physics.noise_level))
     resumed_seconds = float(checkpoint.get("train_seconds", 0.0)) if checkpoint else 0.0
-    writer = RunWriter(out_dir, config, enabled=distributed.is_main, start_step=step, log=log, start_seconds=resumed_seconds)
-    monitor = ValidationMonitor(physics, held_out, source, objective, device, config.val_interval, config.stop_on_gaming)
+    writer = RunWriter(
+        out_dir, config, enabled=distributed.is_main, start_step=step, log=log, start_seconds=resumed_seconds
+    )
+    monitor = ValidationMonitor(
+        physics, held_out, source, objective, device, config.val_interval, config.stop_on_gaming
+    )
     rng = torch.Generator(device=device)
     bar = None
     if progress and distributed.is_main:
         from sei.runtime import progress_bar
 
-        bar = progress_bar(total=None if budget else total_steps, initial=step, unit="step", desc=f"training {config.method} {config.task}")
+        bar = progress_bar(
+            total=None if budget else total_steps,
+            initial=step,
+            unit="step",
+            desc=f"training {config.method} {config.task}",
+        )
 
     # --- the loop
-    timer = TrainingClock(clock(), resumed_seconds)  # training seconds: validations excluded, a resumed run's included
+    timer = TrainingClock(
+        clock(), resumed_seconds
+    )  # training seconds: validations excluded, a resumed run's included
     for batch in loader:
         if step >= total_steps:  # the budget shortened the plan after the loader fetched this batch
             break
@@ -218,12 +278,24 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
             record["train_seconds"] = round(timer.seconds(clock()), 3)
             state.validation.append(record)
             writer.log_validation(record, lambda: monitor.panel(model))
-            if monitor.on_validation(step, record, model):  # the weights are back at an earlier step: the run ends there
+            if monitor.on_validation(
+                step, record, model
+            ):  # the weights are back at an earlier step: the run ends there
                 step = state.step = monitor.kept_step
                 state.stopped_early = True
                 break
         if (step % config.checkpoint_interval == 0 or last) and distributed.is_main:
-            writer.checkpoint(step, total_steps, model, optimizer, scaler, objective, physics, config, timer.seconds(clock()))
+            writer.checkpoint(
+                step,
+                total_steps,
+                model,
+                optimizer,
+                scaler,
+                objective,
+                physics,
+                config,
+                timer.seconds(clock()),
+            )
         if last:
             break
     if bar is not None:
@@ -231,7 +303,12 @@ def train(config: TrainConfig, out_dir: str | Path, resume: str | None = None, o
 
     # --- the final weights
     if distributed.is_main:
-        save_weights(model, out_dir / "weights.safetensors", _weights_metadata(config, objective, state, timer.seconds(clock())), physics=physics)
+        save_weights(
+            model,
+            out_dir / "weights.safetensors",
+            _weights_metadata(config, objective, state, timer.seconds(clock())),
+            physics=physics,
+        )
         writer.figure()
     writer.close()
     if distributed.world_size > 1:

@@ -20,11 +20,19 @@ def training_data(config: TrainConfig, physics: Any) -> tuple[Any, Any]:
 
     if config.measurements:
         return MeasurementFolder(config.measurements), None
-    images = load_images(config.dataset, split="train", root=config.data_root, download=config.download, resize=config.resize)
+    images = load_images(
+        config.dataset, split="train", root=config.data_root, download=config.download, resize=config.resize
+    )
     source = MeasuredImages(images, physics, seed=config.seed)
     if not config.val_images:
         return source, None
-    held_out = load_images(config.val_dataset or config.dataset, split="test", root=config.data_root, download=config.download, resize=config.resize)
+    held_out = load_images(
+        config.val_dataset or config.dataset,
+        split="test",
+        root=config.data_root,
+        download=config.download,
+        resize=config.resize,
+    )
     return source, MeasuredImages(list(held_out)[: config.val_images], physics, seed=config.seed)
 
 
@@ -34,10 +42,16 @@ def _estimate_poisson_gaussian(config: TrainConfig, source: Any) -> tuple[float,
     from sei.noise_estimation import estimate_poisson_gaussian
 
     estimate = estimate_poisson_gaussian([y for _, _, y in source])
-    print(f"sei: estimated Poisson-Gaussian noise from {len(source)} measurement(s): gain {estimate.gain_level:.3g}, "
-          f"noise level {estimate.noise_level:.3g} (8-bit units)", file=sys.stderr, flush=True)
+    print(
+        f"sei: estimated Poisson-Gaussian noise from {len(source)} measurement(s): gain {estimate.gain_level:.3g}, "
+        f"noise level {estimate.noise_level:.3g} (8-bit units)",
+        file=sys.stderr,
+        flush=True,
+    )
     if config.gain == "auto" and not estimate.gain_level > 0:
-        raise SeiUserError("the measurements show no signal-dependent noise (estimated gain 0); use --noise gaussian")
+        raise SeiUserError(
+            "the measurements show no signal-dependent noise (estimated gain 0); use --noise gaussian"
+        )
     level = estimate.noise_level if config.noise_level == "auto" else float(config.noise_level)
     gain = estimate.gain_level if config.gain == "auto" else float(config.gain)
     return level, gain
@@ -48,13 +62,18 @@ def _estimate_noise(config: TrainConfig, source: Any, physics: Any) -> float:
     from sei.noise_estimation import estimate_noise_level
 
     estimate = estimate_noise_level([y for _, _, y in source], physics=physics)
-    print(f"sei: estimated noise level {estimate.level:.3g} (8-bit units) from {len(source)} measurement(s) "
-          f"({estimate.method})", file=sys.stderr, flush=True)
+    print(
+        f"sei: estimated noise level {estimate.level:.3g} (8-bit units) from {len(source)} measurement(s) "
+        f"({estimate.method})",
+        file=sys.stderr,
+        flush=True,
+    )
     return float(estimate.level)
 
 
-def training_problem(config: TrainConfig, checkpoint: dict[str, Any] | None, distributed: Distributed,
-                     device: torch.device) -> tuple[TrainConfig, Any, Any, Any]:
+def training_problem(
+    config: TrainConfig, checkpoint: dict[str, Any] | None, distributed: Distributed, device: torch.device
+) -> tuple[TrainConfig, Any, Any, Any]:
     """``(config, physics, training measurements, held-out set)``. A resumed run takes the forward model
     from its checkpoint; ``--noise_level auto`` (and ``--gain auto``) are estimated by rank 0 from the
     measurements, written into the returned configuration, and given to every rank."""
@@ -63,24 +82,43 @@ def training_problem(config: TrainConfig, checkpoint: dict[str, Any] | None, dis
 
     poisson = config.noise == "poisson-gaussian"
     estimate_pg = poisson and "auto" in (config.noise_level, config.gain)
-    nominal_noise = (config.noise_estimate or 5.0) if config.noise_level == "auto" else float(config.noise_level)
-    nominal_gain = ((config.gain_estimate or 1.0) if config.gain == "auto" else config.gain) if poisson else None
-    if checkpoint is not None and "physics" in checkpoint:  # the kernel itself, not a path that may not resolve here
+    nominal_noise = (
+        (config.noise_estimate or 5.0) if config.noise_level == "auto" else float(config.noise_level)
+    )
+    nominal_gain = (
+        ((config.gain_estimate or 1.0) if config.gain == "auto" else config.gain) if poisson else None
+    )
+    if (
+        checkpoint is not None and "physics" in checkpoint
+    ):  # the kernel itself, not a path that may not resolve here
         physics = physics_from_state(checkpoint["physics"]["metadata"], checkpoint["physics"]["tensors"])
     else:
-        physics = make_physics(config.task, kernel=config.kernel, sr_factor=config.sr_factor, noise_level=nominal_noise,
-                               noise_model=config.noise, gain=nominal_gain)
+        physics = make_physics(
+            config.task,
+            kernel=config.kernel,
+            sr_factor=config.sr_factor,
+            noise_level=nominal_noise,
+            noise_model=config.noise,
+            gain=nominal_gain,
+        )
     physics = physics.to(device)
     source, validation_source = training_data(config, physics)
     if len(source) == 0:
         raise SeiUserError("the training set is empty")
     if estimate_pg and checkpoint is None:
-        level, gain = distributed.broadcast(_estimate_poisson_gaussian(config, source) if distributed.is_main else (0.0, 0.0))
-        config = dataclasses.replace(config, noise_estimate=round(level, 4) if config.noise_level == "auto" else None,
-                                     gain_estimate=round(gain, 4) if config.gain == "auto" else None)
+        level, gain = distributed.broadcast(
+            _estimate_poisson_gaussian(config, source) if distributed.is_main else (0.0, 0.0)
+        )
+        config = dataclasses.replace(
+            config,
+            noise_estimate=round(level, 4) if config.noise_level == "auto" else None,
+            gain_estimate=round(gain, 4) if config.gain == "auto" else None,
+        )
         physics = physics_from_state(*physics_state(physics), noise_level=level, gain=gain).to(device)
     elif config.noise_level == "auto" and config.noise_estimate is None:
-        level = distributed.broadcast(_estimate_noise(config, source, physics) if distributed.is_main else 0.0)
+        level = distributed.broadcast(
+            _estimate_noise(config, source, physics) if distributed.is_main else 0.0
+        )
         config = dataclasses.replace(config, noise_estimate=round(level, 4))
     if config.noise_level == "auto" and checkpoint is None and not estimate_pg:
         physics = physics_from_state(*physics_state(physics), noise_level=config.noise_estimate).to(device)

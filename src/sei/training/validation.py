@@ -14,10 +14,14 @@ from typing import Any
 
 import torch
 
-GAMING_GAP = -0.5  # val_sure_gap below this (sigma^2 units): honest networks measured within +-0.1, gamed ones -2 to -8
+GAMING_GAP = (
+    -0.5
+)  # val_sure_gap below this (sigma^2 units): honest networks measured within +-0.1, gamed ones -2 to -8
 
 VALIDATION_MEASUREMENTS = 4  # training measurements that the measurement-domain validation scores
-VALIDATION_CROP = 256  # their centre crop, in measurement pixels: validation must not cost as much as training
+VALIDATION_CROP = (
+    256  # their centre crop, in measurement pixels: validation must not cost as much as training
+)
 
 
 def validation_crops(training: Any, margin: int, circular: bool) -> list[tuple[torch.Tensor, int]]:
@@ -36,7 +40,9 @@ def validation_crops(training: Any, margin: int, circular: bool) -> list[tuple[t
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any, objective: Any, device: torch.device) -> dict[str, float]:
+def validate(
+    model: torch.nn.Module, physics: Any, held_out: Any, training: Any, objective: Any, device: torch.device
+) -> dict[str, float]:
     """Validation PSNR on held-out images; with no ground truth anywhere, the SURE estimate of the
     measurement-domain error on (centre crops of) training measurements (exact divergence: an unbiased
     proxy, see docs/methods.md). A method trained with the finite-difference divergence also gets
@@ -57,17 +63,25 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
         record["val_psnr"] = sum(m[0] for m in metrics) / len(metrics)
         record["val_ssim"] = sum(m[1] for m in metrics) / len(metrics)
     losses = getattr(objective, "losses", {})  # an Objective; anything else is validated without the gap
-    finite_difference = any(isinstance(loss, SureLoss) and loss.divergence == "finite-difference" for loss in losses.values())
+    finite_difference = any(
+        isinstance(loss, SureLoss) and loss.divergence == "finite-difference" for loss in losses.values()
+    )
     divergences = ["exact"] if finite_difference or "val_psnr" not in record else []
     if finite_difference:
         divergences.append("finite-difference")
-    crops = validation_crops(training, physics.margin, circular=isinstance(training, MeasuredImages)) if divergences else []
+    crops = (
+        validation_crops(training, physics.margin, circular=isinstance(training, MeasuredImages))
+        if divergences
+        else []
+    )
     estimates: dict[str, float] = {}
     for divergence in divergences:
         generator = torch.Generator(device=device).manual_seed(0)  # the same probes for both estimators
         values = []
         for y, margin in crops:
-            sure = build_method("sure", physics, margin=margin, autocast_dtype=None, sure_divergence=divergence)
+            sure = build_method(
+                "sure", physics, margin=margin, autocast_dtype=None, sure_divergence=divergence
+            )
             with torch.enable_grad():
                 values.append(float(sure(model, y[None].to(device), physics, rng=generator)["loss"].detach()))
         estimates[divergence] = sum(values) / len(values)
@@ -75,7 +89,9 @@ def validate(model: torch.nn.Module, physics: Any, held_out: Any, training: Any,
         record["val_sure"] = estimates["exact"]
     if finite_difference:
         # in units of the noise variance (for Poisson-Gaussian noise, its mean over the crops: gain * y + sigma^2)
-        scale = physics.sigma**2 + (getattr(physics, "gain", 0.0) * sum(float(y.mean()) for y, _ in crops) / max(len(crops), 1))
+        scale = physics.sigma**2 + (
+            getattr(physics, "gain", 0.0) * sum(float(y.mean()) for y, _ in crops) / max(len(crops), 1)
+        )
         record["val_sure_gap"] = (estimates["finite-difference"] - estimates["exact"]) / scale
     model.train()
     return record
@@ -86,12 +102,22 @@ class ValidationMonitor:
     goes on: :meth:`on_validation` warns when the network games the finite-difference SURE and, with
     ``stop_on_gaming``, keeps the weights of the last honest validation and stops the run there."""
 
-    def __init__(self, physics: Any, held_out: Any, training: Any, objective: Any, device: torch.device, interval: int,
-                 stop_on_gaming: bool) -> None:
+    def __init__(
+        self,
+        physics: Any,
+        held_out: Any,
+        training: Any,
+        objective: Any,
+        device: torch.device,
+        interval: int,
+        stop_on_gaming: bool,
+    ) -> None:
         self.physics, self.held_out, self.training = physics, held_out, training
         self.objective, self.device = objective, device
         self.interval, self.stop_on_gaming = interval, stop_on_gaming
-        self.last_honest: tuple[int, dict[str, torch.Tensor]] | None = None  # (step, weights) of the last good validation
+        self.last_honest: tuple[int, dict[str, torch.Tensor]] | None = (
+            None  # (step, weights) of the last good validation
+        )
         self.kept_step: int | None = None  # the step whose weights the run ends with, once stopped
 
     def due(self, step: int, last: bool) -> bool:
@@ -112,13 +138,18 @@ class ValidationMonitor:
             print(
                 f"sei: warning: at step {step} the finite-difference SURE is {-record['val_sure_gap']:.1f} sigma^2 below the exact one: "
                 "the network is gaming the estimator (docs/methods.md, defect 8); use --sure_divergence exact or --stop_on_gaming",
-                file=sys.stderr, flush=True,
+                file=sys.stderr,
+                flush=True,
             )
         if self.stop_on_gaming and not gamed:
             self.last_honest = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
         elif self.stop_on_gaming and self.last_honest is not None:
             self.kept_step, weights = self.last_honest
             model.load_state_dict(weights)
-            print(f"sei: stopping: keeping the weights of step {self.kept_step}, the last validation before the gaming", file=sys.stderr, flush=True)
+            print(
+                f"sei: stopping: keeping the weights of step {self.kept_step}, the last validation before the gaming",
+                file=sys.stderr,
+                flush=True,
+            )
             return True
         return False

@@ -19,13 +19,23 @@ class RunWriter:
     """Rank 0's files: config.json, the run log (:mod:`sei.run_log`: metrics.csv, validation.csv,
     TensorBoard events), checkpoints, loss.png."""
 
-    def __init__(self, out_dir: Path, config: TrainConfig, enabled: bool, start_step: int,
-                 log: str | Sequence[str] = "csv,tensorboard", start_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        config: TrainConfig,
+        enabled: bool,
+        start_step: int,
+        log: str | Sequence[str] = "csv,tensorboard",
+        start_seconds: float = 0.0,
+    ) -> None:
         from sei.run_log import open_run_log
 
         self.out_dir, self.enabled = out_dir, enabled
         self.keep = config.keep_checkpoints
-        self.last = (start_step, start_seconds)  # (step, training seconds) of the previous row: seconds per step
+        self.last = (
+            start_step,
+            start_seconds,
+        )  # (step, training seconds) of the previous row: seconds per step
         if enabled:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -34,8 +44,17 @@ class RunWriter:
     def log(self, step: int, epoch: float, lr: float, seconds: float, terms: dict[str, float]) -> None:
         per_step = (seconds - self.last[1]) / max(step - self.last[0], 1)
         self.last = (step, seconds)
-        self.run_log.scalars(step, "train", {"epoch": round(epoch, 4), "lr": lr, "seconds": round(seconds, 3),
-                                             "step_seconds": round(per_step, 4), **terms})
+        self.run_log.scalars(
+            step,
+            "train",
+            {
+                "epoch": round(epoch, 4),
+                "lr": lr,
+                "seconds": round(seconds, 3),
+                "step_seconds": round(per_step, 4),
+                **terms,
+            },
+        )
 
     def log_validation(self, record: dict[str, float], panel: Any = None) -> None:
         """The validation numbers and, for backends that show images, ``panel()`` (computed only then)."""
@@ -48,12 +67,22 @@ class RunWriter:
         self.run_log.close()
 
     def checkpoint(
-        self, step: int, total_steps: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, objective: torch.nn.Module,
-        physics: Any, config: TrainConfig, seconds: float,
+        self,
+        step: int,
+        total_steps: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: Any,
+        objective: torch.nn.Module,
+        physics: Any,
+        config: TrainConfig,
+        seconds: float,
     ) -> None:
         """A checkpoint (:func:`sei.training.checkpoint.write_checkpoint`), then the run log flushed: what
         a crash after this checkpoint would lose is only what a resume redoes."""
-        write_checkpoint(self.out_dir, step, total_steps, model, optimizer, scaler, objective, physics, config, seconds)
+        write_checkpoint(
+            self.out_dir, step, total_steps, model, optimizer, scaler, objective, physics, config, seconds
+        )
         self.run_log.flush()
         prune_checkpoints(self.out_dir, self.keep)
 
@@ -74,7 +103,9 @@ class RunWriter:
         terms = [k for k in rows[0] if k not in BOOKKEEPING]
         steps = [int(r["step"]) for r in rows]
         has_validation = (self.out_dir / "validation.csv").exists()
-        figure, axes = plt.subplots(1, 2 if has_validation else 1, figsize=(11 if has_validation else 6, 4), squeeze=False)
+        figure, axes = plt.subplots(
+            1, 2 if has_validation else 1, figsize=(11 if has_validation else 6, 4), squeeze=False
+        )
         for term in terms:
             axes[0, 0].plot(steps, [float(r[term]) for r in rows], label=term)
         axes[0, 0].set(xlabel="step", ylabel="loss", yscale="symlog", title="training loss terms")
@@ -83,7 +114,9 @@ class RunWriter:
             with open(self.out_dir / "validation.csv") as handle:
                 validation = list(csv.DictReader(handle))
             key = "val_psnr" if "val_psnr" in validation[0] else "val_sure"
-            axes[0, 1].plot([int(r["step"]) for r in validation], [float(r[key]) for r in validation], marker="o")
+            axes[0, 1].plot(
+                [int(r["step"]) for r in validation], [float(r[key]) for r in validation], marker="o"
+            )
             axes[0, 1].set(xlabel="step", ylabel=key, title="validation")
         figure.tight_layout()
         figure.savefig(self.out_dir / "loss.png", dpi=90)
