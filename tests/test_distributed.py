@@ -41,9 +41,12 @@ import torch.distributed as dist
 from conftest import write_crops
 from sei.training import TrainConfig, checkpoint_path, derive_seed, latest_checkpoint, load_checkpoint, train
 
-pytestmark = pytest.mark.skipif(
-    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo"
-)
+pytestmark = [
+    pytest.mark.slow,  # torchrun launches and three in-process trainings: about 40 s on two cores
+    pytest.mark.skipif(
+        not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo"
+    ),
+]
 
 LR = 5e-4
 STEPS = {"sup": 6, "proposed": 4}  # sup: room for a resume chain 1 -> 2 -> 1 process

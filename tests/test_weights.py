@@ -187,17 +187,22 @@ def test_download_truncated_then_complete_then_offline_from_cache(hub, tmp_path)
     assert cached.returncode == 0 and json.loads(cached.stdout)["model"]["name"] == "swinir", cached.stderr
 
 
-def test_offline_and_not_cached_says_which_file_and_how_to_get_it(tmp_path):
-    result = _sei(
-        ["weights", "info", "SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8"],
-        tmp_path,
-        "http://127.0.0.1:9",
-        offline=True,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+def test_offline_and_not_cached_says_which_file_and_how_to_get_it(tmp_path, monkeypatch, capsys):
+    """In this process: huggingface_hub reads HF_HUB_OFFLINE and its cache folder at import, so the test
+    sets them where it looks them up at call time (the subprocess tests above and in test_export.py run
+    the CLI with the variables themselves)."""
+    from huggingface_hub import constants
+
+    from sei.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert main(["weights", "info", "SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "SR_X2_PyTorch_Noise5_CSS_Resize256_BatchSize8.pt" in lines[0]
     assert "sei weights download" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
+    assert not (tmp_path / "hub").exists() or not list((tmp_path / "hub").rglob("*.pt"))
 
 
 def test_cli_list_and_info_on_a_local_file(tmp_path, capsys):
