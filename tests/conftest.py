@@ -101,6 +101,32 @@ def fit_psnr(
         return float(10 * torch.log10(1 / ((model(y) - x) ** 2).mean()))
 
 
+@contextlib.contextmanager
+def wrapped_training_objective(wrap):
+    """Within the block, the objective that ``sei.training.train`` builds is ``wrap(objective)`` (only the
+    first ``sei.losses.build_method`` call: validation builds its own); ``wrap=None`` changes nothing.
+    Yields the list of wrapped objectives."""
+    import sei.losses
+
+    if wrap is None:
+        yield []
+        return
+
+    real_build = sei.losses.build_method
+    built: list = []
+
+    def build_once(*args, **kwargs):
+        sei.losses.build_method = real_build
+        built.append(wrap(real_build(*args, **kwargs)))
+        return built[-1]
+
+    sei.losses.build_method = build_once
+    try:
+        yield built
+    finally:
+        sei.losses.build_method = real_build
+
+
 # --- a loopback server standing in for the Hugging Face hub (tests/test_weights.py, tests/test_export.py)
 
 

@@ -38,7 +38,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from conftest import write_crops
+from conftest import wrapped_training_objective, write_crops
 from sei.training import TrainConfig, checkpoint_path, derive_seed, latest_checkpoint, load_checkpoint, train
 
 pytestmark = [
@@ -256,28 +256,23 @@ def _train_in_process(
 ) -> list[int]:
     """One process (no torchrun), optionally with the objective evaluated as ``world`` ranks;
     returns the network calls of each step's objective (with ``world > 1`` or ``spread``)."""
-    import sei.losses
 
-    real_build = sei.losses.build_method
-    built: list[_Halves] = []
-
-    def build_once(*args, **kwargs):  # only the training objective (validation builds its own)
-        sei.losses.build_method = real_build
-        built.append(_Halves(real_build(*args, **kwargs), world, config.seed, spread))
-        return built[-1]
+    def halves(objective) -> _Halves:
+        return _Halves(objective, world, config.seed, spread)
 
     threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as patch:
+    wrapping = world > 1 or spread is not None
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        wrapped_training_objective(halves if wrapping else None) as built,
+    ):
         for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
             patch.delenv(name, raising=False)
-        if world > 1 or spread is not None:
-            patch.setattr(sei.losses, "build_method", build_once)
         torch.set_num_threads(1)  # the CPU is shared; oversubscribed threads make this 10x slower
         try:
             train(config, out_dir, resume=resume, progress=False)
         finally:
             torch.set_num_threads(threads)
-            sei.losses.build_method = real_build
     return built[0].passes if built else []
 
 
