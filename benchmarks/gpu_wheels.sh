@@ -62,11 +62,12 @@ while IFS= read -r line; do
     [ -z "$line" ] && continue
     name=$(echo "${line%%==*}" | normalise)
     case "$name" in torch|torchvision|triton|nvidia-*|cuda-*) continue ;; esac
-    if echo "$NEVER" | tr ' ' '\n' | grep -qx -- "$name"; then continue; fi
+    # here-strings, not pipes: under pipefail, grep -q leaving early would fail the pipe's writer (SIGPIPE)
+    if grep -qx -- "$name" <<< "${NEVER// /$'\n'}"; then continue; fi
     if [ "$all" -eq 0 ]; then
         if [ "$name" = deepinv ]; then  # pinned exactly in pyproject.toml: sei is written against its 0.5 interfaces
             [ -n "$have" ] && grep -qix -- "$line" "$have" && continue
-        elif echo "$present" | grep -qx -- "$name"; then
+        elif grep -qx -- "$name" <<< "$present"; then
             continue
         fi
     fi
