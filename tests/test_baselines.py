@@ -26,8 +26,14 @@ def photo(request) -> torch.Tensor:
     return torch.from_numpy(data.coffee()[132:196, 232:296].astype(np.float32) / 255).permute(2, 0, 1)[None]
 
 
-def test_registry_names():
-    assert set(RECONSTRUCTORS) == {"id", "up", "wiener", "dip", "pnp", "bm3d", "rl"}
+def test_every_reconstruction_has_its_row_in_the_docs():
+    """docs/models.md's table of training-free reconstructions names exactly the registered ones."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    table = text[text.index("| `id` |") :].split("\n\n")[0]
+    assert set(re.findall(r"^\| `([\w-]+)` \|", table, flags=re.MULTILINE)) == set(RECONSTRUCTORS)
 
 
 @pytest.mark.parametrize("kind", ["wiener", "pnp", "bm3d"])
@@ -205,7 +211,6 @@ def test_boundary_and_richardson_lucy_errors_are_user_errors():
         create_reconstructor("rl", sr)
     with pytest.raises(SeiUserError, match="iterations"):
         create_reconstructor("rl", blur, iterations=0)
-    assert create_reconstructor("rl", blur).iterations == 15
 
 
 @pytest.mark.parametrize(

@@ -491,13 +491,21 @@ def test_each_method_trains_on_a_real_photo(name, task, astronaut):
     ids=["sure", "equivariance", "supervised", "css"],
 )
 def test_losses_follow_the_deepinv_keyword_protocol(loss):
+    """deepinv calls a loss by keyword (its Trainer adds ``epoch``); the arguments keep deepinv's
+    positional order ``(x_net, x, y, physics, model)``, and the value is one number per image."""
+    from deepinv.loss import Loss
+
     physics = make_physics("deblurring", kernel="Gaussian_R1", noise_level=5)
-    x = torch.rand(3, 3, 20, 18)
-    y = physics(x)
+    x = torch.rand(3, 3, 20, 18, generator=torch.Generator().manual_seed(0))
+    y = physics(x, rng=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
     model = TinyNet()
-    value = loss(x_net=model(y), x=x, y=y, physics=physics, model=model, rng=torch.Generator().manual_seed(0))
-    assert value.shape == (3,)
-    assert torch.isfinite(value).all()
+    by_keyword = loss(
+        model=model, physics=physics, y=y, x=x, x_net=model(y), epoch=0, rng=torch.Generator().manual_seed(2)
+    )
+    by_position = loss(model(y), x, y, physics, model, rng=torch.Generator().manual_seed(2))
+    assert isinstance(loss, Loss) and by_keyword.shape == (3,)
+    assert torch.equal(by_keyword, by_position)
 
 
 def test_supervised_loss_is_the_per_image_mse_to_the_sharp_image():

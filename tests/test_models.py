@@ -23,7 +23,7 @@ TASKS = [("deblurring", None), ("sr", 2), ("sr", 3), ("sr", 4)]
 
 def test_registry_lists_every_family_and_the_defaults():
     assert set(list_models()) == set(SMALL)
-    assert DEFAULT_CPU_MODEL in list_models() and DEFAULT_GPU_MODEL == "swinir"
+    assert {DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL} <= set(list_models())
     assert list_models("swinir*") == ["swinir", "swinir-light", "swinir-tiny"]
 
 
@@ -37,7 +37,7 @@ def test_odd_non_square_inputs_give_the_target_size(name, task, factor):
         out = model(y)
         out_physics = model(y, None)
     assert out.shape == (2, 3, 13 * scale, 10 * scale)
-    assert torch.isfinite(out).all() and out_physics.shape == out.shape
+    assert torch.equal(out_physics, out)  # deepinv's model(y, physics) calling convention
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
