@@ -65,7 +65,7 @@ def test_detail_separates_flat_from_textured():
 
 def test_every_package_lists_distinct_photographs():
     photos = [(p.name, photo) for p in photo_pool.PACKAGES for photo in p.photos]
-    assert len(photos) == len(set(photos)) == 38
+    assert photos and len(photos) == len(set(photos))
 
 
 def test_held_out_photographs_are_pool_photographs_never_cut_into_tiles():
