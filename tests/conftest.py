@@ -62,6 +62,27 @@ def astronaut_path(tmp_path_factory) -> str:
 TINY = {"channels": 8, "levels": 2, "blocks": 1}  # options of a unet-small network that trains in a blink
 
 
+def tiny_config(**fields):
+    """A ``TrainConfig`` for a short run of the TINY unet-small (6 steps of batches of 2 patches of 24
+    pixels, a checkpoint every 3, one validation image, a log row per step); ``fields`` say the data
+    (``dataset=`` or ``measurements=``) and change anything else."""
+    from sei.training import TrainConfig
+
+    base = {
+        "model": "unet-small",
+        "model_options": TINY,
+        "resize": None,
+        "patch_size": 24,
+        "batch_size": 2,
+        "max_steps": 6,
+        "checkpoint_interval": 3,
+        "val_interval": 0,
+        "val_images": 1,
+        "log_interval": 1,
+    }
+    return TrainConfig(**{**base, **fields})
+
+
 def write_crops(image: torch.Tensor, folder, corners, height: int, width: int):
     """``crop0.png``, ``crop1.png``, ... of ``image``: ``height x width`` crops at the ``(top, left)`` corners."""
     from sei.imageio import write_image

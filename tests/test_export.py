@@ -14,12 +14,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY, LoopbackHub, sei_against_hub, serving
+from conftest import LoopbackHub, sei_against_hub, serving, tiny_config
 from sei.cli import main
 from sei.export import CARD_FILE, CONFIG_FILE, SAMPLE_FILE, WEIGHTS_FILE, export_model, read_card_header
 from sei.models import create_model
 from sei.models.common import load_state_dict_checked
-from sei.training import TrainConfig, train
+from sei.training import train
 from sei.weights import load_weights_with_physics, read_weights
 
 REPO = "someone/sei-tiny"
@@ -28,18 +28,11 @@ REPO = "someone/sei-tiny"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, photo_folder) -> Path:
     """A finished 4-step SEI run with two validations."""
-    config = TrainConfig(
+    config = tiny_config(
         dataset=str(photo_folder),
-        resize=None,
-        patch_size=24,
-        batch_size=2,
         max_steps=4,
-        model="unet-small",
-        model_options=TINY,
         checkpoint_interval=4,
         val_interval=2,
-        val_images=1,
-        log_interval=1,
         amp="none",
         kernel="Gaussian_R1.5",
         noise_level=3.0,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, tiny_config
 from sei.cli import main
 from sei.data import MeasurementFolder
 from sei.evaluation import image_metrics
@@ -66,6 +66,18 @@ def _train_args(root, out, *extra):
         str(out),
         *extra,
     ]
+
+
+def _measured(root, **changes) -> TrainConfig:
+    """A short run of the tiny network on the user's measurements and PSF."""
+    return tiny_config(
+        **{
+            "measurements": str(root / "measurements"),
+            "kernel": str(root / "psf.npy"),
+            "patch_size": 32,
+            **changes,
+        }
+    )
 
 
 def _tiny_config_file(tmp_path):
@@ -223,18 +235,7 @@ def test_a_resumed_run_refuses_a_flag_it_would_ignore(user_data, tmp_path, capsy
 
 def test_a_longer_budget_replans_the_schedule_for_the_new_total(user_data, tmp_path):
     root, _ = user_data
-    base = TrainConfig(
-        measurements=str(root / "measurements"),
-        kernel=str(root / "psf.npy"),
-        model="unet-small",
-        model_options=TINY,
-        batch_size=2,
-        patch_size=32,
-        max_steps=4,
-        checkpoint_interval=2,
-        val_interval=0,
-        log_interval=1,
-    )
+    base = _measured(root, max_steps=4, checkpoint_interval=2)
     train(base, tmp_path / "run", progress=False)
     before = load_checkpoint(latest_checkpoint(tmp_path / "run"))["model"]
     state = train(TrainConfig(max_steps=8), tmp_path / "run", resume="auto", progress=False)
@@ -279,16 +280,12 @@ def test_a_time_limited_run_ends_its_schedule_within_the_budget(user_data, tmp_p
         loop, "clock", lambda: 0.01 * next(ticks)
     )  # a steady machine: 10 ms per clock reading
     root, _ = user_data
-    config = TrainConfig(
-        measurements=str(root / "measurements"),
-        kernel=str(root / "psf.npy"),
-        model="unet-small",
-        model_options=TINY,
+    config = _measured(
+        root,
         method="css",  # one network pass a step: the budget is what is tested
-        batch_size=2,
         patch_size=16,
-        val_interval=0,
-        log_interval=1,
+        max_steps=None,
+        checkpoint_interval=500,
         time_limit=1.0,
     )
     state = train(config, tmp_path / "run", progress=False, log="csv")
@@ -358,18 +355,7 @@ def test_init_starts_from_the_given_weights_and_refuses_another_task(user_data, 
 
 def test_noise_level_auto_is_estimated_stored_and_kept_on_resume(user_data, tmp_path, capsys):
     root, _ = user_data
-    config = TrainConfig(
-        measurements=str(root / "measurements"),
-        kernel=str(root / "psf.npy"),
-        noise_level="auto",
-        model="unet-small",
-        model_options=TINY,
-        batch_size=2,
-        patch_size=32,
-        max_steps=2,
-        checkpoint_interval=1,
-        val_interval=0,
-    )
+    config = _measured(root, noise_level="auto", max_steps=2, checkpoint_interval=1)
     state = train(config, tmp_path / "run", progress=False)
     assert "estimated noise level" in capsys.readouterr().err
     stored = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import tiny_config
 from sei.cli import main
 from sei.errors import SeiUserError
 from sei.imageio import to_uint8
@@ -20,21 +19,7 @@ from sei.training.problem import training_data
 
 
 def _config(folder, **changes) -> TrainConfig:
-    base = TrainConfig(
-        dataset=str(folder),
-        resize=None,
-        patch_size=24,
-        batch_size=2,
-        max_steps=6,
-        model="unet-small",
-        model_options=TINY,
-        checkpoint_interval=3,
-        val_interval=3,
-        val_images=1,
-        log_interval=1,
-        amp="none",
-    )
-    return dataclasses.replace(base, **changes)
+    return tiny_config(**{"dataset": str(folder), "val_interval": 3, "amp": "none", **changes})
 
 
 def _csv(path) -> list[dict[str, str]]:

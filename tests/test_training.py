@@ -7,27 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import TINY, wrapped_training_objective
+from conftest import tiny_config, wrapped_training_objective
 from sei.cli import main
 from sei.errors import SeiUserError
 from sei.training import StepBatches, TrainConfig, latest_checkpoint, learning_rate, load_checkpoint, train
 
 
 def _config(folder, **changes) -> TrainConfig:
-    base = TrainConfig(
-        dataset=str(folder),
-        resize=None,
-        patch_size=24,
-        batch_size=2,
-        max_steps=6,
-        model="unet-small",
-        model_options=TINY,
-        checkpoint_interval=3,
-        val_interval=0,
-        val_images=1,
-        log_interval=1,
-    )
-    return dataclasses.replace(base, **changes)
+    return tiny_config(dataset=str(folder), **changes)
 
 
 def _weights(run):
