@@ -153,44 +153,9 @@ def test_reconstruct_folder_and_errors(trained, photos, tmp_path, capsys):
 
 
 def test_baseline_through_cli(photos, capsys):
-    assert (
-        main(
-            [
-                "test",
-                "--task",
-                "deblurring",
-                "--kernel",
-                "Gaussian_R1",
-                "--model_kind",
-                "wiener",
-                "--dataset",
-                str(photos),
-                "--resize",
-                "0",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    wiener = float(capsys.readouterr().out.split("PSNR ")[1].split()[0])
-    assert (
-        main(
-            [
-                "test",
-                "--task",
-                "deblurring",
-                "--kernel",
-                "Gaussian_R1",
-                "--model_kind",
-                "id",
-                "--dataset",
-                str(photos),
-                "--resize",
-                "0",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    identity = float(capsys.readouterr().out.split("PSNR ")[1].split()[0])
-    assert wiener > identity
+    psnr = {}
+    for kind in ("wiener", "id"):
+        arguments = ["--task", "deblurring", "--kernel", "Gaussian_R1", "--model_kind", kind]
+        assert main(["test", *arguments, "--dataset", str(photos), "--resize", "0", "--quiet"]) == 0
+        psnr[kind] = float(capsys.readouterr().out.split("PSNR ")[1].split()[0])
+    assert psnr["wiener"] > psnr["id"]

@@ -92,20 +92,13 @@ def test_the_kernel_travels_inside_weights_and_checkpoints(user_data, tmp_path, 
     shutil.copytree(root, work)
     run = tmp_path / "run"
     assert main(_train_args(work, run, "--max_steps", "2", "--config", str(_tiny_config_file(tmp_path)))) == 0
-    reference = tmp_path / "reference.npy"
-    assert (
-        main(
-            [
-                "reconstruct",
-                str(work / "measurements" / "m0.png"),
-                str(reference),
-                "--weights",
-                str(run / "weights.safetensors"),
-            ]
-        )
-        == 0
-    )
+    measurement, weights = str(work / "measurements" / "m0.png"), str(run / "weights.safetensors")
 
+    def reconstruct(out, *extra: str) -> int:
+        return main(["reconstruct", measurement, str(out), "--weights", weights, *extra])
+
+    reference = tmp_path / "reference.npy"
+    assert reconstruct(reference) == 0
     moved = tmp_path / "elsewhere" / "same_psf.npy"
     moved.parent.mkdir()
     shutil.move(work / "psf.npy", moved)  # the file the run was trained with is gone
@@ -118,51 +111,13 @@ def test_the_kernel_travels_inside_weights_and_checkpoints(user_data, tmp_path, 
         rtol=0,
         atol=1e-15,
     )
-    again = tmp_path / "again.npy"
-    assert (
-        main(
-            [
-                "reconstruct",
-                str(work / "measurements" / "m0.png"),
-                str(again),
-                "--weights",
-                str(run / "weights.safetensors"),
-            ]
-        )
-        == 0
-    )
-    assert np.array_equal(np.load(again), np.load(reference))
+    assert reconstruct(tmp_path / "again.npy") == 0
+    assert np.array_equal(np.load(tmp_path / "again.npy"), np.load(reference))
     # the same PSF under another path (and in float32) is the same kernel; another PSF is refused
     np.save("float32_copy.npy", _disk(3).astype(np.float32))
-    assert (
-        main(
-            [
-                "reconstruct",
-                str(work / "measurements" / "m0.png"),
-                "x.npy",
-                "--weights",
-                str(run / "weights.safetensors"),
-                "--kernel",
-                "float32_copy.npy",
-            ]
-        )
-        == 0
-    )
+    assert reconstruct("x.npy", "--kernel", "float32_copy.npy") == 0
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "reconstruct",
-                str(work / "measurements" / "m0.png"),
-                "y.npy",
-                "--weights",
-                str(run / "weights.safetensors"),
-                "--kernel",
-                "Gaussian_R2",
-            ]
-        )
-        == 2
-    )
+    assert reconstruct("y.npy", "--kernel", "Gaussian_R2") == 2
     assert "another kernel" in capsys.readouterr().err
     # resuming from another folder, without the PSF file, with a longer budget
     assert main(["train", "--resume", str(run), "--max_steps", "4", "--quiet"]) == 0

@@ -14,7 +14,7 @@ from sei.physics import make_physics
 from sei.physics.noise import peak_photons
 from sei.physics.state import physics_from_state, physics_state
 from sei.transforms import Scale
-from test_losses import TinyNet, _crop
+from test_losses import TinyNet, _crop, _interior_mse
 
 
 def _pg(task: str = "deblurring", gain: float = 10.0, level: float = 2.0):
@@ -121,14 +121,7 @@ def test_pg_sure_is_unbiased_and_the_gaussian_one_is_not(task, divergence, astro
     y = physics(x, rng=torch.Generator().manual_seed(0))
     estimator = _varying_linear_estimator(physics, crop.mean(1, keepdim=True), size)
     x_net = estimator(y)
-    margin = physics.margin
-    inside = (
-        slice(None),
-        slice(None),
-        slice(margin, y.shape[-2] - margin),
-        slice(margin, y.shape[-1] - margin),
-    )
-    true_mse = ((physics.A(x_net) - physics.A(x))[inside] ** 2).flatten(1).mean(1)
+    true_mse = _interior_mse(physics, physics.A(x_net), physics.A(x))
     pg = SureLoss(divergence=divergence)(
         x_net, None, y, physics, estimator, rng=torch.Generator().manual_seed(1)
     )
@@ -309,109 +302,22 @@ def test_train_and_reconstruct_own_photon_limited_measurements_with_auto_noise(a
     for index, (top, left) in enumerate([(40, 60), (200, 220), (300, 100)]):
         gray = astronaut.mean(0)[top : top + 96, left : left + 112].numpy()
         tifffile.imwrite(sharp / f"s{index}.tif", (gray * 65535).astype(np.uint16))
-    measured = tmp_path / "measured"
-    assert (
-        main(
-            [
-                "degrade",
-                str(sharp),
-                str(measured),
-                "--kernel",
-                "Gaussian_R1",
-                "--noise",
-                "poisson-gaussian",
-                "--gain",
-                "2.55",
-                "--noise_level",
-                "2",
-            ]
-        )
-        == 0
-    )
-    run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--measurements",
-                str(measured),
-                "--kernel",
-                "Gaussian_R1",
-                "--noise",
-                "poisson-gaussian",
-                "--gain",
-                "auto",
-                "--noise_level",
-                "auto",
-                "--model",
-                "unet-small",
-                "--batch_size",
-                "2",
-                "--patch_size",
-                "32",
-                "--max_steps",
-                "2",
-                "--val_interval",
-                "0",
-                "--quiet",
-                "--out_dir",
-                str(run),
-            ]
-        )
-        == 0
-    )
+    measured, run = tmp_path / "measured", tmp_path / "run"
+    noise = "--kernel Gaussian_R1 --noise poisson-gaussian".split()
+    assert main(["degrade", str(sharp), str(measured), *noise, "--gain", "2.55", "--noise_level", "2"]) == 0
+    auto = [*noise, "--gain", "auto", "--noise_level", "auto"]
+    tiny = "--model unet-small --batch_size 2 --patch_size 32 --max_steps 2 --val_interval 0 --quiet".split()
+    assert main(["train", "--measurements", str(measured), *auto, *tiny, "--out_dir", str(run)]) == 0
     assert "estimated Poisson-Gaussian noise" in capsys.readouterr().err
     _, metadata, physics = load_weights_with_physics(run / "weights.safetensors")
     assert physics.poisson and metadata["noise_model"] == "poisson-gaussian"
     assert physics.gain_level == pytest.approx(2.55, rel=0.35)  # three small crops: a rough estimate
-    assert (
-        main(
-            [
-                "reconstruct",
-                str(measured / "s0.tif"),
-                str(tmp_path / "x.tif"),
-                "--weights",
-                str(run / "weights.safetensors"),
-            ]
-        )
-        == 0
-    )
+    weights = ["--weights", str(run / "weights.safetensors")]
+    assert main(["reconstruct", str(measured / "s0.tif"), str(tmp_path / "x.tif"), *weights]) == 0
     assert tifffile.imread(tmp_path / "x.tif").dtype == np.uint16
-    assert (
-        main(
-            [
-                "reconstruct",
-                str(measured / "s0.tif"),
-                str(tmp_path / "w.tif"),
-                "--model_kind",
-                "wiener",
-                "--kernel",
-                "Gaussian_R1",
-                "--noise",
-                "poisson-gaussian",
-                "--gain",
-                "auto",
-                "--noise_level",
-                "auto",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "reconstruct",
-                str(measured / "s0.tif"),
-                str(tmp_path / "w.tif"),
-                "--weights",
-                str(run / "weights.safetensors"),
-                "--noise",
-                "gaussian",
-            ]
-        )
-        == 2
-    )
-    assert (
-        main(["train", "--measurements", str(measured), "--gain", "3", "--out_dir", str(tmp_path / "bad")])
-        == 2
-    )
+    wiener = ["--model_kind", "wiener", *auto]
+    assert main(["reconstruct", str(measured / "s0.tif"), str(tmp_path / "w.tif"), *wiener]) == 0
+    gaussian = [*weights, "--noise", "gaussian"]  # the weights hold Poisson-Gaussian noise
+    assert main(["reconstruct", str(measured / "s0.tif"), str(tmp_path / "w.tif"), *gaussian]) == 2
+    bad = ["--gain", "3", "--out_dir", str(tmp_path / "bad")]  # a gain with Gaussian noise
+    assert main(["train", "--measurements", str(measured), *bad]) == 2

@@ -116,19 +116,8 @@ def _write(path, array):
 def test_degrade_keeps_a_16_bit_stack_16_bit_with_poisson_noise(tmp_path, astronaut):
     gray = (astronaut.mean(0)[:64, :64].numpy() * 60000).astype(np.uint16)
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([gray, gray[::-1].copy()]), photometric="minisblack")
-    arguments = [
-        "degrade",
-        str(tmp_path / "stack.tif"),
-        str(tmp_path / "y.tif"),
-        "--kernel",
-        "Gaussian_R1",
-        "--noise",
-        "poisson-gaussian",
-        "--gain",
-        "2.55",
-        "--noise_level",
-        "1",
-    ]
+    noise = "--kernel Gaussian_R1 --noise poisson-gaussian --gain 2.55 --noise_level 1".split()
+    arguments = ["degrade", str(tmp_path / "stack.tif"), str(tmp_path / "y.tif"), *noise]
     assert main(arguments) == 0
     measured = tifffile.imread(tmp_path / "y.tif")
     assert measured.dtype == np.uint16 and measured.shape == (2, 64, 64)
