@@ -29,7 +29,7 @@ def trained(photos, tmp_path_factory):
         resize=None,
         kernel="Gaussian_R1",
         method="sup",
-        patch_size=32,
+        patch_size=24,
         batch_size=4,
         max_steps=80,
         lr=1e-3,

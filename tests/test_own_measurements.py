@@ -206,17 +206,19 @@ def test_a_longer_budget_replans_the_schedule_for_the_new_total(user_data, tmp_p
 
 
 def test_time_budget_plans_the_steps_that_fit_and_stops_when_spent():
+    """At a steady 0.5 s a step, the plan is as many steps as fit in what is left of 100 s less the 2 %
+    reserve (and less the last validation's cost, with validations every 10 steps), and not one more."""
     budget = TimeBudget(seconds=100.0, start_step=0, cap=None, started=0.0)
     total = budget.initial_total()
-    clock = 0.0
+    clock, pace, reserve = 0.0, 0.5, 2.0
     for step in range(1, 5):  # the first call starts the clock, then 0.5 s per step
-        clock += 0.5 if step > 1 else 2.0
+        clock += pace if step > 1 else 2.0
         total = budget.plan(step, total, val_interval=0, now=clock)
-    # 3 timed steps are not enough to plan; the 4th timed step (step 5) plans
-    clock += 0.5
+        assert total == 1 << 40  # 3 timed steps are not enough to plan
+    clock += pace
     total = budget.plan(5, total, val_interval=0, now=clock)
-    remaining = 100.0 - clock - 2.0  # less the 2 % reserve
-    assert total == 5 + int(remaining / 0.5)
+    left = 100.0 - clock - reserve
+    assert (total - 5) * pace <= left < (total - 5 + 1) * pace
     capped = TimeBudget(seconds=100.0, start_step=0, cap=50, started=0.0)
     assert capped.initial_total() == 50
     assert budget.plan(7, total, val_interval=0, now=98.5) == 7  # within the reserve: this step is the last
@@ -224,7 +226,8 @@ def test_time_budget_plans_the_steps_that_fit_and_stops_when_spent():
     with_validation.plan(1, 1 << 40, 10, 0.0)
     with_validation.validated(5.0)  # each validation costs 5 s, one every 10 steps of 0.5 s
     planned = with_validation.plan(5, 1 << 40, 10, 7.0)
-    assert planned == 5 + int((100 - 7.0 - 2.0 - 5.0) / (0.5 + 0.5))
+    per_step, left = pace + 5.0 / 10, 100.0 - 7.0 - reserve - 5.0  # the final validation is paid for too
+    assert (planned - 5) * per_step <= left < (planned - 5 + 1) * per_step
 
 
 def test_a_time_limited_run_ends_its_schedule_within_the_budget(user_data, tmp_path, monkeypatch):
