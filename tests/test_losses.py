@@ -326,15 +326,25 @@ def test_css_degrades_the_measurement_again_for_sr():
 
 
 def test_registry_names_inputs_and_errors():
+    """docs/methods.md's table of methods (name, aliases, needs x, calls f(y)) is what the registry builds."""
+    import re
+    from pathlib import Path
+
     physics = make_physics("sr", sr_factor=2)
-    canonical = {"proposed", "sup", "css", "ei-shift", "ei-rotate", "sure"}
-    assert set(METHODS.values()) == canonical
-    assert METHODS["sei"] == "proposed" and METHODS["supervised"] == "sup"
-    for name in METHODS:
-        objective = build_method(name, physics)
-        assert objective.name == METHODS[name]
-        assert objective.uses_ground_truth == (objective.name == "sup")
-        assert objective.needs_estimate == (objective.name != "css")
+    text = (Path(__file__).parents[1] / "docs" / "methods.md").read_text()
+    rows = re.findall(
+        r"^\| `([\w-]+)`(?: \(`([\w-]+)`\))? +\|(?:[^|\\]|\\.)*\| (yes|no) +\| (yes|no) +\|$", text, re.M
+    )
+    assert {name for name, *_ in rows} == set(METHODS.values())
+    for name, alias, needs_x, calls_f in rows:
+        for spelling in filter(None, (name, alias)):
+            objective = build_method(spelling, physics)
+            assert objective.name == METHODS[spelling] == name
+            assert (objective.uses_ground_truth, objective.needs_estimate) == (
+                needs_x == "yes",
+                calls_f == "yes",
+            )
+    assert set(METHODS) == {spelling for row in rows for spelling in row[:2] if spelling}
     assert sorted(build_method("ei-shift", physics, alpha=0.3).weights.items()) == [
         ("equivariance", 0.3),
         ("sure", 1.0),
