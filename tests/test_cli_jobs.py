@@ -39,7 +39,7 @@ def trained(photos, tmp_path_factory):
         val_images=1,
         checkpoint_interval=80,
     )
-    train(config, out, progress=False)
+    train(config, out, progress=False, log="none")
     return out / "weights.safetensors"
 
 

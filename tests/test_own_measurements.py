@@ -91,7 +91,8 @@ def test_the_kernel_travels_inside_weights_and_checkpoints(user_data, tmp_path, 
     work = tmp_path / "work"
     shutil.copytree(root, work)
     run = tmp_path / "run"
-    assert main(_train_args(work, run, "--max_steps", "2", "--config", str(_tiny_config_file(tmp_path)))) == 0
+    tiny = ["--config", str(_tiny_config_file(tmp_path)), "--log", "none"]
+    assert main(_train_args(work, run, "--max_steps", "2", *tiny)) == 0
     measurement, weights = str(work / "measurements" / "m0.png"), str(run / "weights.safetensors")
 
     def reconstruct(out, *extra: str) -> int:
@@ -163,7 +164,7 @@ def test_a_resumed_run_refuses_a_flag_it_would_ignore(user_data, tmp_path, capsy
     root, _ = user_data
     run = tmp_path / "run"
     config = str(_tiny_config_file(tmp_path))
-    assert main(_train_args(root, run, "--max_steps", "2", "--config", config)) == 0
+    assert main(_train_args(root, run, "--max_steps", "2", "--config", config, "--log", "none")) == 0
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--lr", "0.01", "--quiet"]) == 2
     assert "--lr 0.01 differs from the resumed run" in capsys.readouterr().err
@@ -275,7 +276,7 @@ def test_init_starts_from_the_given_weights_and_refuses_another_task(user_data, 
         max_steps=1,
         val_interval=0,
     )
-    train(config, tmp_path / "run", progress=False)
+    train(config, tmp_path / "run", progress=False, log="none")
     model, metadata, _ = load_weights_with_physics(tmp_path / "run" / "weights.safetensors")
     assert metadata["model"]["name"] == "dncnn-small" and metadata["init"] == str(
         init
@@ -314,7 +315,7 @@ def test_init_starts_from_the_given_weights_and_refuses_another_task(user_data, 
 def test_noise_level_auto_is_estimated_stored_and_kept_on_resume(user_data, tmp_path, capsys):
     root, _ = user_data
     config = _measured(root, noise_level="auto", max_steps=2, checkpoint_interval=1)
-    state = train(config, tmp_path / "run", progress=False)
+    state = train(config, tmp_path / "run", progress=False, log="none")
     assert "estimated noise level" in capsys.readouterr().err
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["noise_level"] == "auto" and stored["noise_estimate"] == pytest.approx(5.0, rel=0.25)
@@ -324,7 +325,7 @@ def test_noise_level_auto_is_estimated_stored_and_kept_on_resume(user_data, tmp_
         and metadata["noise_level_estimated"] is True
     )
     assert state.noise_level == pytest.approx(stored["noise_estimate"])
-    train(TrainConfig(max_steps=3), tmp_path / "run", resume="auto", progress=False)
+    train(TrainConfig(max_steps=3), tmp_path / "run", resume="auto", progress=False, log="none")
     assert "estimated" not in capsys.readouterr().err  # a resumed run keeps its estimate
     with pytest.raises(Exception, match="--noise_level auto estimates"):
         train(

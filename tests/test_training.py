@@ -23,7 +23,7 @@ def _weights(run):
 
 def test_resume_equals_uninterrupted(photo_folder, tmp_path, monkeypatch):
     config = _config(photo_folder)
-    train(config, tmp_path / "whole", progress=False)
+    train(config, tmp_path / "whole", progress=False, log="none")
 
     from sei.training.writer import RunWriter
 
@@ -61,12 +61,12 @@ def test_kill_during_checkpoint_write_keeps_last_complete_checkpoint(photo_folde
 
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(SystemExit):
-        train(config, tmp_path / "run", progress=False)
+        train(config, tmp_path / "run", progress=False, log="none")
     monkeypatch.setattr(torch, "save", real_save)
     files = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert files == ["step_00000003.pt"]  # no partial file left behind, the last complete one intact
     assert load_checkpoint(latest_checkpoint(tmp_path / "run"))["step"] == 3
-    assert train(config, tmp_path / "run", resume="auto", progress=False).step == 6
+    assert train(config, tmp_path / "run", resume="auto", progress=False, log="none").step == 6
 
 
 def test_step_batches_split_the_same_global_stream():
@@ -103,7 +103,7 @@ class _FirstStep:
             return self.objective(model, y, physics, x=x, rng=rng)
         self.first = {"call": (model, y, physics, x), "rng": rng.get_state(), "global": torch.get_rng_state()}
         terms = self.objective(model, y, physics, x=x, rng=rng)
-        self.first["loss"] = float(terms["loss"])
+        self.first["loss"] = float(terms["loss"].detach())
         return terms
 
     def first_loss_now(self) -> float:
@@ -111,7 +111,7 @@ class _FirstStep:
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self.first["global"])
             rng = torch.Generator().set_state(self.first["rng"])
-            return float(self.objective(model, y, physics, x=x, rng=rng)["loss"])
+            return float(self.objective(model, y, physics, x=x, rng=rng)["loss"].detach())
 
 
 @pytest.mark.parametrize("method", ["proposed", "sup", "css", "ei-shift", "ei-rotate", "sure"])
@@ -130,10 +130,10 @@ def test_every_method_and_task_steps_down_its_objective(photo_folder, tmp_path, 
 
 def test_refuses_to_mix_runs_and_unknown_config(photo_folder, tmp_path):
     config = _config(photo_folder, max_steps=1)
-    train(config, tmp_path / "run", progress=False)
+    train(config, tmp_path / "run", progress=False, log="none")
     with pytest.raises(SeiUserError, match="already holds a run"):
-        train(config, tmp_path / "run", progress=False)
-    assert train(config, tmp_path / "run", overwrite=True, progress=False).step == 1
+        train(config, tmp_path / "run", progress=False, log="none")
+    assert train(config, tmp_path / "run", overwrite=True, progress=False, log="none").step == 1
     with pytest.raises(SeiUserError, match="unknown configuration key"):
         TrainConfig.from_dict({"learning_rate": 1})
 
@@ -321,7 +321,7 @@ def test_stop_on_gaming_keeps_the_weights_of_the_last_honest_validation(photo_fo
         checkpoint_interval=2,
         stop_on_gaming=True,
     )
-    state = train(config, tmp_path / "run", progress=False)
+    state = train(config, tmp_path / "run", progress=False, log="none")
     assert state.stopped_early and state.step == 4
     model, metadata = load_weights(tmp_path / "run" / "weights.safetensors")
     assert metadata["steps"] == 4
