@@ -205,12 +205,22 @@ def serving(handler: type[http.server.BaseHTTPRequestHandler]):
     server.server_close()
 
 
+_NO_WAITING = """import time
+time.sleep = lambda seconds: None  # huggingface_hub waits 1 s before each resume of a cut download
+"""
+
+
 def sei_against_hub(
     args: list[str], home, endpoint: str, offline: bool = False, timeout: float = 120, **environment: str
 ) -> subprocess.CompletedProcess:
-    """The CLI in a fresh process (huggingface_hub reads HF_* variables at import) against ``endpoint``."""
+    """The CLI in a fresh process (huggingface_hub reads HF_* variables at import) against ``endpoint``,
+    with ``time.sleep`` a no-op there (a ``sitecustomize`` under ``home``): the client's retries do not wait."""
+    hooks = home / "no_waiting"
+    hooks.mkdir(parents=True, exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(_NO_WAITING)
     env = {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
         "HF_ENDPOINT": endpoint,
         "HF_HOME": str(home),
         "HF_HUB_CACHE": str(home / "hub"),
