@@ -642,6 +642,8 @@ def build_method(
     stop_gradient: bool = True,
     tau: float = 0.01,
     scale_factors: Sequence[float] = (0.75, 0.5),
+    scale_antialias: bool = False,
+    scale_interpolation: str = "bicubic",
     margin: int | None = None,
     batched_sure_passes: bool | None = DEFAULT_BATCHED_SURE_PASSES,
     autocast_dtype: AutocastDtype = DEFAULT_AUTOCAST_DTYPE,
@@ -669,6 +671,8 @@ def build_method(
     :param bool stop_gradient: detach the transformed estimate in the equivariance term.
     :param float tau: SURE probe step.
     :param Sequence[float] scale_factors: shrink factors of the scale transform.
+    :param bool scale_antialias: low-pass filter before shrinking (see :class:`sei.transforms.Scale`).
+    :param str scale_interpolation: the scale transform's interpolation, ``"bicubic"`` or ``"bilinear"``.
     :param int | None margin: partial-SURE border; ``None`` takes ``physics.margin``.
     :param bool | None batched_sure_passes: see :class:`Objective`.
     :param autocast_dtype: see :class:`Objective`.
@@ -728,7 +732,9 @@ def build_method(
             )
         losses = {"sure": (sure, 1.0)}
         transform = {
-            "proposed": lambda: Scale(factors=scale_factors),
+            "proposed": lambda: Scale(
+                factors=scale_factors, antialias=scale_antialias, mode=scale_interpolation
+            ),
             "ei-shift": Shift,
             "ei-rotate": Rotate,
             "sure": None,

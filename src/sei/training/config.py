@@ -47,6 +47,8 @@ class TrainConfig:
     alpha: float = 1.0  # weight of the equivariance term
     stop_gradient: bool = True  # detach the transformed estimate in the equivariance term
     scale_factors: tuple[float, ...] = (0.75, 0.5)  # shrink factors of the scale transform
+    scale_antialias: bool = False  # low-pass before shrinking (the paper's transform has none)
+    scale_interpolation: str = "bicubic"  # the scale transform's interpolation: bicubic | bilinear
     sure_divergence: str = "finite-difference"  # the paper's | exact (cannot be gamed: sei.losses.SureLoss)
     stop_on_gaming: bool = False  # end at the last validation before the network games the finite difference
     unsure: bool = False  # learn the noise level (UNSURE): noise_level is only the initial guess
@@ -145,6 +147,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if resolved.sure_divergence not in SURE_DIVERGENCES:
         raise SeiUserError(
             f"--sure_divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {resolved.sure_divergence!r}"
+        )
+    if resolved.scale_interpolation not in ("bicubic", "bilinear"):
+        raise SeiUserError(
+            f"scale_interpolation must be bicubic or bilinear, got {resolved.scale_interpolation!r}"
         )
     if resolved.amp not in AMP_DTYPES:
         raise SeiUserError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {resolved.amp!r}")

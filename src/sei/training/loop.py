@@ -73,6 +73,8 @@ def _learner(
         alpha=config.alpha,
         stop_gradient=config.stop_gradient,
         scale_factors=config.scale_factors,
+        scale_antialias=config.scale_antialias,
+        scale_interpolation=config.scale_interpolation,
         autocast_dtype=AMP_DTYPES[config.amp],
         sure_divergence=config.sure_divergence,
         unsure=config.unsure,
