@@ -34,10 +34,9 @@ METHODS = ("sup", "proposed", "css", "ei-shift", "ei-rotate", "sure")
 # (registry name, constructor overrides): the CPU network and the larger candidates of the capacity study
 NETWORKS = {
     "unet-small": ("unet-small", {}),
+    "unet-base": ("unet-base", {}),
     "unet c48 b2": ("unet-small", {"channels": 48, "blocks": 2}),
     "unet c64": ("unet-small", {"channels": 64}),
-    "unet c64 b2": ("unet-small", {"channels": 64, "blocks": 2}),
-    "unet c32 l4 b2": ("unet-small", {"channels": 32, "levels": 4, "blocks": 2}),
 }
 PROBLEMS = {
     "gaussian_r2": {"task": "deblurring", "kernel": "Gaussian_R2"},
