@@ -28,6 +28,7 @@ from deepinv.transform import Transform
 
 from sei.errors import SeiUserError
 from sei.physics import gaussian_like
+from sei.problem import METHODS, SURE_FREE_METHODS, canonical_method
 from sei.runtime import AutocastDtype, NetworkRunner, resolve_autocast_dtype
 from sei.transforms import Rotate, Scale, Shift
 
@@ -45,18 +46,6 @@ __all__ = [
 ]
 
 Model = Callable[[torch.Tensor], torch.Tensor]
-
-# Accepted method names (aliases included) -> canonical name.
-METHODS: dict[str, str] = {
-    "proposed": "proposed",
-    "sei": "proposed",
-    "sup": "sup",
-    "supervised": "sup",
-    "css": "css",
-    "ei-shift": "ei-shift",
-    "ei-rotate": "ei-rotate",
-    "sure": "sure",
-}
 
 # Defaults of the speed levers, set by what benchmarks/sei_step.py measured (docs/performance.md,
 # "One SEI training step"): each lever that paid on its own is on; torch.compile did not pay.
@@ -663,7 +652,7 @@ def build_method(
     - ``sup`` (``supervised``): :math:`\|f(y) - x\|^2`.
     - ``css``: :math:`\|f(Ay + n') - y\|^2`.
 
-    :param str name: method name (see :data:`METHODS`).
+    :param str name: method name (see :data:`sei.problem.METHODS`).
     :param physics: the forward operator (gives :math:`\sigma` and the default margin).
     :param float alpha: weight of the equivariance term.
     :param bool stop_gradient: detach the transformed estimate in the equivariance term.
@@ -689,10 +678,8 @@ def build_method(
     >>> objective.name, sorted(objective.losses), objective.uses_ground_truth
     ('proposed', ['equivariance', 'sure'], False)
     """
-    if name not in METHODS:
-        raise SeiUserError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
-    canonical = METHODS[name]
-    if unsure and canonical in ("sup", "css"):
+    canonical = canonical_method(name)
+    if unsure and canonical in SURE_FREE_METHODS:
         raise SeiUserError(
             f"unsure learns the noise level of the SURE term, and method {canonical!r} has none"
         )

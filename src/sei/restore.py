@@ -142,6 +142,7 @@ def restore(
     from sei.inference import tiled
     from sei.physics import make_physics
     from sei.physics.noise import AUTO
+    from sei.problem import DEFAULT_NOISE_LEVEL
     from sei.runtime import resolve_device
     from sei.training.config import TrainConfig, resolve_config
     from sei.training.loop import train
@@ -167,7 +168,10 @@ def restore(
     if isinstance(kernel, str | Path) and Path(str(kernel)).expanduser().is_file():
         kernel = str(Path(str(kernel)).expanduser().resolve())  # the run's config names it from any folder
     physics = make_physics(
-        task, kernel=kernel if task == "deblurring" else None, sr_factor=sr_factor, noise_level=5.0
+        task,
+        kernel=kernel if task == "deblurring" else None,
+        sr_factor=sr_factor,
+        noise_level=DEFAULT_NOISE_LEVEL,
     )
     estimated = noise_level == AUTO
     if estimated:

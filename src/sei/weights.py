@@ -33,6 +33,7 @@ from torch import nn
 from sei.errors import SeiUserError
 from sei.models import create_model
 from sei.models.common import learned_state_dict, load_state_dict_checked
+from sei.problem import DEFAULT_NOISE_LEVEL, GAUSSIAN, METHODS
 from sei.runtime import atomic_write
 
 HF_REPO = "jscanvic/scale-equivariant-imaging"
@@ -106,16 +107,6 @@ _PAPER_NAME = re.compile(
     r"(?:Deblurring_(?P<kernel>(?:Gaussian|Box)_R\d+)|SR_X(?P<factor>\d+)(?:_[A-Za-z]+)?)"
     r"_Noise(?P<noise>\d+(?:\.\d+)?)_(?P<method>[A-Za-z0-9-]+)(?P<extra>(?:_\w+)?)$"
 )
-_PAPER_METHODS = {
-    "proposed": "proposed",
-    "sei": "proposed",
-    "supervised": "sup",
-    "sup": "sup",
-    "css": "css",
-    "ei-shift": "ei-shift",
-    "ei-rotate": "ei-rotate",
-    "sure": "sure",
-}
 
 
 def parse_paper_name(name: str) -> dict[str, Any] | None:
@@ -142,7 +133,7 @@ def parse_paper_name(name: str) -> dict[str, Any] | None:
         "kernel": match["kernel"],
         "sr_factor": int(match["factor"]) if match["factor"] else None,
         "noise_level": float(match["noise"]),
-        "method": _PAPER_METHODS.get(method, method),
+        "method": METHODS.get(method, method),
         "dataset": dataset.lower(),
         "source": f"hf://{HF_REPO}/{name}.pt",
     }
@@ -432,9 +423,9 @@ def load_weights_with_physics(
     _check("task", metadata.get("task"), task, str(spec))
     if metadata.get("task") == "sr":
         _check("sr_factor", metadata.get("sr_factor"), sr_factor, str(spec))
-    noise = float(metadata.get("noise_level", 5.0) if noise_level is None else noise_level)
-    _check("noise_model", metadata.get("noise_model", "gaussian"), noise_model, str(spec))
-    if gain is not None and metadata.get("noise_model", "gaussian") == "gaussian":
+    noise = float(metadata.get("noise_level", DEFAULT_NOISE_LEVEL) if noise_level is None else noise_level)
+    _check("noise_model", metadata.get("noise_model", GAUSSIAN), noise_model, str(spec))
+    if gain is not None and metadata.get("noise_model", GAUSSIAN) == GAUSSIAN:
         raise SeiUserError(
             f"{spec} was trained for Gaussian noise; --gain applies to Poisson-Gaussian noise only"
         )

@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sei import problem
 from sei.cli.degrade import add_physics_arguments
 from sei.errors import SeiUserError
 
@@ -35,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method",
         default=None,
-        help="proposed (alias sei), sup, css, ei-shift, ei-rotate or sure (default proposed)",
+        help=f"training method: {problem.choices(problem.METHODS)} (default {problem.DEFAULT_METHOD}; "
+        + ", ".join(f"{alias} is {name}" for alias, name in problem.METHODS.items() if alias != name)
+        + ")",
     )
     parser.add_argument(
         "--no-stop_gradient",
@@ -262,7 +265,6 @@ def _same(stored: Any, given: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sei.losses import METHODS
     from sei.training.checkpoint import latest_checkpoint, load_checkpoint
     from sei.training.config import TrainConfig, resolve_config
     from sei.training.loop import train
@@ -290,8 +292,7 @@ def run(args: argparse.Namespace) -> int:
         if "preset" not in values:
             values["preset"] = "paper" if str(values.get("device", "cpu")).startswith("cuda") else "cpu"
         config = TrainConfig.from_dict(values)
-        if config.method not in METHODS:  # fail before any data or weights are touched
-            raise SeiUserError(f"unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
+        problem.canonical_method(config.method)  # fail before any data or weights are touched
         resolve_config(config)
         if config.kernel is not None and config.task != "sr":
             from sei.physics import get_kernel

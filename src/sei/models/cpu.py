@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sei.models.common import output_scale, pad_to_multiple, upsample_bicubic
+from sei.models.common import pad_to_multiple, upsample_bicubic
+from sei.problem import output_scale
 
 
 class ResidualBlock(nn.Module):

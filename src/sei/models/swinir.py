@@ -14,7 +14,8 @@ import torch
 from deepinv.models import SwinIR as _DeepinvSwinIR
 
 from sei.errors import SeiUserError
-from sei.models.common import output_scale, pad_to_multiple
+from sei.models.common import pad_to_multiple
+from sei.problem import output_scale
 
 
 class SwinIR(_DeepinvSwinIR):

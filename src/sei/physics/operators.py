@@ -22,6 +22,7 @@ from deepinv.physics import GaussianNoise, LinearPhysics, PoissonGaussianNoise
 
 from sei.physics import functional as Fn
 from sei.physics import noise as noise_facts
+from sei.problem import DEFAULT_NOISE_LEVEL, DEFAULT_NOISE_MODEL, POISSON_GAUSSIAN
 
 _CACHE_SIZE = 16
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -71,12 +72,12 @@ class _NoisyMeasurement(LinearPhysics):
     task: str = ""
 
     def __init__(
-        self, noise_level: float, noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL, gain: float | None = None
+        self, noise_level: float, noise_kind: str = DEFAULT_NOISE_MODEL, gain: float | None = None
     ) -> None:
         kind, gain_level = noise_facts.check_noise_model(noise_kind, gain)
         sigma = float(noise_level) / noise_facts.INTENSITY_SCALE
         gamma = gain_level / noise_facts.INTENSITY_SCALE
-        if kind == noise_facts.POISSON_GAUSSIAN:
+        if kind == POISSON_GAUSSIAN:
             deepinv_noise = PoissonGaussianNoise(gain=gamma, sigma=sigma)
         else:
             deepinv_noise = GaussianNoise(sigma=sigma)
@@ -90,7 +91,7 @@ class _NoisyMeasurement(LinearPhysics):
     @property
     def poisson(self) -> bool:
         """Whether the noise is Poisson-Gaussian (signal-dependent)."""
-        return self.noise_kind == noise_facts.POISSON_GAUSSIAN
+        return self.noise_kind == POISSON_GAUSSIAN
 
     def noise(self, x: torch.Tensor, rng: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
         """Add fresh noise of this model to the noiseless measurement ``x`` (drawn with ``rng`` when given)."""
@@ -169,9 +170,9 @@ class Blur(_NoisyMeasurement):
     def __init__(
         self,
         kernel: torch.Tensor,
-        noise_level: float = 5.0,
+        noise_level: float = DEFAULT_NOISE_LEVEL,
         kernel_label: str = "custom",
-        noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL,
+        noise_kind: str = DEFAULT_NOISE_MODEL,
         gain: float | None = None,
     ) -> None:
         super().__init__(noise_level, noise_kind, gain)
@@ -263,8 +264,8 @@ class BicubicSR(_NoisyMeasurement):
     def __init__(
         self,
         factor: int = 2,
-        noise_level: float = 5.0,
-        noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL,
+        noise_level: float = DEFAULT_NOISE_LEVEL,
+        noise_kind: str = DEFAULT_NOISE_MODEL,
         gain: float | None = None,
     ) -> None:
         super().__init__(noise_level, noise_kind, gain)

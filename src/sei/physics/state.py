@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from sei.errors import SeiUserError
-from sei.physics.noise import GAUSSIAN, NOISE_MODELS
+from sei.problem import DEFAULT_NOISE_LEVEL, GAUSSIAN, NOISE_MODELS
 
 KERNEL_TOLERANCE = 1e-6  # relative to the kernel's peak: float32 round trips of a PSF file agree far below it
 
@@ -48,7 +48,7 @@ def physics_from_state(
     from sei.physics import Blur, make_physics
     from sei.physics.kernels import normalise_kernel
 
-    noise = float(metadata.get("noise_level", 5.0) if noise_level is None else noise_level)
+    noise = float(metadata.get("noise_level", DEFAULT_NOISE_LEVEL) if noise_level is None else noise_level)
     model = metadata.get("noise_model", GAUSSIAN)
     if model not in NOISE_MODELS:
         raise SeiUserError(

@@ -11,6 +11,18 @@ import torch
 
 from sei.errors import SeiUserError
 from sei.physics.noise import parse_gain, parse_noise_level
+from sei.problem import (
+    DEFAULT_KERNEL,
+    DEFAULT_METHOD,
+    DEFAULT_NOISE_LEVEL,
+    DEFAULT_NOISE_MODEL,
+    DEFAULT_SR_FACTOR,
+    DEFAULT_TASK,
+    GROUND_TRUTH_METHODS,
+    METHODS,
+    POISSON_GAUSSIAN,
+    SURE_FREE_METHODS,
+)
 from sei.runtime import AMP_DTYPES, parse_duration
 
 
@@ -19,16 +31,16 @@ class TrainConfig:
     """Everything that defines a training run; saved as ``OUT/config.json`` and in checkpoints."""
 
     # task
-    task: str = "deblurring"  # "deblurring" or "sr"
-    kernel: str | None = None  # deblurring kernel name or file (None: Gaussian_R2)
-    sr_factor: int | None = None  # SR factor (None: 2)
+    task: str = DEFAULT_TASK  # "deblurring" or "sr" (sei.problem.TASKS)
+    kernel: str | None = None  # deblurring kernel name or file (None: sei.problem.DEFAULT_KERNEL)
+    sr_factor: int | None = None  # SR factor (None: sei.problem.DEFAULT_SR_FACTOR)
     noise_level: float | str = (
-        5.0  # Gaussian noise std in 8-bit units, or "auto": estimated from --measurements
+        DEFAULT_NOISE_LEVEL  # Gaussian noise std in 8-bit units, or "auto": estimated from --measurements
     )
     noise_estimate: float | None = (
         None  # with "auto": the estimate, filled in by the run (a resumed run keeps it)
     )
-    noise: str = "gaussian"  # noise model: gaussian | poisson-gaussian (sei.physics.noise)
+    noise: str = DEFAULT_NOISE_MODEL  # noise model: gaussian | poisson-gaussian (sei.physics.noise)
     gain: float | str | None = None  # Poisson gain in 8-bit units, or "auto" (poisson-gaussian only)
     gain_estimate: float | None = None  # with gain "auto": the estimate, filled in by the run
     # data
@@ -43,7 +55,7 @@ class TrainConfig:
     val_images: int = 4  # held-out images for the periodic validation
     val_dataset: str | None = None  # where they come from (None: the test split of --dataset)
     # method
-    method: str = "proposed"  # proposed|sei, sup, css, ei-shift, ei-rotate, sure
+    method: str = DEFAULT_METHOD  # proposed|sei, sup, css, ei-shift, ei-rotate, sure
     alpha: float = 1.0  # weight of the equivariance term
     stop_gradient: bool = True  # detach the transformed estimate in the equivariance term
     scale_factors: tuple[float, ...] = (0.75, 0.5)  # shrink factors of the scale transform
@@ -134,13 +146,13 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         else:
             updates["epochs"] = preset["epochs"].get(config.dataset, 500)
     if config.task == "deblurring" and config.kernel is None:
-        updates["kernel"] = "Gaussian_R2"
+        updates["kernel"] = DEFAULT_KERNEL
     if config.task == "sr" and config.sr_factor is None:
-        updates["sr_factor"] = 2
+        updates["sr_factor"] = DEFAULT_SR_FACTOR
     resolved = dataclasses.replace(config, **updates)
     if resolved.batch_size < 1 or resolved.patch_size < 8:
         raise SeiUserError("batch size must be >= 1 and patch size >= 8")
-    from sei.losses import METHODS, SURE_DIVERGENCES
+    from sei.losses import SURE_DIVERGENCES
 
     if resolved.sure_divergence not in SURE_DIVERGENCES:
         raise SeiUserError(
@@ -148,11 +160,11 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         )
     if resolved.amp not in AMP_DTYPES:
         raise SeiUserError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {resolved.amp!r}")
-    if resolved.unsure and METHODS.get(resolved.method) in ("sup", "css"):
+    if resolved.unsure and METHODS.get(resolved.method) in SURE_FREE_METHODS:
         raise SeiUserError(
             f"--unsure learns the noise level of SURE, and method {resolved.method!r} has no SURE term"
         )
-    if resolved.measurements and resolved.method in ("sup", "supervised"):
+    if resolved.measurements and METHODS.get(resolved.method) in GROUND_TRUTH_METHODS:
         raise SeiUserError("the supervised method needs ground truth; --measurements gives measurements only")
     return resolved
 
@@ -235,6 +247,6 @@ def run_config(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainC
         raise SeiUserError(
             "--gain auto estimates the gain of given --measurements; with --dataset give a number"
         )
-    if config.gain is not None and config.noise != "poisson-gaussian":
+    if config.gain is not None and config.noise != POISSON_GAUSSIAN:
         raise SeiUserError("--gain applies to --noise poisson-gaussian only")
     return resolve_config(config)

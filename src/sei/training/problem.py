@@ -79,11 +79,14 @@ def training_problem(
     measurements, written into the returned configuration, and given to every rank."""
     from sei.physics import make_physics
     from sei.physics.state import physics_from_state, physics_state
+    from sei.problem import DEFAULT_NOISE_LEVEL, POISSON_GAUSSIAN
 
-    poisson = config.noise == "poisson-gaussian"
+    poisson = config.noise == POISSON_GAUSSIAN
     estimate_pg = poisson and "auto" in (config.noise_level, config.gain)
     nominal_noise = (
-        (config.noise_estimate or 5.0) if config.noise_level == "auto" else float(config.noise_level)
+        (config.noise_estimate or DEFAULT_NOISE_LEVEL)
+        if config.noise_level == "auto"
+        else float(config.noise_level)
     )
     nominal_gain = (
         ((config.gain_estimate or 1.0) if config.gain == "auto" else config.gain) if poisson else None
