@@ -96,7 +96,7 @@ def evaluate(name: str) -> tuple[dict, dict, dict]:
         with torch.no_grad():
             estimate = loaded.reconstruct(y[None])[0]
         model.add(identity, *image_metrics(estimate, x))
-        shown = physics.upsample(y[None])[0] if physics.task == "sr" else y
+        shown = physics.initial_estimate(y[None])[0]
         baseline.add(identity, *image_metrics(shown, x))
     return model.summary(), baseline.summary(), loaded.description
 

@@ -319,13 +319,13 @@ def sample_figure(model: torch.nn.Module, physics: Any, path: Path) -> dict[str,
     images = dict(load_images("samples", split="test"))
     name = SAMPLE_IMAGE if SAMPLE_IMAGE in images else next(iter(images))
     x = images[name]
-    scale = physics.factor if physics.task == "sr" else 1
+    scale = physics.scale
     x = modcrop(x, scale)[None]
     device = next(model.parameters()).device
     y = physics.measure(x.to(device), seed=SAMPLE_SEED)
     estimate = model(y)[0].float().cpu()
     psnr, ssim = image_metrics(estimate, x[0])
-    shown_input = physics.upsample(y)[0].cpu() if scale > 1 else y[0].cpu()
+    shown_input = physics.initial_estimate(y)[0].cpu()
     input_psnr = image_metrics(shown_input, x[0])[0]
     panels = [
         (f"measurement ({input_psnr:.2f} dB)", y[0].cpu()),

@@ -228,7 +228,7 @@ def restore(
     network, _, trained_physics = load_weights_with_physics(
         run_dir / "weights.safetensors", device=str(device_)
     )
-    scale = trained_physics.factor if trained_physics.task == "sr" else 1
+    scale = trained_physics.scale
     result = RestoreResult(
         noise_level=state.noise_level or level,
         noise_estimated=estimated,

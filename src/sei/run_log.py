@@ -247,7 +247,7 @@ def validation_panel(
     first training measurement), on a centre crop of ``crop`` measurement pixels."""
     source = held_out if held_out is not None and len(held_out) else training
     _, x, y = source[0]
-    scale = getattr(physics, "factor", 1) if physics.task == "sr" else 1
+    scale = physics.scale
     height, width = y.shape[-2:]
     top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
     y = y[..., top : top + crop, left : left + crop]

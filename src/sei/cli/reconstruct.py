@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         noise_model=args.noise,
         gain=args.gain,
     )
-    scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
+    scale = loaded.physics.scale
     items = zip(pairs, stacks, strict=True)
     if len(pairs) > 1:
         items = progress_bar(items, total=len(pairs), unit="image", desc=f"reconstructing {args.input}")

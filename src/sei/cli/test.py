@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     )
     physics = loaded.physics
     measured = simulated.get("measured") or MeasuredImages(images, physics, seed=args.seed)
-    scale = physics.factor if physics.task == "sr" else 1
+    scale = physics.scale
     shave = scale if args.protocol == "sr-literature" else 0
     evaluation = Evaluation(protocol=args.protocol)
     from sei.runtime import progress_bar
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             stem = identity.replace("/", "_")
             write_image(estimate, args.save_images / f"{stem}_estimate.png")
             input_psnr = image_metrics(
-                physics.upsample(y_batch)[0].cpu() if scale > 1 else y, x, protocol=args.protocol, shave=shave
+                physics.initial_estimate(y_batch)[0].cpu(), x, protocol=args.protocol, shave=shave
             )[0]
             image_grid(
                 [

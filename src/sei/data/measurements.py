@@ -67,7 +67,7 @@ class MeasuredImages(Sequence):
     the result, instead of each worker (of each epoch) measuring again.
 
     :param images: ``(identity, x)`` pairs, as from :func:`~sei.data.load_images`.
-    :param physics: a sei operator (``.A``, ``.measure(x, seed)``, ``.describe()``; ``.factor`` for SR).
+    :param physics: a sei operator (``.A``, ``.measure(x, seed)``, ``.describe()``, ``.scale``).
     :param int seed: base seed; the noise seed of an image is ``measurement_seed(identity, seed)``.
     :param cache_dir: folder where measurements are also stored and reused across runs (``.pt`` files
         keyed on the operator, identity, seed and image content).
@@ -98,7 +98,7 @@ class MeasuredImages(Sequence):
         self.physics = physics
         self.seed = int(seed)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        factor = getattr(physics, "factor", 1) if getattr(physics, "task", "") == "sr" else 1
+        factor = physics.scale
         digest = physics_key(physics) if self.cache_dir is not None else ""
         self.items: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         for index in tqdm(range(len(images)), desc="measuring", disable=not progress, leave=False):

@@ -88,11 +88,6 @@ def with_boundary(
     return Fn.crop_border(solve(Fn.smooth_periodic_extension(y, margin)), margin)
 
 
-def _initial_estimate(physics: Any, y: torch.Tensor) -> torch.Tensor:
-    """``y`` for deblurring, its bicubic upsampling for SR: the ``id``/``up`` baselines."""
-    return physics.upsample(y) if physics.task == "sr" else y
-
-
 class Identity(nn.Module):
     """``id``: the measurement itself (deblurring only; SR needs ``up`` to reach the target size)."""
 
@@ -115,7 +110,7 @@ class Upsample(nn.Module):
         self.physics = physics
 
     def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
-        return _initial_estimate(self.physics, y)
+        return self.physics.initial_estimate(y)
 
 
 class Wiener(nn.Module):
@@ -141,7 +136,7 @@ class Wiener(nn.Module):
 
     def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
         if self.physics.task == "sr":
-            return self.physics.prox_l2(self.physics.upsample(y), y, 1.0 / self.reg)
+            return self.physics.prox_l2(self.physics.initial_estimate(y), y, 1.0 / self.reg)
 
         def solve(measurement: torch.Tensor) -> torch.Tensor:
             prior = measurement.mean(dim=(-2, -1), keepdim=True).expand_as(measurement)
@@ -216,7 +211,7 @@ class DeepImagePrior(nn.Module):
         self.channels, self.code_size, self.progress, self.seed = channels, code_size, progress, seed
 
     def _fit(self, y: torch.Tensor) -> torch.Tensor:
-        scale = self.physics.factor if self.physics.task == "sr" else 1
+        scale = self.physics.scale
         size = (3, y.shape[-2] * scale, y.shape[-1] * scale)
         generator = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng(devices=[]):
@@ -361,7 +356,7 @@ class PnPHQS(nn.Module):
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
         from sei.runtime import progress_bar
 
-        z = _initial_estimate(self.physics, y)
+        z = self.physics.initial_estimate(y)
         with torch.no_grad():
             for sigma_k in progress_bar(self.sigmas, desc="PnP-HQS iterations", unit="it", leave=False):
                 gamma = sigma_k**2 / (0.23 * max(self.physics.sigma, 0.01) ** 2)

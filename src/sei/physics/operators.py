@@ -141,6 +141,17 @@ class _NoisyMeasurement(LinearPhysics):
         wrong under this operator; partial SURE leaves it out."""
         return 0
 
+    @property
+    def scale(self) -> int:
+        """How many estimate pixels one measurement pixel spans per axis: 1 for a blur, the factor for SR."""
+        return 1
+
+    def initial_estimate(self, y: torch.Tensor, img_size: tuple[int, ...] | None = None) -> torch.Tensor:
+        """The cheap first guess at the image size: ``y`` itself for a blur, its bicubic upsampling for
+        SR. It is the ``id`` / ``up`` baseline, the measurement shown beside an estimate, and where the
+        iterative reconstructors start."""
+        return y
+
     def describe(self) -> dict[str, Any]:
         """Plain metadata describing the operator (stored with weights and results)."""
         raise NotImplementedError
@@ -271,6 +282,13 @@ class BicubicSR(_NoisyMeasurement):
         super().__init__(noise_level, noise_kind, gain)
         self.factor = int(factor)
         self._matrices = _LRU(4 * _CACHE_SIZE)
+
+    @property
+    def scale(self) -> int:
+        return self.factor
+
+    def initial_estimate(self, y: torch.Tensor, img_size: tuple[int, ...] | None = None) -> torch.Tensor:
+        return self.upsample(y, img_size)
 
     def _matrix(self, length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         key = ("R", length, dtype, str(device))
