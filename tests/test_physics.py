@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from deepinv.physics import LinearPhysics
 
 from sei.errors import SeiUserError
-from sei.physics import BicubicSR, Blur, get_kernel, make_physics, measurement_seed
+from sei.physics import BicubicSR, Blur, Operator, get_kernel, make_physics, measurement_seed
 from sei.physics import functional as Fn
 
 OPERATORS = {
@@ -111,6 +112,7 @@ def test_initial_estimate_is_an_image_of_scale_times_the_measurement(name):
     """``scale`` and ``initial_estimate`` replace every ``task == "sr"`` branch outside physics: the first
     guess has the image's size, and measuring it again gives back (about) the measurement."""
     physics = OPERATORS[name]()
+    assert isinstance(physics, Operator) and isinstance(physics, LinearPhysics)  # the public type, deepinv's
     x = torch.rand(1, 3, 48, 48, dtype=torch.float64)
     y = physics.A(x)
     guess = physics.initial_estimate(y)

@@ -23,11 +23,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sei.errors import SeiUserError
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
@@ -104,7 +107,7 @@ def _task_text(metadata: dict[str, Any]) -> str:
     return "deblurring"
 
 
-def _psf_text(metadata: dict[str, Any], physics: Any) -> str:
+def _psf_text(metadata: dict[str, Any], physics: Operator) -> str:
     if metadata.get("task") == "sr":
         return f"antialiased bicubic downsampling by {metadata.get('sr_factor')} (torch `interpolate(mode='bicubic', antialias=True)`)"
     kernel = getattr(physics, "kernel", None)
@@ -191,7 +194,7 @@ def yaml_header(metadata: dict[str, Any], license_id: str) -> dict[str, Any]:
 
 def model_card(
     metadata: dict[str, Any],
-    physics: Any,
+    physics: Operator,
     facts: dict[str, Any],
     sample: dict[str, Any] | None,
     repo_id: str | None,
@@ -309,7 +312,7 @@ def model_card(
 
 
 @torch.no_grad()
-def sample_figure(model: torch.nn.Module, physics: Any, path: Path) -> dict[str, Any]:
+def sample_figure(model: torch.nn.Module, physics: Operator, path: Path) -> dict[str, Any]:
     """measurement | estimate | ground truth (| PSF) on a bundled test photograph; returns its metrics."""
     from sei.data import load_images
     from sei.data.measurements import modcrop

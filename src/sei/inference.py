@@ -11,11 +11,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sei.errors import SeiUserError
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 Reconstructor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -25,7 +28,7 @@ class Loaded:
     """A ready reconstructor with the operator it inverts and where it came from."""
 
     reconstruct: Reconstructor
-    physics: Any
+    physics: Operator
     description: dict[str, Any] = field(default_factory=dict)
     network: torch.nn.Module | None = None
 

@@ -25,12 +25,15 @@ import csv
 import io
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sei.errors import SeiUserError
 from sei.runtime import atomic_write
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 BACKENDS = ("csv", "tensorboard")
 DEFAULT = "csv,tensorboard"
@@ -237,7 +240,7 @@ def side_by_side(images: list[torch.Tensor], gap: int = PANEL_GAP) -> torch.Tens
 @torch.no_grad()
 def validation_panel(
     model: torch.nn.Module,
-    physics: Any,
+    physics: Operator,
     held_out: Any,
     training: Any,
     device: torch.device,

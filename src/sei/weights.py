@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -35,6 +35,9 @@ from sei.models import create_model
 from sei.models.common import learned_state_dict, load_state_dict_checked
 from sei.problem import DEFAULT_NOISE_LEVEL, GAUSSIAN, METHODS
 from sei.runtime import atomic_write
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 HF_REPO = "jscanvic/scale-equivariant-imaging"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -143,7 +146,7 @@ def parse_paper_name(name: str) -> dict[str, Any] | None:
 
 
 def save_weights(
-    model: nn.Module, path: str | Path, metadata: Mapping[str, Any], physics: Any = None
+    model: nn.Module, path: str | Path, metadata: Mapping[str, Any], physics: Operator | None = None
 ) -> Path:
     """Write ``model``'s weights and metadata to a ``.safetensors`` file, atomically (tmp + rename).
 
@@ -386,7 +389,7 @@ def load_weights_with_physics(
     noise_level: float | None = None,
     noise_model: str | None = None,
     gain: float | None = None,
-) -> tuple[nn.Module, dict[str, Any], Any]:
+) -> tuple[nn.Module, dict[str, Any], Operator]:
     """Rebuild the network a weights file was trained as, load it (eval mode, on ``device``), and
     rebuild the forward model it was trained for.
 

@@ -23,7 +23,7 @@ import torch
 from sei.data.sources import Images
 from sei.errors import SeiUserError
 from sei.imageio import MEASUREMENT_SUFFIXES, list_images, read_image
-from sei.physics import measurement_seed
+from sei.physics import Operator, measurement_seed
 from sei.runtime import atomic_write
 
 Measurement = tuple[str, torch.Tensor | None, torch.Tensor]
@@ -42,7 +42,7 @@ def modcrop(image: torch.Tensor, factor: int) -> torch.Tensor:
     return image[..., : height - height % factor, : width - width % factor]
 
 
-def physics_key(physics: torch.nn.Module) -> str:
+def physics_key(physics: Operator) -> str:
     """A digest of the operator: its ``describe()`` metadata and every buffer (a custom kernel file is
     labelled ``custom`` in the metadata, so the kernel values themselves must enter the key)."""
     digest = hashlib.sha256(json.dumps(physics.describe(), sort_keys=True).encode())
@@ -88,7 +88,7 @@ class MeasuredImages(Sequence):
     def __init__(
         self,
         images: Images,
-        physics: torch.nn.Module,
+        physics: Operator,
         seed: int = 0,
         cache_dir: str | Path | None = None,
         progress: bool = False,

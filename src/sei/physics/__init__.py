@@ -1,5 +1,8 @@
 """Forward models: kernels, circular FFT blur, bicubic super-resolution, Gaussian or Poisson-Gaussian noise.
 
+:class:`Operator` is the public type of every operator (a deepinv ``LinearPhysics``): write
+``physics: Operator`` in signatures.
+
 ``make_physics(task, kernel=None, sr_factor=None, noise_level=5, noise_model="gaussian", gain=None)`` is
 the entry point (the defaults are :mod:`sei.problem`'s).
 ``valid_blur(x, kernel)`` blurs the way a camera does (a 'valid', non-circular convolution, ``k - 1``
@@ -15,7 +18,7 @@ import torch
 from sei.errors import SeiUserError
 from sei.physics.functional import valid_blur, valid_crop
 from sei.physics.kernels import KERNEL_FORMS, box_kernel, gaussian_kernel, get_kernel, kernel_name
-from sei.physics.operators import BicubicSR, Blur, gaussian_like
+from sei.physics.operators import BicubicSR, Blur, Operator, gaussian_like
 from sei.problem import (
     DEFAULT_KERNEL,
     DEFAULT_NOISE_LEVEL,
@@ -38,6 +41,7 @@ __all__ = [
     "TASKS",
     "BicubicSR",
     "Blur",
+    "Operator",
     "box_kernel",
     "gaussian_kernel",
     "gaussian_like",

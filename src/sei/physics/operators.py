@@ -59,9 +59,14 @@ def gaussian_like(reference: torch.Tensor, rng: torch.Generator | None = None) -
     return noise.to(reference.device)
 
 
-class _NoisyMeasurement(LinearPhysics):
-    """Shared noise handling: white Gaussian or Poisson-Gaussian noise (:mod:`sei.physics.noise`), fresh on
-    every call, optionally seeded.
+class Operator(LinearPhysics):
+    """The public type of sei's forward operators (:class:`Blur`, :class:`BicubicSR`), used in signatures.
+
+    A deepinv ``LinearPhysics`` (``A``, ``A_adjoint``, ``A_dagger``, ``prox_l2``, ``forward``) that also
+    knows its problem: ``task``, ``scale`` (estimate pixels per measurement pixel), ``initial_estimate(y)``
+    (the first guess at the image size), ``margin`` (partial SURE's border), ``describe()`` (metadata),
+    and its noise: white Gaussian or Poisson-Gaussian (:mod:`sei.physics.noise`), fresh on every call,
+    optionally seeded (``measure(x, seed)``).
 
     Attributes: ``noise_level`` and ``sigma`` (the Gaussian std in 8-bit and [0, 1] units),
     ``noise_kind`` (``"gaussian"`` or ``"poisson-gaussian"``), ``gain_level`` and ``gain`` (the Poisson
@@ -157,7 +162,7 @@ class _NoisyMeasurement(LinearPhysics):
         raise NotImplementedError
 
 
-class Blur(_NoisyMeasurement):
+class Blur(Operator):
     r"""Circular blur :math:`A x = k \circledast x`, computed as ``irfft2(rfft2(x) * OTF)``.
 
     :param torch.Tensor kernel: 2-D kernel (normalised to sum 1 by :func:`sei.physics.get_kernel`).
@@ -253,7 +258,7 @@ class Blur(_NoisyMeasurement):
         return {"task": "deblurring", "kernel": self.kernel_label, **self.describe_noise()}
 
 
-class BicubicSR(_NoisyMeasurement):
+class BicubicSR(Operator):
     r"""Super-resolution operator: antialiased bicubic downsampling by an integer factor.
 
     ``A`` is torch's ``interpolate(x, scale_factor=1/r, mode="bicubic", antialias=True)``. Because

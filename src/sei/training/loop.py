@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,6 +32,9 @@ from sei.training.distributed import Distributed, download_rank_by_rank, trainin
 from sei.training.problem import training_problem
 from sei.training.validation import ValidationMonitor
 from sei.training.writer import RunWriter
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 clock = time.perf_counter  # the loop's clock (tests replace it to make time budgets deterministic)
 
@@ -52,7 +55,7 @@ class RunState:
 def _learner(
     config: TrainConfig,
     checkpoint: dict[str, Any] | None,
-    physics: Any,
+    physics: Operator,
     device: torch.device,
     distributed: Distributed,
 ) -> tuple[torch.nn.Module, torch.nn.Module, Any, torch.optim.Optimizer, Any, int]:
