@@ -1,5 +1,10 @@
 """The configuration of a training run: one dataclass, the presets that fill its ``None`` fields, and
-how a resumed run or a run started from weights (``--init``) changes it."""
+how a resumed run or a run started from weights (``--init``) changes it.
+
+The configuration is resolved once, at the boundary, by :func:`run_config` (``sei train`` and ``sei
+restore`` call it before any work): the result is a :class:`ResolvedConfig`, which the training loop
+consumes as it is. (A plain :class:`TrainConfig` given to :func:`sei.training.train` by a library caller
+is resolved there, by the same function.)"""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from sei.problem import (
     METHODS,
     POISSON_GAUSSIAN,
     SURE_FREE_METHODS,
+    canonical_method,
 )
 from sei.runtime import AMP_DTYPES, parse_duration
 
@@ -114,6 +120,15 @@ class TrainConfig:
         return cls(**data)
 
 
+class ResolvedConfig(TrainConfig):
+    """A :class:`TrainConfig` that :func:`run_config` resolved: the presets filled in, the resumed run's
+    or ``--init``'s settings taken, the combination checked. What training consumes."""
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> ResolvedConfig:
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+
 # Defaults that differ between the paper's GPU recipe and the CPU recipe. The paper's epochs are
 # per dataset: DIV2K 500, Urban100 4000, CT 100 (about 50-60k steps each).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -150,6 +165,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if config.task == "sr" and config.sr_factor is None:
         updates["sr_factor"] = DEFAULT_SR_FACTOR
     resolved = dataclasses.replace(config, **updates)
+    canonical_method(resolved.method)
     if resolved.batch_size < 1 or resolved.patch_size < 8:
         raise SeiUserError("batch size must be >= 1 and patch size >= 8")
     from sei.losses import SURE_DIVERGENCES
@@ -225,17 +241,23 @@ def load_init(config: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any], Any
         raise SeiUserError(f"--init {config.init}: {error}") from error
 
 
-def run_config(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainConfig:
-    """The configuration a run trains with: the checkpoint's when resuming (:func:`resumed_config`), the
-    architecture of ``--init``'s weights, the flag combinations checked, the presets filled in."""
+def run_config(config: TrainConfig, checkpoint: dict[str, Any] | None) -> ResolvedConfig:
+    """The configuration a run trains with, resolved once: the checkpoint's when resuming
+    (:func:`resumed_config`), the architecture of ``--init``'s weights, the flag combinations and the
+    kernel checked, the presets filled in (:func:`resolve_config`)."""
     if checkpoint is not None:
         config = resumed_config(checkpoint["config"], config)
         if config.max_steps is not None and config.max_steps < int(checkpoint["step"]):
             raise SeiUserError(
                 f"the run is already at step {checkpoint['step']}; --max_steps {config.max_steps} cannot shorten it"
             )
-    elif config.init:
-        config = init_model_config(config)
+    else:
+        if config.task == "deblurring" and config.kernel is not None:
+            from sei.physics import get_kernel
+
+            get_kernel(config.kernel)  # a missing or unreadable PSF fails before any work
+        if config.init:
+            config = init_model_config(config)
     if config.time_limit is not None and not config.time_limit > 0:
         raise SeiUserError(f"the time limit must be positive, got {config.time_limit} s")
     if config.noise_level == "auto" and not config.measurements:
@@ -249,4 +271,4 @@ def run_config(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainC
         )
     if config.gain is not None and config.noise != POISSON_GAUSSIAN:
         raise SeiUserError("--gain applies to --noise poisson-gaussian only")
-    return resolve_config(config)
+    return ResolvedConfig.of(resolve_config(config))
