@@ -1,7 +1,7 @@
 """SEI trained from measurements when the noise level is not known: the true level, ``auto``, UNSURE and
 a wrong level (x0.5, x2), at the same number of steps.
 
-Training data: the photo pool's tiles (``benchmarks/photo_pool.py``; the training data of the shipped
+Training data: the photo pool's tiles (``scripts/photo_pool.py``; the training data of the shipped
 models), each blurred by Gaussian_R2 (circular) with Gaussian noise of level 5 and written as an 8-bit
 PNG: a folder of measurements, as a user has one. Every run is ``sei train --measurements`` (SEI,
 unet-small, the CPU recipe) for ``--steps`` steps, one thread each, differing only in what it is told
@@ -52,7 +52,7 @@ def prepare() -> Path:
     folder = WORK / "measurements"
     tiles = list_images(POOL)
     if not tiles:
-        sys.exit(f"no tiles in {POOL}: run `python benchmarks/photo_pool.py` first")
+        sys.exit(f"no tiles in {POOL}: run `python scripts/photo_pool.py` first")
     physics = make_physics("deblurring", kernel=KERNEL, noise_level=TRUE_LEVEL)
     for tile in tiles:
         target = folder / f"{tile.stem}.png"

@@ -261,7 +261,7 @@ def _why(error: BaseException) -> str:
 
 
 def verify_shipped(path: Path) -> None:
-    """Check a shipped file against ``pretrained/SHA256SUMS`` (written by benchmarks/ship_models.py)."""
+    """Check a shipped file against ``pretrained/SHA256SUMS`` (written by scripts/ship_models.py)."""
     sums = path.parent / "SHA256SUMS"
     if not sums.is_file():
         return

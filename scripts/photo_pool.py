@@ -20,8 +20,8 @@ The output folder holds the PNG tiles, ``manifest.json`` (tile -> photograph, pa
 be committed. Running the script again does nothing when the pool is complete and up to date.
 
 usage:
-  python benchmarks/photo_pool.py                   # -> benchmarks/photo_pool/ (+ photo_pool_held_out/)
-  python benchmarks/photo_pool.py --output /data/pool --keep-cache
+  python scripts/photo_pool.py                   # -> benchmarks/photo_pool/ (+ photo_pool_held_out/)
+  python scripts/photo_pool.py --output /data/pool --keep-cache
 then train or test on it with ``--dataset benchmarks/photo_pool``.
 """
 
@@ -43,7 +43,8 @@ from PIL import Image, ImageOps
 
 from sei.imageio import resize_short_side, to_uint8
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "photo_pool"
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "photo_pool"  # the benchmarks and the shipped models train on it
 FORMAT_VERSION = 3  # bump when the tiling changes, so that existing pools are rebuilt (3: HELD_OUT left out)
 HELD_OUT_PIXELS = 1_000_000  # each held-out photograph is resized to about this many pixels
 
