@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--only", action="append", choices=list(RUNS), default=[])
     args = parser.parse_args()
+    from sei.runtime import atomic_write_text
+
     torch.set_num_threads(1)
     WORK.mkdir(parents=True, exist_ok=True)
     measurements = prepare()
@@ -175,10 +177,7 @@ def main() -> None:
             return
         with lock:
             results["cells"][label] = cell
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            temporary = RESULTS.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-            os.replace(temporary, RESULTS)
+            atomic_write_text(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
         print(
             f"{label}: {cell['psnr']:.2f} dB (level used {cell['noise_level_used']}, learned {cell['noise_level_learned']})",
             flush=True,

@@ -200,9 +200,9 @@ def _locked_results():
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = load_results()
         yield results
-        temporary = RESULTS.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-        os.replace(temporary, RESULTS)
+        from sei.runtime import atomic_write_text
+
+        atomic_write_text(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
 def save_cell(key: str, cell: dict) -> None:
