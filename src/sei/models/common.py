@@ -1,4 +1,4 @@
-"""Pieces shared by every network: padding to a multiple, the global residual, config checks."""
+"""Pieces shared by every network: padding to a multiple, the bicubic skip, state dicts loaded and checked."""
 
 from __future__ import annotations
 
