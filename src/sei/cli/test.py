@@ -24,6 +24,8 @@ from sei.errors import SeiUserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sei.models import RECONSTRUCTORS
+
     add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.set_defaults(task=None, noise_level=None)
     parser.add_argument(
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model_kind",
         "--model-kind",
         default=None,
-        help="id, up, wiener, dip, pnp, bm3d, or a network (swinir, ...) with --weights",
+        help=f"a training-free method ({', '.join(RECONSTRUCTORS)}), or a network (swinir, ...) with --weights",
     )
     parser.add_argument(
         "--weights", default=None, help="a .safetensors/.pt file or a pretrained name (`sei weights list`)"

@@ -31,6 +31,8 @@ from sei.errors import SeiUserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sei.models import list_models
+
     add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.set_defaults(task=None, noise_level=None)  # None: not given, the config file or preset decides
     parser.add_argument(
@@ -108,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="network name (unet-small, dncnn-small, swinir, swinir-light, swinir-tiny); default: the preset's",
+        help=f"network name ({', '.join(list_models())}); default: the preset's",
     )
     parser.add_argument(
         "--init",
