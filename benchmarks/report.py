@@ -264,7 +264,7 @@ def main() -> None:
         "the paper's table). Test: the 10 photographs of the `samples` test split, short side resized to 256, "
         "one fixed noisy measurement each (noise level 5); PSNR (dB) / SSIM on the luma channel after 8-bit "
         "quantisation, mean over the 10 images. Training: the offline DIV2K-like pool of Debian wallpaper "
-        "photographs (`benchmarks/photo_pool.py`), batch 8 of 48x48 measurement patches. Nothing is selected "
+        "photographs (`scripts/photo_pool.py`), batch 8 of 48x48 measurement patches. Nothing is selected "
         "or tuned on the test photographs (trained runs validate on them only to draw their curves).",
         "",
         *sections(every_record),

@@ -11,7 +11,7 @@ stopped and restarted at any time. ``benchmarks/report.py`` turns the records in
     python benchmarks/reproduce.py --anchor deepinv      # also deepinv's own recipe, side by side
     python benchmarks/reproduce.py --list                # show the grid and what is done
 
-Training data: the DIV2K-like offline photo pool (``benchmarks/photo_pool.py`` builds it).
+Training data: the DIV2K-like offline photo pool (``scripts/photo_pool.py`` builds it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import csv
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from _timing import run_sei
+from sei.runtime import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "reproduce.json"
@@ -146,9 +146,7 @@ def save_record(record: dict) -> None:
     with open(RESULTS.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         records = [r for r in load_records() if r["key"] != record["key"]] + [record]
-        temporary = RESULTS.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(sorted(records, key=lambda r: r["key"]), indent=1))
-        os.replace(temporary, RESULTS)
+        atomic_write_text(RESULTS, json.dumps(sorted(records, key=lambda r: r["key"]), indent=1))
 
 
 def pool_fingerprint(root: Path) -> str:
@@ -350,7 +348,7 @@ def main() -> None:
             print(("done " if run.key in done else "todo ") + run.key)
         return
     if not args.train_root.is_dir() and any(r.method for r in runs):
-        sys.exit(f"no training photographs in {args.train_root}: run `python benchmarks/photo_pool.py` first")
+        sys.exit(f"no training photographs in {args.train_root}: run `python scripts/photo_pool.py` first")
     todo = [r for r in runs if r.key not in done]
     # the main comparison first (Gaussian_R2 and SR x2, all methods, and the stop-gradient ablation),
     # then the other blur levels and SR x4; within each, the longest runs first

@@ -31,7 +31,8 @@ from sei.runtime import AMP_DTYPES
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "step_cost.json"
 METHODS = ("sup", "proposed", "css", "ei-shift", "ei-rotate", "sure")
-# (registry name, constructor overrides): the CPU network and the larger candidates of the capacity study
+# (registry name, constructor overrides): the CPU network, the capacity study's larger network, and the
+# candidates it was chosen among (timed with SEI only)
 NETWORKS = {
     "unet-small": ("unet-small", {}),
     "unet-base": ("unet-base", {}),
@@ -50,11 +51,12 @@ def step_function(network: str, method: str, problem: str, generator: torch.Gene
     where the CPU has it, batched SURE passes), on a fixed random batch."""
     name, options = NETWORKS[network]
     physics = make_physics(**PROBLEMS[problem], noise_level=5)
-    model = create_model(name, task=physics.task, sr_factor=getattr(physics, "factor", None), **options)
+    model = create_model(
+        name, task=physics.task, sr_factor=physics.scale if physics.task == "sr" else None, **options
+    )
     objective = build_method(method, physics, autocast_dtype=AMP_DTYPES["auto"])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scale = getattr(physics, "factor", 1) if physics.task == "sr" else 1
-    x = torch.rand(BATCH, 3, PATCH * scale, PATCH * scale, generator=generator)
+    x = torch.rand(BATCH, 3, PATCH * physics.scale, PATCH * physics.scale, generator=generator)
     y = physics(x)
 
     def step() -> None:
@@ -81,7 +83,7 @@ def main() -> None:
     for problem in PROBLEMS:
         functions, params = {}, {}
         for network in args.networks:
-            for method in args.methods:
+            for method in args.methods if network in ("unet-small", "unet-base") else ["proposed"]:
                 functions[(network, method)], params[network] = step_function(
                     network, method, problem, generator
                 )
