@@ -92,7 +92,7 @@ def seeds_table(review: list[dict], converge: dict[str, dict], costs: dict) -> l
         "method's PSNR (seed mean of its validation curve) after the training seconds SEI needs for its "
         "steps, with seconds = steps x the method's median step cost measured side by side "
         "(`benchmarks/step_cost.py`, one core); a cheaper method gets more steps in that time. "
-        "The supervised row *at convergence* is one run of 10 000 steps validated every 500.",
+        "The supervised row *at convergence* is one run of 6000 steps validated every 500.",
         "",
     ]
     for problem in problems:
@@ -269,7 +269,7 @@ def figure_curves(review: list[dict], converge: dict[str, dict], costs: dict) ->
                     [p["val_psnr"] for p in long],
                     "--",
                     color=line.get_color(),
-                    label="supervised, 10k steps",
+                    label="supervised, long run",
                 )
                 if cost:
                     axes[row, 1].plot(
