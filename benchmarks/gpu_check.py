@@ -891,10 +891,9 @@ def machine(sizes: Sizes) -> dict[str, Any]:
 
 def _write(report: dict[str, Any], path: Path) -> None:
     """Atomically: a run killed while writing leaves the previous complete file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    os.replace(temporary, path)
+    from sei.runtime import atomic_write_text
+
+    atomic_write_text(path, json.dumps(report, indent=1, default=str) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """SEI trained from measurements when the noise level is not known: the true level, ``auto``, UNSURE and
 a wrong level (x0.5, x2), at the same number of steps.
 
-Training data: the photo pool's tiles (``benchmarks/photo_pool.py``; the training data of the shipped
+Training data: the photo pool's tiles (``scripts/photo_pool.py``; the training data of the shipped
 models), each blurred by Gaussian_R2 (circular) with Gaussian noise of level 5 and written as an 8-bit
 PNG: a folder of measurements, as a user has one. Every run is ``sei train --measurements`` (SEI,
 unet-small, the CPU recipe) for ``--steps`` steps, one thread each, differing only in what it is told
@@ -52,7 +52,7 @@ def prepare() -> Path:
     folder = WORK / "measurements"
     tiles = list_images(POOL)
     if not tiles:
-        sys.exit(f"no tiles in {POOL}: run `python benchmarks/photo_pool.py` first")
+        sys.exit(f"no tiles in {POOL}: run `python scripts/photo_pool.py` first")
     physics = make_physics("deblurring", kernel=KERNEL, noise_level=TRUE_LEVEL)
     for tile in tiles:
         target = folder / f"{tile.stem}.png"
@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--only", action="append", choices=list(RUNS), default=[])
     args = parser.parse_args()
+    from sei.runtime import atomic_write_text
+
     torch.set_num_threads(1)
     WORK.mkdir(parents=True, exist_ok=True)
     measurements = prepare()
@@ -175,10 +177,7 @@ def main() -> None:
             return
         with lock:
             results["cells"][label] = cell
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            temporary = RESULTS.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-            os.replace(temporary, RESULTS)
+            atomic_write_text(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
         print(
             f"{label}: {cell['psnr']:.2f} dB (level used {cell['noise_level_used']}, learned {cell['noise_level_learned']})",
             flush=True,

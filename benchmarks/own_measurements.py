@@ -1,6 +1,6 @@
 """Restore your own degraded photographs with no ground truth: the benchmark of that path.
 
-Test images: the 10 held-out photographs of the photo pool (``benchmarks/photo_pool.py``, ``HELD_OUT``),
+Test images: the 10 held-out photographs of the photo pool (``scripts/photo_pool.py``, ``HELD_OUT``),
 real photographs of about 1 MP that no shipped model saw in training. Each is blurred the way a camera
 blurs, by a *valid* (non-circular) convolution: the scene continues past the frame, so only the region
 where the whole kernel fits inside the photograph is kept (``k - 1`` pixels fewer each way). Then
@@ -129,7 +129,7 @@ def prepare_data() -> dict:
 
     photos = sorted(HELD_OUT.glob("*.png"))
     if len(photos) < 10:
-        sys.exit(f"{HELD_OUT} holds {len(photos)} photographs: run `python benchmarks/photo_pool.py` first")
+        sys.exit(f"{HELD_OUT} holds {len(photos)} photographs: run `python scripts/photo_pool.py` first")
     data = WORK / "data"
     for name in KERNELS:
         kernel_path = data / "kernels" / f"{name}.npy"
@@ -200,9 +200,9 @@ def _locked_results():
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = load_results()
         yield results
-        temporary = RESULTS.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-        os.replace(temporary, RESULTS)
+        from sei.runtime import atomic_write_text
+
+        atomic_write_text(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
 def save_cell(key: str, cell: dict) -> None:

@@ -11,15 +11,16 @@ stopped and restarted at any time. ``benchmarks/report.py`` turns the records in
     python benchmarks/reproduce.py --anchor deepinv      # also deepinv's own recipe, side by side
     python benchmarks/reproduce.py --list                # show the grid and what is done
 
-Training data: the DIV2K-like offline photo pool (``benchmarks/photo_pool.py`` builds it).
+Training data: the DIV2K-like offline photo pool (``scripts/photo_pool.py`` builds it).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import fcntl
+import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from _timing import run_sei
+from sei.runtime import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "reproduce.json"
@@ -50,6 +52,12 @@ class Run:
     sure_divergence: str = "finite-difference"
     steps: int = 0
     extra: dict = field(default_factory=dict)
+    # the reviewer's studies (grid "review"): a named study, a seed, a network, training-config keys
+    study: str | None = None
+    seed: int = 0
+    model: str | None = None  # None: --model
+    config: dict = field(default_factory=dict)  # extra `sei train --config` keys (the transform ablation)
+    val_interval: int | None = None  # None: steps // 8
 
     @property
     def label(self) -> str:
@@ -61,7 +69,12 @@ class Run:
         suffix = ("" if self.stop_gradient else "-no_stop_gradient") + (
             "-exact_divergence" if self.sure_divergence == "exact" else ""
         )
-        return f"{self.label}/{what}{suffix}" + (f"@{self.steps}" if self.method else "")
+        key = f"{self.label}/{what}{suffix}" + (f"@{self.steps}" if self.method else "")
+        if self.study is None:
+            return key
+        tags = [f"s{self.seed}"] + ([self.model] if self.model else [])
+        tags += [f"{k}={v}" for k, v in sorted(self.config.items())]
+        return f"{self.study}:{key}#" + ",".join(tags)
 
     def task_flags(self) -> list[str]:
         flags = ["--task", self.task]
@@ -93,6 +106,39 @@ def grid(steps: int) -> list[Run]:
     return runs
 
 
+def review_grid() -> list[Run]:
+    """The studies a reviewer asks for, in the order they run (the most telling first; 1000-6000 steps where
+    the issue asks for more: what fits this 2-core machine in a session): seeds of the key
+    cells, supervised to convergence, the capacity question on a larger network, the harder blurs, and
+    the scale transform's own settings. Every run uses the current photo pool."""
+    blur = {"task": "deblurring", "kernel": "Gaussian_R2"}
+    sr2 = {"task": "sr", "sr_factor": 2}
+    key_methods = ("sup", "proposed", "ei-shift", "ei-rotate", "css")
+    equivariant = ("proposed", "ei-shift", "ei-rotate")
+    runs = [
+        Run(**blur, method=m, steps=600, seed=s, study="seeds") for s in (0, 1, 2) for m in key_methods[:-1]
+    ]
+    runs += [Run(**blur, method="css", steps=600, seed=s, study="seeds") for s in (0, 1, 2)]
+    runs.append(Run(**blur, method="sup", steps=6000, val_interval=500, study="converge"))
+    for model in ("unet-base", "unet-small"):
+        runs += [Run(**blur, method=m, steps=1000, model=model, study="capacity") for m in equivariant]
+    for kernel in ("Gaussian_R3", "Box_R3"):
+        runs += [
+            Run(task="deblurring", kernel=kernel, method=m, steps=1000, study="harder") for m in equivariant
+        ]
+    runs += [Run(**sr2, method=m, steps=600, seed=s, study="seeds") for s in (0, 1, 2) for m in key_methods]
+    runs.append(Run(**sr2, method="sup", steps=6000, val_interval=500, study="converge"))
+    for config in (
+        {"scale_factors": [0.5]},
+        {"scale_factors": [0.75]},
+        {"scale_factors": [0.5, 0.25]},
+        {"scale_interpolation": "bilinear"},
+        {"scale_antialias": True},
+    ):
+        runs.append(Run(**blur, method="proposed", steps=600, config=config, study="ablation"))
+    return runs
+
+
 def load_records() -> list[dict]:
     return json.loads(RESULTS.read_text()) if RESULTS.exists() else []
 
@@ -103,9 +149,14 @@ def save_record(record: dict) -> None:
     with open(RESULTS.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         records = [r for r in load_records() if r["key"] != record["key"]] + [record]
-        temporary = RESULTS.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(sorted(records, key=lambda r: r["key"]), indent=1))
-        os.replace(temporary, RESULTS)
+        atomic_write_text(RESULTS, json.dumps(sorted(records, key=lambda r: r["key"]), indent=1))
+
+
+def pool_fingerprint(root: Path) -> str:
+    """Which training photographs a run saw: their count and a hash of their names and sizes."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256("".join(f"{p.relative_to(root)}:{p.stat().st_size};" for p in files).encode())
+    return f"{len(files)} files, {digest.hexdigest()[:12]}"
 
 
 def sei(*args: str, threads: int, log: Path) -> None:
@@ -163,15 +214,15 @@ def execute(run: Run, args: argparse.Namespace) -> dict | None:
             "--val_images",
             "10",
             "--val_interval",
-            str(max(run.steps // 8, 1)),
+            str(run.val_interval or max(run.steps // 8, 1)),
             "--max_steps",
             str(run.steps),
             "--checkpoint_interval",
             str(max(run.steps // 8, 1)),
             "--model",
-            args.model,
+            run.model or args.model,
             "--seed",
-            "0",
+            str(run.seed),
             "--out_dir",
             str(folder),
             "--quiet",
@@ -180,6 +231,11 @@ def execute(run: Run, args: argparse.Namespace) -> dict | None:
         ]
         if not run.stop_gradient:
             train_flags.append("--no-stop_gradient")
+        if run.config:  # beside the run folder, which a fresh start deletes
+            settings = folder.parent / f"{folder.name}.toml"
+            settings.parent.mkdir(parents=True, exist_ok=True)
+            settings.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in sorted(run.config.items())))
+            train_flags += ["--config", str(settings)]
         if (folder / "checkpoints").is_dir():
             train_flags.append("--resume")
         elif folder.exists():
@@ -209,13 +265,22 @@ def execute(run: Run, args: argparse.Namespace) -> dict | None:
         sei("test", *run.task_flags(), *options, *test_flags, threads=args.threads, log=log)
         run.extra["seconds"] = round(time.perf_counter() - started, 1)
     result = json.loads((folder / "test.json").read_text())
+    curve = []
+    if run.method and (folder / "validation.csv").exists():  # the curve: PSNR against steps and seconds
+        with open(folder / "validation.csv") as handle:
+            curve = [
+                {k: float(row[k]) for k in ("step", "val_psnr", "val_ssim", "train_seconds") if row.get(k)}
+                for row in csv.DictReader(handle)
+            ]
     summary = result["summary"]
     record = {
         "key": run.key,
         **asdict(run),
         "noise_level": 5,
-        "model": args.model if run.method else None,
+        "model": (run.model or args.model) if run.method else None,
         "train_seconds": round(train_seconds, 1),
+        "curve": curve,
+        "pool": pool_fingerprint(args.train_root) if run.method else None,
         "psnr_mean": summary["psnr_mean"],
         "psnr_std": summary["psnr_std"],
         "ssim_mean": summary["ssim_mean"],
@@ -262,6 +327,12 @@ def main() -> None:
         default=None,
         help="DIP iterations per image (default: the paper's, 4000 for Gaussian blur, 1000 otherwise)",
     )
+    parser.add_argument(
+        "--grid",
+        choices=("main", "review"),
+        default="main",
+        help="main: the paper's table; review: seeds, convergence, capacity, harder blurs, transform ablation",
+    )
     parser.add_argument("--list", action="store_true")
     parser.add_argument(
         "--quiet",
@@ -272,7 +343,7 @@ def main() -> None:
     done = {r["key"] for r in load_records()}
     runs = [
         r
-        for r in grid(args.steps)
+        for r in (grid(args.steps) if args.grid == "main" else review_grid())
         if (not args.only or any(p in r.key for p in args.only)) and not any(p in r.key for p in args.skip)
     ]
     if args.list:
@@ -280,12 +351,13 @@ def main() -> None:
             print(("done " if run.key in done else "todo ") + run.key)
         return
     if not args.train_root.is_dir() and any(r.method for r in runs):
-        sys.exit(f"no training photographs in {args.train_root}: run `python benchmarks/photo_pool.py` first")
+        sys.exit(f"no training photographs in {args.train_root}: run `python scripts/photo_pool.py` first")
     todo = [r for r in runs if r.key not in done]
     # the main comparison first (Gaussian_R2 and SR x2, all methods, and the stop-gradient ablation),
     # then the other blur levels and SR x4; within each, the longest runs first
     main_problem = {"gaussian_r2", "sr_x2"}
-    todo.sort(key=lambda r: (r.method is None, r.label not in main_problem, r.method in ("sup", "css")))
+    if args.grid == "main":  # the review grid runs in its own order
+        todo.sort(key=lambda r: (r.method is None, r.label not in main_problem, r.method in ("sup", "css")))
     print(f"{len(todo)} runs to do, {len(runs) - len(todo)} already recorded in {RESULTS}")
     jobs = []
     if args.anchor:

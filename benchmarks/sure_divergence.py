@@ -43,7 +43,7 @@ def diagnose(spec: str, probes: int = 8) -> dict:
         sr_factor=metadata.get("sr_factor"),
         noise_level=float(metadata.get("noise_level", 5)),
     )
-    factor = physics.factor if task == "sr" else 1
+    factor = physics.scale
     measured = MeasuredImages(list(load_images("samples", split="test")), physics, seed=0)
     pairs = [measured[i] for i in range(len(measured))]
     top = 8  # patches of the training size (48 measurement pixels) where the measurements are that large

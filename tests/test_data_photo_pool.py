@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 _spec = importlib.util.spec_from_file_location(
-    "photo_pool", Path(__file__).parents[1] / "benchmarks" / "photo_pool.py"
+    "photo_pool", Path(__file__).parents[1] / "scripts" / "photo_pool.py"
 )
 photo_pool = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("photo_pool", photo_pool)  # dataclasses look their module up while the script runs
@@ -134,7 +134,7 @@ def test_a_built_pool_holds_no_held_out_photograph():
     if not manifest_path.is_file():
         import pytest
 
-        pytest.skip("no photo pool built here (python benchmarks/photo_pool.py)")
+        pytest.skip("no photo pool built here (python scripts/photo_pool.py)")
     import json
 
     manifest = json.loads(manifest_path.read_text())

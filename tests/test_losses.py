@@ -762,3 +762,29 @@ def test_unsure_training_from_measurements_only(astronaut):
     assert wrong < reference - 0.4
     assert psnr > reference - 0.2 and psnr > wrong + 0.4
     assert 5.0 < level < 8.0
+
+
+def test_scale_transform_settings_reach_the_equivariance_term():
+    """The ablation's settings (factors, antialiasing, interpolation) are the ones SEI's transform uses."""
+    from sei.losses import build_method
+    from sei.physics import make_physics
+
+    objective = build_method(
+        "proposed",
+        make_physics("deblurring"),
+        scale_factors=(0.5,),
+        scale_antialias=True,
+        scale_interpolation="bilinear",
+    )
+    transform = objective.losses["equivariance"].transform
+    assert (transform.factors, transform.antialias, transform.mode) == ((0.5,), True, "bilinear")
+    default = build_method("proposed", make_physics("deblurring")).losses["equivariance"].transform
+    assert (default.factors, default.antialias, default.mode) == ((0.75, 0.5), False, "bicubic")
+
+
+def test_an_unknown_scale_interpolation_is_a_user_error():
+    from sei.errors import SeiUserError
+    from sei.training import TrainConfig, run_config
+
+    with pytest.raises(SeiUserError, match="bicubic or bilinear"):
+        run_config(TrainConfig(scale_interpolation="nearest"), None)

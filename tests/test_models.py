@@ -16,6 +16,7 @@ SMALL = {  # small overrides keep every registered family fast to run in tests
     "swinir-light": {"embed_dim": 12, "depths": [1], "num_heads": [2], "window_size": 4},
     "swinir-tiny": {"embed_dim": 12, "depths": [1], "num_heads": [2]},
     "unet-small": {"channels": 8},
+    "unet-base": {"channels": 8},
     "dncnn-small": {"channels": 8, "depth": 3},
 }
 TASKS = [("deblurring", None), ("sr", 2), ("sr", 3), ("sr", 4)]

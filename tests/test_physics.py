@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from deepinv.physics import LinearPhysics
 
 from sei.errors import SeiUserError
-from sei.physics import BicubicSR, Blur, get_kernel, make_physics, measurement_seed
+from sei.physics import BicubicSR, Blur, Operator, get_kernel, make_physics, measurement_seed
 from sei.physics import functional as Fn
 
 OPERATORS = {
@@ -121,6 +122,25 @@ def test_sr_upsample_is_bicubic_to_the_target_size():
     y = torch.rand(1, 3, 10, 7)
     assert physics.upsample(y).shape[-2:] == (30, 21)
     assert physics.upsample(y, img_size=(31, 22)).shape[-2:] == (31, 22)
+
+
+@pytest.mark.parametrize("name", ["gaussian_r2", "box_r4", "sr_x2", "sr_x3", "sr_x8"])
+def test_initial_estimate_is_an_image_of_scale_times_the_measurement(name):
+    """``scale`` and ``initial_estimate`` replace every ``task == "sr"`` branch outside physics: the first
+    guess has the image's size, and measuring it again gives back (about) the measurement."""
+    physics = OPERATORS[name]()
+    assert isinstance(physics, Operator) and isinstance(physics, LinearPhysics)  # the public type, deepinv's
+    x = torch.rand(1, 3, 48, 48, dtype=torch.float64)
+    y = physics.A(x)
+    guess = physics.initial_estimate(y)
+    assert guess.shape[-2:] == (y.shape[-2] * physics.scale, y.shape[-1] * physics.scale) == x.shape[-2:]
+    if physics.scale == 1:
+        assert guess is y  # a blur's first guess is the measurement itself
+    else:
+        assert torch.equal(guess, physics.upsample(y))
+        assert physics.scale == physics.factor
+        # bicubic down of bicubic up is close to the identity (not exact: the filters are not inverse)
+        assert (physics.A(guess) - y).abs().mean() < 0.1 * y.abs().mean()
 
 
 @pytest.mark.parametrize(

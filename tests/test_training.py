@@ -333,3 +333,30 @@ def test_stop_on_gaming_keeps_the_weights_of_the_last_honest_validation(photo_fo
     ).exists()  # nothing gamed is kept as a checkpoint
     with pytest.raises(SeiUserError, match="val_interval"):
         train(dataclasses.replace(config, val_interval=0), tmp_path / "other", progress=False)
+
+
+def test_sei_train_resolves_its_configuration_once_before_touching_the_run(
+    photo_folder, tmp_path, monkeypatch
+):
+    """The CLI resolves the configuration (presets, checks, resume) once; the loop consumes it. A bad
+    combination fails at that boundary, before --overwrite deletes the previous run's checkpoints."""
+    from sei.training import config as config_module
+
+    calls = []
+    real = config_module.resolve_config
+
+    def counting(config):
+        calls.append(config)
+        return real(config)
+
+    monkeypatch.setattr(config_module, "resolve_config", counting)
+    out = tmp_path / "run"
+    flags = ["--dataset", str(photo_folder), "--resize", "0", "--patch_size", "16", "--batch_size", "2"]
+    flags += ["--model", "unet-small", "--val_images", "0", "--out_dir", str(out), "--quiet"]
+    assert main(["train", *flags, "--max_steps", "2", "--checkpoint_interval", "2"]) == 0
+    assert len(calls) == 1
+    assert main(["train", *flags, "--resume", "--max_steps", "3"]) == 0
+    assert len(calls) == 2 and load_checkpoint(latest_checkpoint(out))["step"] == 3
+    kept = sorted((out / "checkpoints").glob("step_*.pt"))
+    assert main(["train", *flags, "--overwrite", "--method", "ei"]) == 2  # an unknown method
+    assert sorted((out / "checkpoints").glob("step_*.pt")) == kept

@@ -23,11 +23,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sei.errors import SeiUserError
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
@@ -104,7 +107,7 @@ def _task_text(metadata: dict[str, Any]) -> str:
     return "deblurring"
 
 
-def _psf_text(metadata: dict[str, Any], physics: Any) -> str:
+def _psf_text(metadata: dict[str, Any], physics: Operator) -> str:
     if metadata.get("task") == "sr":
         return f"antialiased bicubic downsampling by {metadata.get('sr_factor')} (torch `interpolate(mode='bicubic', antialias=True)`)"
     kernel = getattr(physics, "kernel", None)
@@ -191,7 +194,7 @@ def yaml_header(metadata: dict[str, Any], license_id: str) -> dict[str, Any]:
 
 def model_card(
     metadata: dict[str, Any],
-    physics: Any,
+    physics: Operator,
     facts: dict[str, Any],
     sample: dict[str, Any] | None,
     repo_id: str | None,
@@ -309,7 +312,7 @@ def model_card(
 
 
 @torch.no_grad()
-def sample_figure(model: torch.nn.Module, physics: Any, path: Path) -> dict[str, Any]:
+def sample_figure(model: torch.nn.Module, physics: Operator, path: Path) -> dict[str, Any]:
     """measurement | estimate | ground truth (| PSF) on a bundled test photograph; returns its metrics."""
     from sei.data import load_images
     from sei.data.measurements import modcrop
@@ -319,13 +322,13 @@ def sample_figure(model: torch.nn.Module, physics: Any, path: Path) -> dict[str,
     images = dict(load_images("samples", split="test"))
     name = SAMPLE_IMAGE if SAMPLE_IMAGE in images else next(iter(images))
     x = images[name]
-    scale = physics.factor if physics.task == "sr" else 1
+    scale = physics.scale
     x = modcrop(x, scale)[None]
     device = next(model.parameters()).device
     y = physics.measure(x.to(device), seed=SAMPLE_SEED)
     estimate = model(y)[0].float().cpu()
     psnr, ssim = image_metrics(estimate, x[0])
-    shown_input = physics.upsample(y)[0].cpu() if scale > 1 else y[0].cpu()
+    shown_input = physics.initial_estimate(y)[0].cpu()
     input_psnr = image_metrics(shown_input, x[0])[0]
     panels = [
         (f"measurement ({input_psnr:.2f} dB)", y[0].cpu()),

@@ -11,11 +11,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sei.errors import SeiUserError
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 Reconstructor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -25,7 +28,7 @@ class Loaded:
     """A ready reconstructor with the operator it inverts and where it came from."""
 
     reconstruct: Reconstructor
-    physics: Any
+    physics: Operator
     description: dict[str, Any] = field(default_factory=dict)
     network: torch.nn.Module | None = None
 
@@ -47,16 +50,17 @@ def load_reconstructor(
     noise model they were trained for (another one is an error)."""
     from sei.models import RECONSTRUCTORS, create_reconstructor
     from sei.physics import make_physics
+    from sei.problem import DEFAULT_NOISE_LEVEL, DEFAULT_NOISE_MODEL, DEFAULT_TASK
 
     if model_kind in RECONSTRUCTORS:
         if weights:
             raise SeiUserError(f"--model_kind {model_kind} needs no --weights; drop one of the two")
         physics = make_physics(
-            task or "deblurring",
+            task or DEFAULT_TASK,
             kernel=kernel,
             sr_factor=sr_factor,
-            noise_level=5.0 if noise_level is None else noise_level,
-            noise_model=noise_model or "gaussian",
+            noise_level=DEFAULT_NOISE_LEVEL if noise_level is None else noise_level,
+            noise_model=noise_model or DEFAULT_NOISE_MODEL,
             gain=gain,
         ).to(device)
         method = create_reconstructor(model_kind, physics, **(options or {}))
@@ -120,7 +124,8 @@ def load_for_measurements(
     training-free method is told it; a network keeps the level it was trained for, with a warning when
     the measurements look much noisier or cleaner. Returns the reconstructor and the estimated level
     (``None`` without ``auto``)."""
-    from sei.physics.noise import AUTO, POISSON_GAUSSIAN
+    from sei.physics.noise import AUTO
+    from sei.problem import POISSON_GAUSSIAN
 
     if noise_model == POISSON_GAUSSIAN or (gain == AUTO and noise_model is None):
         return _load_poisson_gaussian(
@@ -175,7 +180,8 @@ def _load_poisson_gaussian(
 ) -> tuple[Loaded, float | None]:
     """:func:`load_for_measurements` for Poisson-Gaussian noise: ``auto`` gain and/or level come from
     :func:`sei.noise_estimation.estimate_poisson_gaussian` on the measurements themselves."""
-    from sei.physics.noise import AUTO, POISSON_GAUSSIAN
+    from sei.physics.noise import AUTO
+    from sei.problem import POISSON_GAUSSIAN
 
     automatic = noise_level == AUTO or gain == AUTO
     if not automatic:
@@ -255,14 +261,15 @@ def closest_shipped(
     there is one (any kernel unless ``same_kernel``), then the nearest noise level; ``None`` if none fits."""
     from sei.physics import get_kernel
     from sei.physics.state import kernels_match
+    from sei.problem import DEFAULT_KERNEL, DEFAULT_NOISE_LEVEL, DEFAULT_SR_FACTOR, DEFAULT_TASK
     from sei.weights import PRETRAINED
 
-    task = task or "deblurring"
-    wanted = get_kernel(kernel if kernel is not None else "Gaussian_R2") if task == "deblurring" else None
-    noise = 5.0 if noise_level is None else float(noise_level)
+    task = task or DEFAULT_TASK
+    wanted = get_kernel(kernel if kernel is not None else DEFAULT_KERNEL) if task == "deblurring" else None
+    noise = DEFAULT_NOISE_LEVEL if noise_level is None else float(noise_level)
     candidates = []
     for name, cfg in PRETRAINED.items():
-        if cfg.task != task or (task == "sr" and cfg.sr_factor != (sr_factor or 2)):
+        if cfg.task != task or (task == "sr" and cfg.sr_factor != (sr_factor or DEFAULT_SR_FACTOR)):
             continue
         matches = wanted is None or kernels_match(get_kernel(cfg.kernel), wanted)
         if same_kernel and not matches:

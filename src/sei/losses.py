@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 from deepinv.loss import Loss
-from deepinv.physics import Physics
 from deepinv.transform import Transform
 
 from sei.errors import SeiUserError
-from sei.physics import gaussian_like
+from sei.physics import Operator, gaussian_like
+from sei.problem import METHODS, SURE_FREE_METHODS, canonical_method
 from sei.runtime import AutocastDtype, NetworkRunner, resolve_autocast_dtype
 from sei.transforms import Rotate, Scale, Shift
 
@@ -45,18 +45,6 @@ __all__ = [
 ]
 
 Model = Callable[[torch.Tensor], torch.Tensor]
-
-# Accepted method names (aliases included) -> canonical name.
-METHODS: dict[str, str] = {
-    "proposed": "proposed",
-    "sei": "proposed",
-    "sup": "sup",
-    "supervised": "sup",
-    "css": "css",
-    "ei-shift": "ei-shift",
-    "ei-rotate": "ei-rotate",
-    "sure": "sure",
-}
 
 # Defaults of the speed levers, set by what benchmarks/sei_step.py measured (docs/performance.md,
 # "One SEI training step"): each lever that paid on its own is on; torch.compile did not pay.
@@ -259,7 +247,7 @@ class SureLoss(Loss):
         before the first call when initialised from the physics); ``None`` otherwise."""
         return self.eta.detach().clamp_min(0).sqrt() if self.unsure else None
 
-    def _variance(self, physics: Physics, device: torch.device) -> torch.Tensor | float:
+    def _variance(self, physics: Operator, device: torch.device) -> torch.Tensor | float:
         """sigma^2 of the divergence term: the fixed one, or (UNSURE) a copy of eta on ``device``."""
         if not self.unsure:
             return float(physics.sigma if self.sigma is None else self.sigma) ** 2
@@ -282,7 +270,7 @@ class SureLoss(Loss):
         self.eta_velocity.mul_(self.momentum).add_((1 - self.momentum) * gradient)
         self.eta.add_(self.step_size * self.eta_initial * self.eta_velocity).clamp_(min=0)
 
-    def _gain(self, physics: Physics) -> float:
+    def _gain(self, physics: Operator) -> float:
         r"""The Poisson gain :math:`\gamma` in [0, 1] units: the fixed one, else the physics' (0 for Gaussian noise)."""
         gain = float(getattr(physics, "gain", 0.0) if self.gain is None else self.gain)
         if self.unsure and gain:
@@ -292,11 +280,11 @@ class SureLoss(Loss):
             )
         return gain
 
-    def _margin(self, physics: Physics) -> int:
+    def _margin(self, physics: Operator) -> int:
         return int(physics.margin if self.margin is None else self.margin)
 
     def draw_probe(
-        self, y: torch.Tensor, physics: Physics, rng: torch.Generator | None = None
+        self, y: torch.Tensor, physics: Operator, rng: torch.Generator | None = None
     ) -> torch.Tensor:
         """The probe :math:`Mb`: standard normal inside, zero on the border."""
         return gaussian_like(y, rng) * interior_mask(y, self._margin(physics))
@@ -306,7 +294,7 @@ class SureLoss(Loss):
         x_net: torch.Tensor,
         x: torch.Tensor | None,
         y: torch.Tensor,
-        physics: Physics,
+        physics: Operator,
         model: Model,
         rng: torch.Generator | None = None,
         randomness: ModelRandomness | None = None,
@@ -414,7 +402,7 @@ class EquivarianceLoss(Loss):
         x_net: torch.Tensor,
         x: torch.Tensor | None,
         y: torch.Tensor,
-        physics: Physics,
+        physics: Operator,
         model: Model,
         rng: torch.Generator | None = None,
         noise_std: torch.Tensor | float | None = None,
@@ -445,7 +433,7 @@ class SupervisedLoss(Loss):
         x_net: torch.Tensor,
         x: torch.Tensor | None,
         y: torch.Tensor,
-        physics: Physics,
+        physics: Operator,
         model: Model,
         **kwargs: Any,
     ) -> torch.Tensor:
@@ -477,7 +465,7 @@ class CSSLoss(Loss):
         x_net: torch.Tensor | None,
         x: torch.Tensor | None,
         y: torch.Tensor,
-        physics: Physics,
+        physics: Operator,
         model: Model,
         rng: torch.Generator | None = None,
         **kwargs: Any,
@@ -568,7 +556,7 @@ class Objective(torch.nn.Module):
         self,
         model: Model,
         y: torch.Tensor,
-        physics: Physics,
+        physics: Operator,
         x: torch.Tensor | None = None,
         rng: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
@@ -637,11 +625,13 @@ def _batch_coupling_layer(model: Model) -> str | None:
 
 def build_method(
     name: str,
-    physics: Physics,
+    physics: Operator,
     alpha: float = 1.0,
     stop_gradient: bool = True,
     tau: float = 0.01,
     scale_factors: Sequence[float] = (0.75, 0.5),
+    scale_antialias: bool = False,
+    scale_interpolation: str = "bicubic",
     margin: int | None = None,
     batched_sure_passes: bool | None = DEFAULT_BATCHED_SURE_PASSES,
     autocast_dtype: AutocastDtype = DEFAULT_AUTOCAST_DTYPE,
@@ -663,12 +653,14 @@ def build_method(
     - ``sup`` (``supervised``): :math:`\|f(y) - x\|^2`.
     - ``css``: :math:`\|f(Ay + n') - y\|^2`.
 
-    :param str name: method name (see :data:`METHODS`).
+    :param str name: method name (see :data:`sei.problem.METHODS`).
     :param physics: the forward operator (gives :math:`\sigma` and the default margin).
     :param float alpha: weight of the equivariance term.
     :param bool stop_gradient: detach the transformed estimate in the equivariance term.
     :param float tau: SURE probe step.
     :param Sequence[float] scale_factors: shrink factors of the scale transform.
+    :param bool scale_antialias: low-pass filter before shrinking (see :class:`sei.transforms.Scale`).
+    :param str scale_interpolation: the scale transform's interpolation, ``"bicubic"`` or ``"bilinear"``.
     :param int | None margin: partial-SURE border; ``None`` takes ``physics.margin``.
     :param bool | None batched_sure_passes: see :class:`Objective`.
     :param autocast_dtype: see :class:`Objective`.
@@ -689,10 +681,8 @@ def build_method(
     >>> objective.name, sorted(objective.losses), objective.uses_ground_truth
     ('proposed', ['equivariance', 'sure'], False)
     """
-    if name not in METHODS:
-        raise SeiUserError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
-    canonical = METHODS[name]
-    if unsure and canonical in ("sup", "css"):
+    canonical = canonical_method(name)
+    if unsure and canonical in SURE_FREE_METHODS:
         raise SeiUserError(
             f"unsure learns the noise level of the SURE term, and method {canonical!r} has none"
         )
@@ -728,7 +718,9 @@ def build_method(
             )
         losses = {"sure": (sure, 1.0)}
         transform = {
-            "proposed": lambda: Scale(factors=scale_factors),
+            "proposed": lambda: Scale(
+                factors=scale_factors, antialias=scale_antialias, mode=scale_interpolation
+            ),
             "ei-shift": Shift,
             "ei-rotate": Rotate,
             "sure": None,

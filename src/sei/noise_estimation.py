@@ -38,12 +38,15 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from sei.errors import SeiUserError
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 METHODS = ("auto", "spectral", "pca", "weak_texture", "mad")
 MIN_SIDE = 16  # smallest height / width an image may have
@@ -77,7 +80,7 @@ class NoiseEstimate:
 
 def estimate_noise_level(
     measurements: torch.Tensor | Sequence[torch.Tensor],
-    physics: Any = None,
+    physics: Operator | None = None,
     method: str = "auto",
 ) -> NoiseEstimate:
     """Estimate the Gaussian noise level of measurements in [0, 1] scale.
@@ -224,7 +227,7 @@ def _starts(length: int, tile: int) -> list[int]:
     return starts
 
 
-def _noise_frequencies(physics: Any, th: int, tw: int) -> torch.Tensor:
+def _noise_frequencies(physics: Operator, th: int, tw: int) -> torch.Tensor:
     """``(th, tw // 2 + 1)`` bool: where |OTF| is about 0, away from the rows and columns (0 and Nyquist)
     whose windowed periodogram is not exponential."""
     otf = physics.otf(th, tw, torch.float64, torch.device("cpu")).abs()
@@ -238,7 +241,7 @@ def _noise_frequencies(physics: Any, th: int, tw: int) -> torch.Tensor:
     return mask & away
 
 
-def _spectral_applies(images: list[torch.Tensor], physics: Any) -> bool:
+def _spectral_applies(images: list[torch.Tensor], physics: Operator) -> bool:
     if not hasattr(physics, "otf"):
         return False
     for image in images:
@@ -249,7 +252,7 @@ def _spectral_applies(images: list[torch.Tensor], physics: Any) -> bool:
     return True
 
 
-def _spectral(image: torch.Tensor, physics: Any, strict: bool = False) -> float | None:
+def _spectral(image: torch.Tensor, physics: Operator, strict: bool = False) -> float | None:
     """Noise variance (in [0, 1] units squared) from the noise-only frequencies of windowed tiles.
 
     Tiles with more than 0.1 % clipped pixels are left out: clipping removes noise (and its

@@ -15,6 +15,7 @@ when not given), :func:`restore`:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -142,8 +143,10 @@ def restore(
     from sei.inference import tiled
     from sei.physics import make_physics
     from sei.physics.noise import AUTO
+    from sei.problem import DEFAULT_NOISE_LEVEL
     from sei.runtime import resolve_device
-    from sei.training.config import TrainConfig, resolve_config
+    from sei.training.checkpoint import latest_checkpoint, load_checkpoint
+    from sei.training.config import TrainConfig, run_config
     from sei.training.loop import train
     from sei.weights import load_weights_with_physics
 
@@ -167,7 +170,10 @@ def restore(
     if isinstance(kernel, str | Path) and Path(str(kernel)).expanduser().is_file():
         kernel = str(Path(str(kernel)).expanduser().resolve())  # the run's config names it from any folder
     physics = make_physics(
-        task, kernel=kernel if task == "deblurring" else None, sr_factor=sr_factor, noise_level=5.0
+        task,
+        kernel=kernel if task == "deblurring" else None,
+        sr_factor=sr_factor,
+        noise_level=DEFAULT_NOISE_LEVEL,
     )
     estimated = noise_level == AUTO
     if estimated:
@@ -183,7 +189,7 @@ def restore(
     init_name = None if resume else _resolve_init(init, task, kernel, sr_factor, level)
     if init_name is not None:
         _say(f"starting from {init_name}")
-    config = TrainConfig(
+    given = TrainConfig(
         task=task,
         kernel=kernel if task == "deblurring" else None,
         sr_factor=sr_factor if task == "sr" else None,
@@ -197,22 +203,22 @@ def restore(
         val_interval=0,
         time_limit=time_limit,
     )
-    probe_config = config
-    if init_name is not None:
-        from sei.training.config import init_model_config
-
-        probe_config = init_model_config(config)
-    reserve = _inference_seconds(init_name, resolve_config(probe_config), measurements, tile, device_)
+    checkpoint = None
+    if resume:  # the run's own configuration, with this session's device and budget
+        path = latest_checkpoint(run_dir)
+        if path is None:
+            raise SeiUserError(f"nothing to resume in {run_dir}: no checkpoint found")
+        checkpoint = load_checkpoint(path)
+        given = TrainConfig(device=device, time_limit=time_limit)
+    config = run_config(given, checkpoint)  # resolved once, here; the training loop consumes it
+    reserve = _inference_seconds(init_name, config, measurements, tile, device_)
     budget = time_limit - (time.perf_counter() - started) - reserve - FINISH_SECONDS
     if budget < MIN_TRAINING_SECONDS:
         raise SeiUserError(
             f"a time limit of {time_limit:g} s leaves {max(budget, 0):.0f} s for training once the {len(measurements)} "
             f"measurement(s) are read and reconstructed (about {reserve:.0f} s); give at least {time_limit - budget + MIN_TRAINING_SECONDS:.0f} s"
         )
-    if resume:
-        config = TrainConfig(device=device, time_limit=budget)
-    else:
-        config.time_limit = budget
+    config = dataclasses.replace(config, time_limit=budget)
     state = train(
         config,
         run_dir,
@@ -224,7 +230,7 @@ def restore(
     network, _, trained_physics = load_weights_with_physics(
         run_dir / "weights.safetensors", device=str(device_)
     )
-    scale = trained_physics.factor if trained_physics.task == "sr" else 1
+    scale = trained_physics.scale
     result = RestoreResult(
         noise_level=state.noise_level or level,
         noise_estimated=estimated,

@@ -25,12 +25,15 @@ import csv
 import io
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sei.errors import SeiUserError
 from sei.runtime import atomic_write
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 BACKENDS = ("csv", "tensorboard")
 DEFAULT = "csv,tensorboard"
@@ -237,7 +240,7 @@ def side_by_side(images: list[torch.Tensor], gap: int = PANEL_GAP) -> torch.Tens
 @torch.no_grad()
 def validation_panel(
     model: torch.nn.Module,
-    physics: Any,
+    physics: Operator,
     held_out: Any,
     training: Any,
     device: torch.device,
@@ -247,7 +250,7 @@ def validation_panel(
     first training measurement), on a centre crop of ``crop`` measurement pixels."""
     source = held_out if held_out is not None and len(held_out) else training
     _, x, y = source[0]
-    scale = getattr(physics, "factor", 1) if physics.task == "sr" else 1
+    scale = physics.scale
     height, width = y.shape[-2:]
     top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
     y = y[..., top : top + crop, left : left + crop]

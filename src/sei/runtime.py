@@ -126,6 +126,11 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     return path
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write` of a text (UTF-8), e.g. a results or manifest JSON file."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
 # --- durations -----------------------------------------------------------------------------------
 
 _DURATION = re.compile(

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -33,7 +33,11 @@ from torch import nn
 from sei.errors import SeiUserError
 from sei.models import create_model
 from sei.models.common import learned_state_dict, load_state_dict_checked
+from sei.problem import DEFAULT_NOISE_LEVEL, GAUSSIAN, METHODS
 from sei.runtime import atomic_write
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 HF_REPO = "jscanvic/scale-equivariant-imaging"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -106,16 +110,6 @@ _PAPER_NAME = re.compile(
     r"(?:Deblurring_(?P<kernel>(?:Gaussian|Box)_R\d+)|SR_X(?P<factor>\d+)(?:_[A-Za-z]+)?)"
     r"_Noise(?P<noise>\d+(?:\.\d+)?)_(?P<method>[A-Za-z0-9-]+)(?P<extra>(?:_\w+)?)$"
 )
-_PAPER_METHODS = {
-    "proposed": "proposed",
-    "sei": "proposed",
-    "supervised": "sup",
-    "sup": "sup",
-    "css": "css",
-    "ei-shift": "ei-shift",
-    "ei-rotate": "ei-rotate",
-    "sure": "sure",
-}
 
 
 def parse_paper_name(name: str) -> dict[str, Any] | None:
@@ -142,7 +136,7 @@ def parse_paper_name(name: str) -> dict[str, Any] | None:
         "kernel": match["kernel"],
         "sr_factor": int(match["factor"]) if match["factor"] else None,
         "noise_level": float(match["noise"]),
-        "method": _PAPER_METHODS.get(method, method),
+        "method": METHODS.get(method, method),
         "dataset": dataset.lower(),
         "source": f"hf://{HF_REPO}/{name}.pt",
     }
@@ -152,7 +146,7 @@ def parse_paper_name(name: str) -> dict[str, Any] | None:
 
 
 def save_weights(
-    model: nn.Module, path: str | Path, metadata: Mapping[str, Any], physics: Any = None
+    model: nn.Module, path: str | Path, metadata: Mapping[str, Any], physics: Operator | None = None
 ) -> Path:
     """Write ``model``'s weights and metadata to a ``.safetensors`` file, atomically (tmp + rename).
 
@@ -267,7 +261,7 @@ def _why(error: BaseException) -> str:
 
 
 def verify_shipped(path: Path) -> None:
-    """Check a shipped file against ``pretrained/SHA256SUMS`` (written by benchmarks/ship_models.py)."""
+    """Check a shipped file against ``pretrained/SHA256SUMS`` (written by scripts/ship_models.py)."""
     sums = path.parent / "SHA256SUMS"
     if not sums.is_file():
         return
@@ -395,7 +389,7 @@ def load_weights_with_physics(
     noise_level: float | None = None,
     noise_model: str | None = None,
     gain: float | None = None,
-) -> tuple[nn.Module, dict[str, Any], Any]:
+) -> tuple[nn.Module, dict[str, Any], Operator]:
     """Rebuild the network a weights file was trained as, load it (eval mode, on ``device``), and
     rebuild the forward model it was trained for.
 
@@ -432,9 +426,9 @@ def load_weights_with_physics(
     _check("task", metadata.get("task"), task, str(spec))
     if metadata.get("task") == "sr":
         _check("sr_factor", metadata.get("sr_factor"), sr_factor, str(spec))
-    noise = float(metadata.get("noise_level", 5.0) if noise_level is None else noise_level)
-    _check("noise_model", metadata.get("noise_model", "gaussian"), noise_model, str(spec))
-    if gain is not None and metadata.get("noise_model", "gaussian") == "gaussian":
+    noise = float(metadata.get("noise_level", DEFAULT_NOISE_LEVEL) if noise_level is None else noise_level)
+    _check("noise_model", metadata.get("noise_model", GAUSSIAN), noise_model, str(spec))
+    if gain is not None and metadata.get("noise_model", GAUSSIAN) == GAUSSIAN:
         raise SeiUserError(
             f"{spec} was trained for Gaussian noise; --gain applies to Poisson-Gaussian noise only"
         )
@@ -450,7 +444,7 @@ def load_weights_with_physics(
     return model.to(device).eval(), metadata, physics.to(device)
 
 
-def _physics_of_named_kernel(stored: str | None, requested: Any, noise: float, source: str) -> Any:
+def _physics_of_named_kernel(stored: str | None, requested: Any, noise: float, source: str) -> Operator:
     """The blur of a file that names its kernel without holding it (written before sei 0.2, or the paper's)."""
     from sei.physics import get_kernel, kernel_name, make_physics
     from sei.physics.kernels import is_kernel_name

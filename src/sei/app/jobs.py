@@ -254,7 +254,7 @@ def run_reconstruction(job: Job, device: str) -> None:
         )
         if estimate is not None:
             job.messages.append(f"noise level estimated from the images: {estimate:.3g} (8-bit units)")
-    scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
+    scale = loaded.physics.scale
 
     def reconstruct(piece: torch.Tensor) -> torch.Tensor:
         job.check_cancel()  # between tiles

@@ -25,6 +25,7 @@ from typing import Any
 
 from sei.app.jobs import Job, JobManager
 from sei.errors import SeiUserError
+from sei.problem import DEFAULT_SR_FACTOR, DEFAULT_TASK, SR_FACTORS, TASKS
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_MB = 100.0  # per file
@@ -39,7 +40,6 @@ METHODS = {  # the training-free methods offered (sei.models.RECONSTRUCTORS less
     "dip": "deep image prior (slow)",
     "up": "bicubic upsampling (super-resolution only)",
 }
-SR_FACTORS = (2, 3, 4, 8)
 KERNEL_FAMILIES = ("gaussian", "box", "file")
 DEFAULT_TIME_LIMIT = "2m"
 TILE, OVERLAP = 256, 32  # sei reconstruct's defaults, so that the app returns the same pixels
@@ -181,9 +181,9 @@ async def _job_from_form(form: Any, jobs: JobManager, limits: Limits) -> Job:
             raise SeiUserError(f"unknown model {name!r}: choose a shipped model or one trained here")
         params["model"] = name
     else:
-        params["task"] = _choice(form, "task", ("deblurring", "sr"), "deblurring")
+        params["task"] = _choice(form, "task", TASKS, DEFAULT_TASK)
         params["sr_factor"] = (
-            int(_choice(form, "sr_factor", tuple(map(str, SR_FACTORS)), "2"))
+            int(_choice(form, "sr_factor", tuple(map(str, SR_FACTORS)), str(DEFAULT_SR_FACTOR)))
             if params["task"] == "sr"
             else None
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from sei import problem
 from sei.errors import SeiUserError
 from sei.imageio import list_images, read_image, read_images, write_image, write_like
 from sei.physics import make_physics, measurement_seed, valid_blur
@@ -60,18 +61,18 @@ def add_physics_arguments(
     """The task flags shared by every command (names as in the original README); ``auto_noise``: the
     command also takes ``--noise_level auto`` (estimated from the measurements); ``noise_model``: it
     takes ``--noise gaussian|poisson-gaussian`` and ``--gain`` (and ``--gain auto`` with ``auto_noise``)."""
-    parser.add_argument("--task", choices=("deblurring", "sr"), default="deblurring")
+    parser.add_argument("--task", choices=problem.TASKS, default=problem.DEFAULT_TASK)
     parser.add_argument(
         "--kernel",
         default=None,
-        help="deblurring kernel: Gaussian_R<std>, Box_R<radius> or a file (default Gaussian_R2)",
+        help=f"deblurring kernel: Gaussian_R<std>, Box_R<radius> or a file (default {problem.DEFAULT_KERNEL})",
     )
     parser.add_argument(
         "--sr_factor",
         "--sr-factor",
         type=int,
         default=None,
-        help="super-resolution factor 2, 3, 4 or 8 (default 2)",
+        help=f"super-resolution factor {problem.choices(problem.SR_FACTORS)} (default {problem.DEFAULT_SR_FACTOR})",
     )
     if auto_noise:
         parser.add_argument(
@@ -86,17 +87,16 @@ def add_physics_arguments(
             "--noise_level",
             "--noise-level",
             type=float,
-            default=5.0,
-            help="noise std in 8-bit units (default 5)",
+            default=problem.DEFAULT_NOISE_LEVEL,
+            help=f"noise std in 8-bit units (default {problem.DEFAULT_NOISE_LEVEL:g})",
         )
     if noise_model:
-        from sei.physics.noise import NOISE_MODELS
-
         parser.add_argument(
             "--noise",
-            choices=NOISE_MODELS,
+            choices=problem.NOISE_MODELS,
             default=None,
-            help="noise model: gaussian (default) or poisson-gaussian, y = gain * Poisson(Ax / gain) + "
+            help=f"noise model: {' or '.join(problem.NOISE_MODELS)} (default {problem.DEFAULT_NOISE_MODEL}); "
+            "poisson-gaussian is y = gain * Poisson(Ax / gain) + "
             "N(0, noise_level^2); Poisson alone is --noise_level 0",
         )
         parser.add_argument(
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         sr_factor=args.sr_factor,
         noise_level=args.noise_level,
-        noise_model=args.noise or "gaussian",
+        noise_model=args.noise or problem.DEFAULT_NOISE_MODEL,
         gain=args.gain,
     )
     boundary = getattr(args, "boundary", "circular")

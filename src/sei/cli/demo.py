@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             with torch.no_grad():
                 estimate = model.reconstruct(y_batch)[0].float().cpu()
                 reference = baseline.reconstruct(y_batch)[0].float().cpu()
-            shown = physics.upsample(y_batch)[0].cpu() if physics.task == "sr" else y
+            shown = physics.initial_estimate(y_batch)[0].cpu()
             scores = {
                 "measurement": image_metrics(shown, x)[0],
                 "baseline": image_metrics(reference, x)[0],

@@ -24,6 +24,8 @@ from sei.errors import SeiUserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sei.models import RECONSTRUCTORS
+
     parser.add_argument("input", type=Path, help="a measurement image (or .npy) or a folder of them")
     parser.add_argument("output", type=Path, help="output file or folder")
     add_physics_arguments(parser, auto_noise=True, noise_model=True)
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model_kind",
         "--model-kind",
         default=None,
-        help="a training-free method instead of weights: wiener, pnp, bm3d, dip, up, id",
+        help=f"a training-free method instead of weights: {', '.join(RECONSTRUCTORS)}",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         noise_model=args.noise,
         gain=args.gain,
     )
-    scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
+    scale = loaded.physics.scale
     items = zip(pairs, stacks, strict=True)
     if len(pairs) > 1:
         items = progress_bar(items, total=len(pairs), unit="image", desc=f"reconstructing {args.input}")

@@ -24,6 +24,8 @@ from sei.errors import SeiUserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sei.models import RECONSTRUCTORS
+
     add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.set_defaults(task=None, noise_level=None)
     parser.add_argument(
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model_kind",
         "--model-kind",
         default=None,
-        help="id, up, wiener, dip, pnp, bm3d, or a network (swinir, ...) with --weights",
+        help=f"a training-free method ({', '.join(RECONSTRUCTORS)}), or a network (swinir, ...) with --weights",
     )
     parser.add_argument(
         "--weights", default=None, help="a .safetensors/.pt file or a pretrained name (`sei weights list`)"
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     )
     physics = loaded.physics
     measured = simulated.get("measured") or MeasuredImages(images, physics, seed=args.seed)
-    scale = physics.factor if physics.task == "sr" else 1
+    scale = physics.scale
     shave = scale if args.protocol == "sr-literature" else 0
     evaluation = Evaluation(protocol=args.protocol)
     from sei.runtime import progress_bar
@@ -150,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
             stem = identity.replace("/", "_")
             write_image(estimate, args.save_images / f"{stem}_estimate.png")
             input_psnr = image_metrics(
-                physics.upsample(y_batch)[0].cpu() if scale > 1 else y, x, protocol=args.protocol, shave=shave
+                physics.initial_estimate(y_batch)[0].cpu(), x, protocol=args.protocol, shave=shave
             )[0]
             image_grid(
                 [

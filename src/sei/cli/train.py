@@ -25,17 +25,22 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sei import problem
 from sei.cli.degrade import add_physics_arguments
 from sei.errors import SeiUserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sei.models import list_models
+
     add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.set_defaults(task=None, noise_level=None)  # None: not given, the config file or preset decides
     parser.add_argument(
         "--method",
         default=None,
-        help="proposed (alias sei), sup, css, ei-shift, ei-rotate or sure (default proposed)",
+        help=f"training method: {problem.choices(problem.METHODS)} (default {problem.DEFAULT_METHOD}; "
+        + ", ".join(f"{alias} is {name}" for alias, name in problem.METHODS.items() if alias != name)
+        + ")",
     )
     parser.add_argument(
         "--no-stop_gradient",
@@ -105,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="network name (unet-small, dncnn-small, swinir, swinir-light, swinir-tiny); default: the preset's",
+        help=f"network name ({', '.join(list_models())}); default: the preset's",
     )
     parser.add_argument(
         "--init",
@@ -262,13 +267,16 @@ def _same(stored: Any, given: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sei.losses import METHODS
+    """Flags and config file -> a :class:`~sei.training.config.TrainConfig`, resolved here once (presets,
+    the resumed run's configuration, ``--init``'s network, every check) before any work; the training
+    loop consumes the result."""
     from sei.training.checkpoint import latest_checkpoint, load_checkpoint
-    from sei.training.config import TrainConfig, resolve_config
+    from sei.training.config import RESUME_OVERRIDES, TrainConfig, run_config
     from sei.training.loop import train
 
     values = build_config(args)
     out_dir = args.out_dir
+    checkpoint = None
     if args.resume is not None:
         location = Path(args.resume) if args.resume != "auto" else out_dir
         if location is None:
@@ -276,28 +284,17 @@ def run(args: argparse.Namespace) -> int:
         path = latest_checkpoint(location)
         if path is None:
             raise SeiUserError(f"nothing to resume in {location}: no checkpoint found")
-        check_resume_flags(values, load_checkpoint(path), str(path))
+        checkpoint = load_checkpoint(path)
+        check_resume_flags(values, checkpoint, str(path))
         if out_dir is None:
             out_dir = location if location.is_dir() else location.parent.parent  # OUT/checkpoints/step_N.pt
-        config = TrainConfig.from_dict(
-            {
-                k: v
-                for k, v in values.items()
-                if k in ("device", "num_workers", "max_steps", "epochs", "time_limit")
-            }
-        )
+        given = TrainConfig.from_dict({k: v for k, v in values.items() if k in RESUME_OVERRIDES})
     else:
         if "preset" not in values:
             values["preset"] = "paper" if str(values.get("device", "cpu")).startswith("cuda") else "cpu"
-        config = TrainConfig.from_dict(values)
-        if config.method not in METHODS:  # fail before any data or weights are touched
-            raise SeiUserError(f"unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
-        resolve_config(config)
-        if config.kernel is not None and config.task != "sr":
-            from sei.physics import get_kernel
-
-            get_kernel(config.kernel)
-        out_dir = out_dir or Path("runs") / f"{config.method}_{config.task}"
+        given = TrainConfig.from_dict(values)
+        out_dir = out_dir or Path("runs") / f"{given.method}_{given.task}"
+    config = run_config(given, checkpoint)  # fails before any data or weights are touched
     from sei.run_log import DEFAULT, parse_backends
 
     log = parse_backends(args.log or DEFAULT)  # a misspelt backend fails before any work

@@ -23,7 +23,7 @@ import torch
 from sei.data.sources import Images
 from sei.errors import SeiUserError
 from sei.imageio import MEASUREMENT_SUFFIXES, list_images, read_image
-from sei.physics import measurement_seed
+from sei.physics import Operator, measurement_seed
 from sei.runtime import atomic_write
 
 Measurement = tuple[str, torch.Tensor | None, torch.Tensor]
@@ -42,7 +42,7 @@ def modcrop(image: torch.Tensor, factor: int) -> torch.Tensor:
     return image[..., : height - height % factor, : width - width % factor]
 
 
-def physics_key(physics: torch.nn.Module) -> str:
+def physics_key(physics: Operator) -> str:
     """A digest of the operator: its ``describe()`` metadata and every buffer (a custom kernel file is
     labelled ``custom`` in the metadata, so the kernel values themselves must enter the key)."""
     digest = hashlib.sha256(json.dumps(physics.describe(), sort_keys=True).encode())
@@ -67,7 +67,7 @@ class MeasuredImages(Sequence):
     the result, instead of each worker (of each epoch) measuring again.
 
     :param images: ``(identity, x)`` pairs, as from :func:`~sei.data.load_images`.
-    :param physics: a sei operator (``.A``, ``.measure(x, seed)``, ``.describe()``; ``.factor`` for SR).
+    :param physics: a sei operator (``.A``, ``.measure(x, seed)``, ``.describe()``, ``.scale``).
     :param int seed: base seed; the noise seed of an image is ``measurement_seed(identity, seed)``.
     :param cache_dir: folder where measurements are also stored and reused across runs (``.pt`` files
         keyed on the operator, identity, seed and image content).
@@ -88,7 +88,7 @@ class MeasuredImages(Sequence):
     def __init__(
         self,
         images: Images,
-        physics: torch.nn.Module,
+        physics: Operator,
         seed: int = 0,
         cache_dir: str | Path | None = None,
         progress: bool = False,
@@ -98,7 +98,7 @@ class MeasuredImages(Sequence):
         self.physics = physics
         self.seed = int(seed)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        factor = getattr(physics, "factor", 1) if getattr(physics, "task", "") == "sr" else 1
+        factor = physics.scale
         digest = physics_key(physics) if self.cache_dir is not None else ""
         self.items: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         for index in tqdm(range(len(images)), desc="measuring", disable=not progress, leave=False):

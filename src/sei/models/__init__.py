@@ -91,6 +91,16 @@ def unet_small(task: str, sr_factor: int | None, **kwargs) -> nn.Module:
     return ResUNet(task, sr_factor, **kwargs)
 
 
+@register_model({"channels": 32, "levels": 4, "blocks": 2})
+def unet_base(task: str, sr_factor: int | None, **kwargs) -> nn.Module:
+    """Residual U-Net, 4 scales, 32-256 channels, 2 blocks a scale (4.5 M parameters, about 2x unet-small's step).
+
+    The larger CPU network of the capacity study (benchmarks/step_cost.py): 7x unet-small's parameters,
+    most of them at the coarse scales, where a convolution costs least.
+    """
+    return ResUNet(task, sr_factor, **kwargs)
+
+
 @register_model({"channels": 48, "depth": 10})
 def dncnn_small(task: str, sr_factor: int | None, **kwargs) -> nn.Module:
     """DnCNN-like residual stack, 10 convs of 48 channels (0.17 M parameters)."""

@@ -28,6 +28,7 @@ from deepinv.models import ConvDecoder
 from torch import nn
 
 from sei.errors import SeiUserError
+from sei.physics import Operator
 from sei.physics import functional as Fn
 from sei.runtime import AMP_DTYPES, NetworkRunner, resolve_autocast_dtype
 
@@ -42,7 +43,7 @@ AUTO_EXTEND_RATIO = 3.0
 DEFAULT_RL_ITERATIONS = 15
 
 
-def _check_boundary(physics: Any, boundary: str) -> str:
+def _check_boundary(physics: Operator, boundary: str) -> str:
     if boundary not in BOUNDARIES:
         raise SeiUserError(f"unknown boundary {boundary!r}: choose one of {', '.join(BOUNDARIES)}")
     if physics.task == "sr" and boundary != DEFAULT_BOUNDARY:
@@ -53,7 +54,7 @@ def _check_boundary(physics: Any, boundary: str) -> str:
     return boundary
 
 
-def extension_margin(physics: Any) -> int:
+def extension_margin(physics: Operator) -> int:
     """Width of the smooth periodic extension for a blur: the kernel's size (more gains nothing on the
     training photographs, docs/models.md)."""
     return int(max(physics.kernel_size))
@@ -67,7 +68,7 @@ def extends(boundary: str, y: torch.Tensor) -> bool:
 
 
 def with_boundary(
-    physics: Any,
+    physics: Operator,
     boundary: str,
     y: torch.Tensor,
     solve: Callable[[torch.Tensor], torch.Tensor],
@@ -88,34 +89,29 @@ def with_boundary(
     return Fn.crop_border(solve(Fn.smooth_periodic_extension(y, margin)), margin)
 
 
-def _initial_estimate(physics: Any, y: torch.Tensor) -> torch.Tensor:
-    """``y`` for deblurring, its bicubic upsampling for SR: the ``id``/``up`` baselines."""
-    return physics.upsample(y) if physics.task == "sr" else y
-
-
 class Identity(nn.Module):
     """``id``: the measurement itself (deblurring only; SR needs ``up`` to reach the target size)."""
 
-    def __init__(self, physics: Any) -> None:
+    def __init__(self, physics: Operator) -> None:
         super().__init__()
         if physics.task == "sr":
             raise SeiUserError(
                 "'id' returns y, which is smaller than the target for super-resolution; use 'up' (bicubic)"
             )
 
-    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, physics: Operator | None = None) -> torch.Tensor:
         return y
 
 
 class Upsample(nn.Module):
     """``up``: bicubic upsampling for SR, the identity for deblurring."""
 
-    def __init__(self, physics: Any) -> None:
+    def __init__(self, physics: Operator) -> None:
         super().__init__()
         self.physics = physics
 
-    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
-        return _initial_estimate(self.physics, y)
+    def forward(self, y: torch.Tensor, physics: Operator | None = None) -> torch.Tensor:
+        return self.physics.initial_estimate(y)
 
 
 class Wiener(nn.Module):
@@ -132,16 +128,16 @@ class Wiener(nn.Module):
     :param str boundary: ``auto``, ``extend`` or ``circular`` (deblurring; module docstring).
     """
 
-    def __init__(self, physics: Any, reg: float | None = None, boundary: str = DEFAULT_BOUNDARY) -> None:
+    def __init__(self, physics: Operator, reg: float | None = None, boundary: str = DEFAULT_BOUNDARY) -> None:
         super().__init__()
         reg = DEFAULT_WIENER_REG[physics.task] if reg is None else reg
         if not reg > 0:
             raise SeiUserError(f"the Wiener regularisation must be > 0, got {reg}")
         self.physics, self.reg, self.boundary = physics, float(reg), _check_boundary(physics, boundary)
 
-    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, physics: Operator | None = None) -> torch.Tensor:
         if self.physics.task == "sr":
-            return self.physics.prox_l2(self.physics.upsample(y), y, 1.0 / self.reg)
+            return self.physics.prox_l2(self.physics.initial_estimate(y), y, 1.0 / self.reg)
 
         def solve(measurement: torch.Tensor) -> torch.Tensor:
             prior = measurement.mean(dim=(-2, -1), keepdim=True).expand_as(measurement)
@@ -151,7 +147,7 @@ class Wiener(nn.Module):
 
 
 def choose_wiener_reg(
-    physics: Any,
+    physics: Operator,
     images: Iterable[torch.Tensor],
     grid: Iterable[float] | None = None,
     seed: int = 0,
@@ -193,7 +189,7 @@ class DeepImagePrior(nn.Module):
 
     def __init__(
         self,
-        physics: Any,
+        physics: Operator,
         iterations: int | None = None,
         lr: float = 5e-3,
         channels: int = 32,
@@ -216,7 +212,7 @@ class DeepImagePrior(nn.Module):
         self.channels, self.code_size, self.progress, self.seed = channels, code_size, progress, seed
 
     def _fit(self, y: torch.Tensor) -> torch.Tensor:
-        scale = self.physics.factor if self.physics.task == "sr" else 1
+        scale = self.physics.scale
         size = (3, y.shape[-2] * scale, y.shape[-1] * scale)
         generator = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng(devices=[]):
@@ -244,7 +240,7 @@ class DeepImagePrior(nn.Module):
         with torch.no_grad():
             return network(code)
 
-    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, physics: Operator | None = None) -> torch.Tensor:
         return torch.cat([self._fit(y[i : i + 1]) for i in range(y.shape[0])])
 
 
@@ -343,7 +339,7 @@ class PnPHQS(nn.Module):
 
     def __init__(
         self,
-        physics: Any,
+        physics: Operator,
         denoiser: str = "ffdnet",
         denoiser_weights: str | Path | None = None,
         iterations: int = 8,
@@ -361,7 +357,7 @@ class PnPHQS(nn.Module):
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
         from sei.runtime import progress_bar
 
-        z = _initial_estimate(self.physics, y)
+        z = self.physics.initial_estimate(y)
         with torch.no_grad():
             for sigma_k in progress_bar(self.sigmas, desc="PnP-HQS iterations", unit="it", leave=False):
                 gamma = sigma_k**2 / (0.23 * max(self.physics.sigma, 0.01) ** 2)
@@ -369,7 +365,7 @@ class PnPHQS(nn.Module):
                 z = self.denoise(x, sigma_k)
         return z
 
-    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, physics: Operator | None = None) -> torch.Tensor:
         return with_boundary(self.physics, self.boundary, y, self._solve)
 
 
@@ -388,7 +384,7 @@ class BM3DDeblur(nn.Module):
     """
 
     def __init__(
-        self, physics: Any, ri_reg: float = 4e-4, rwi_reg: float = 5e-3, boundary: str = DEFAULT_BOUNDARY
+        self, physics: Operator, ri_reg: float = 4e-4, rwi_reg: float = 5e-3, boundary: str = DEFAULT_BOUNDARY
     ) -> None:
         super().__init__()
         self.physics, self.ri_reg, self.rwi_reg = physics, ri_reg, rwi_reg
@@ -410,7 +406,7 @@ class BM3DDeblur(nn.Module):
             np.real(np.fft.ifft2(spectrum * wiener)), noise_psd * np.abs(wiener) ** 2, stage_arg=pilot
         )
 
-    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, physics: Operator | None = None) -> torch.Tensor:
         return with_boundary(self.physics, self.boundary, y, self._solve)
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
@@ -446,7 +442,7 @@ class RichardsonLucy(nn.Module):
     """
 
     def __init__(
-        self, physics: Any, iterations: int = DEFAULT_RL_ITERATIONS, boundary: str = DEFAULT_BOUNDARY
+        self, physics: Operator, iterations: int = DEFAULT_RL_ITERATIONS, boundary: str = DEFAULT_BOUNDARY
     ) -> None:
         super().__init__()
         if physics.task != "deblurring":
@@ -473,7 +469,7 @@ class RichardsonLucy(nn.Module):
         )
         return torch.from_numpy(out).to(y)
 
-    def forward(self, y: torch.Tensor, physics: Any = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, physics: Operator | None = None) -> torch.Tensor:
         if self.boundary == "auto" and y.shape[0] > 1:
             return torch.cat([self(y[i : i + 1]) for i in range(y.shape[0])])
         margin = 2 * extension_margin(self.physics)
@@ -499,7 +495,7 @@ def _numpy_trapz() -> Iterator[None]:
         del np.trapz
 
 
-def create_reconstructor(kind: str, physics: Any, **options: Any) -> nn.Module:
+def create_reconstructor(kind: str, physics: Operator, **options: Any) -> nn.Module:
     """A training-free reconstruction method for ``physics``.
 
     :param str kind: one of ``RECONSTRUCTORS``: ``id``, ``up``, ``wiener`` (option ``reg``), ``dip``

@@ -1,4 +1,4 @@
-"""Pieces shared by every network: padding to a multiple, the global residual, config checks."""
+"""Pieces shared by every network: padding to a multiple, the bicubic skip, state dicts loaded and checked."""
 
 from __future__ import annotations
 
@@ -10,35 +10,9 @@ from torch import nn
 
 from sei.errors import SeiUserError
 
-TASKS = ("deblurring", "sr")
-SR_FACTORS = (2, 3, 4, 8)
-DEFAULT_SR_FACTOR = 2
-
 # Buffers that SwinIR recomputes from its configuration: the attention mask depends on the training
 # patch size (img_size) and is rebuilt for any other size anyway, so files from other img_size load.
 DERIVED_BUFFER_SUFFIXES = ("attn_mask", "relative_position_index")
-
-
-def output_scale(task: str, sr_factor: int | None) -> int:
-    """The factor between measurement and estimate sizes (1 for deblurring), after checking the pair.
-
-    >>> output_scale("sr", 4), output_scale("deblurring", None)
-    (4, 1)
-    """
-    if task == "deblurring":
-        if sr_factor not in (None, 1):
-            raise SeiUserError(
-                f"sr_factor={sr_factor} applies to the sr task only; deblurring networks keep the size"
-            )
-        return 1
-    if task == "sr":
-        factor = DEFAULT_SR_FACTOR if sr_factor is None else sr_factor
-        if factor not in SR_FACTORS:
-            raise SeiUserError(
-                f"unsupported sr factor {sr_factor}: choose one of {', '.join(map(str, SR_FACTORS))}"
-            )
-        return int(factor)
-    raise SeiUserError(f"unknown task {task!r}: choose 'deblurring' or 'sr'")
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

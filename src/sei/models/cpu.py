@@ -8,12 +8,16 @@ upsampling would. Both predict a residual on top of ``y`` (deblurring) or of bic
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from sei.models.common import output_scale, pad_to_multiple, upsample_bicubic
+from sei.models.common import pad_to_multiple, upsample_bicubic
+from sei.problem import output_scale
+
+if TYPE_CHECKING:
+    from deepinv.physics import Physics  # any deepinv operator: the networks do not use it
 
 
 class ResidualBlock(nn.Module):
@@ -79,7 +83,7 @@ class ResUNet(nn.Module):
         )
         self.head = _head(channels, self.scale)
 
-    def forward(self, y: torch.Tensor, physics: Any = None, **kwargs: Any) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, physics: Physics | None = None, **kwargs: Any) -> torch.Tensor:
         height, width = y.shape[-2:]
         x = pad_to_multiple(y, self.multiple)
         features = self.conv_in(x)
@@ -119,5 +123,5 @@ class DnCNN(nn.Module):
                 nn.init.zeros_(layer.bias)
         self.head = _head(channels, self.scale)
 
-    def forward(self, y: torch.Tensor, physics: Any = None, **kwargs: Any) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, physics: Physics | None = None, **kwargs: Any) -> torch.Tensor:
         return upsample_bicubic(y, self.scale) + self.head(self.body(y))

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from sei.errors import SeiUserError
-from sei.models.common import output_scale
+from sei.problem import output_scale
 
 Builder = Callable[..., nn.Module]
 _ENTRYPOINTS: dict[str, tuple[Builder, dict[str, Any], str]] = {}

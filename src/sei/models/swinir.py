@@ -8,13 +8,17 @@ SwinIR repository (``conv_first``, ``layers.0.residual_group.blocks.0...``, ``co
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from deepinv.models import SwinIR as _DeepinvSwinIR
 
 from sei.errors import SeiUserError
-from sei.models.common import output_scale, pad_to_multiple
+from sei.models.common import pad_to_multiple
+from sei.problem import output_scale
+
+if TYPE_CHECKING:
+    from deepinv.physics import Physics  # any deepinv operator: the networks do not use it
 
 
 class SwinIR(_DeepinvSwinIR):
@@ -66,7 +70,7 @@ class SwinIR(_DeepinvSwinIR):
             "rgb_mean", torch.tensor((0.4488, 0.4371, 0.4040)).view(1, 3, 1, 1), persistent=False
         )
 
-    def forward(self, y: torch.Tensor, physics: Any = None, **kwargs: Any) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, physics: Physics | None = None, **kwargs: Any) -> torch.Tensor:
         height, width = y.shape[-2:]
         x = pad_to_multiple(y, self.window_size) - self.rgb_mean.to(y.dtype)
         features = self.conv_first(x)

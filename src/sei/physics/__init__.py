@@ -1,7 +1,10 @@
 """Forward models: kernels, circular FFT blur, bicubic super-resolution, Gaussian or Poisson-Gaussian noise.
 
+:class:`Operator` is the public type of every operator (a deepinv ``LinearPhysics``): write
+``physics: Operator`` in signatures.
+
 ``make_physics(task, kernel=None, sr_factor=None, noise_level=5, noise_model="gaussian", gain=None)`` is
-the entry point.
+the entry point (the defaults are :mod:`sei.problem`'s).
 ``valid_blur(x, kernel)`` blurs the way a camera does (a 'valid', non-circular convolution, ``k - 1``
 pixels smaller per axis); ``valid_crop`` cuts the matching region out of the sharp image.
 """
@@ -15,22 +18,30 @@ import torch
 from sei.errors import SeiUserError
 from sei.physics.functional import valid_blur, valid_crop
 from sei.physics.kernels import KERNEL_FORMS, box_kernel, gaussian_kernel, get_kernel, kernel_name
-from sei.physics.noise import DEFAULT_NOISE_MODEL, NOISE_MODELS
-from sei.physics.operators import BicubicSR, Blur, gaussian_like
+from sei.physics.operators import BicubicSR, Blur, Operator, gaussian_like
+from sei.problem import (
+    DEFAULT_KERNEL,
+    DEFAULT_NOISE_LEVEL,
+    DEFAULT_NOISE_MODEL,
+    NOISE_MODELS,
+    SR_FACTORS,
+    TASKS,
+    check_sr_factor,
+    check_task,
+)
 from sei.runtime import derive_seed
 
-TASKS = ("deblurring", "sr")
-SR_FACTORS = (2, 3, 4, 8)
-DEFAULT_KERNEL = "Gaussian_R2"
-DEFAULT_SR_FACTOR = 2
-
 __all__ = [
+    "DEFAULT_KERNEL",
+    "DEFAULT_NOISE_LEVEL",
+    "DEFAULT_NOISE_MODEL",
     "KERNEL_FORMS",
     "NOISE_MODELS",
     "SR_FACTORS",
     "TASKS",
     "BicubicSR",
     "Blur",
+    "Operator",
     "box_kernel",
     "gaussian_kernel",
     "gaussian_like",
@@ -47,7 +58,7 @@ def make_physics(
     task: str,
     kernel: str | Path | torch.Tensor | None = None,
     sr_factor: int | None = None,
-    noise_level: float = 5.0,
+    noise_level: float = DEFAULT_NOISE_LEVEL,
     noise_model: str = DEFAULT_NOISE_MODEL,
     gain: float | None = None,
 ) -> Blur | BicubicSR:
@@ -65,7 +76,7 @@ def make_physics(
     """
     if noise_level is None or noise_level < 0:
         raise SeiUserError(f"noise level must be >= 0, got {noise_level}")
-    if task == "deblurring":
+    if check_task(task) == "deblurring":
         if sr_factor not in (None, 1):
             raise SeiUserError("--sr_factor applies to the sr task only; use --kernel for deblurring")
         spec = DEFAULT_KERNEL if kernel is None else kernel
@@ -76,18 +87,11 @@ def make_physics(
             noise_kind=noise_model,
             gain=gain,
         )
-    if task == "sr":
-        if kernel is not None:
-            raise SeiUserError(
-                "--kernel applies to the deblurring task only; super-resolution uses bicubic downsampling"
-            )
-        factor = DEFAULT_SR_FACTOR if sr_factor is None else sr_factor
-        if factor != int(factor) or int(factor) not in SR_FACTORS:
-            raise SeiUserError(
-                f"unsupported sr factor {sr_factor}: choose one of {', '.join(map(str, SR_FACTORS))}"
-            )
-        return BicubicSR(int(factor), noise_level=noise_level, noise_kind=noise_model, gain=gain)
-    raise SeiUserError(f"unknown task {task!r}: choose 'deblurring' or 'sr'")
+    if kernel is not None:
+        raise SeiUserError(
+            "--kernel applies to the deblurring task only; super-resolution uses bicubic downsampling"
+        )
+    return BicubicSR(check_sr_factor(sr_factor), noise_level=noise_level, noise_kind=noise_model, gain=gain)
 
 
 def measurement_seed(identity: str, base_seed: int = 0) -> int:

@@ -20,12 +20,8 @@ import math
 import torch
 
 from sei.errors import SeiUserError
+from sei.problem import DEFAULT_NOISE_MODEL, GAUSSIAN, NOISE_MODELS  # the names are the problem's facts
 
-GAUSSIAN = "gaussian"
-POISSON_GAUSSIAN = "poisson-gaussian"
-NOISE_MODELS = (GAUSSIAN, POISSON_GAUSSIAN)
-DEFAULT_NOISE_MODEL = GAUSSIAN
-DEFAULT_NOISE_LEVEL = 5.0  # the paper's std in 8-bit units (sigma = 5/255)
 AUTO = "auto"
 INTENSITY_SCALE = 255.0  # levels and gains are given in 8-bit units: value / 255 on images in [0, 1]
 NEGATIVE_TOLERANCE = 1e-6  # below this an intensity under Poisson noise is a user error, not rounding

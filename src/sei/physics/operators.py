@@ -22,6 +22,7 @@ from deepinv.physics import GaussianNoise, LinearPhysics, PoissonGaussianNoise
 
 from sei.physics import functional as Fn
 from sei.physics import noise as noise_facts
+from sei.problem import DEFAULT_NOISE_LEVEL, DEFAULT_NOISE_MODEL, POISSON_GAUSSIAN
 
 _CACHE_SIZE = 16
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -58,9 +59,14 @@ def gaussian_like(reference: torch.Tensor, rng: torch.Generator | None = None) -
     return noise.to(reference.device)
 
 
-class _NoisyMeasurement(LinearPhysics):
-    """Shared noise handling: white Gaussian or Poisson-Gaussian noise (:mod:`sei.physics.noise`), fresh on
-    every call, optionally seeded.
+class Operator(LinearPhysics):
+    """The public type of sei's forward operators (:class:`Blur`, :class:`BicubicSR`), used in signatures.
+
+    A deepinv ``LinearPhysics`` (``A``, ``A_adjoint``, ``A_dagger``, ``prox_l2``, ``forward``) that also
+    knows its problem: ``task``, ``scale`` (estimate pixels per measurement pixel), ``initial_estimate(y)``
+    (the first guess at the image size), ``margin`` (partial SURE's border), ``describe()`` (metadata),
+    and its noise: white Gaussian or Poisson-Gaussian (:mod:`sei.physics.noise`), fresh on every call,
+    optionally seeded (``measure(x, seed)``).
 
     Attributes: ``noise_level`` and ``sigma`` (the Gaussian std in 8-bit and [0, 1] units),
     ``noise_kind`` (``"gaussian"`` or ``"poisson-gaussian"``), ``gain_level`` and ``gain`` (the Poisson
@@ -71,12 +77,12 @@ class _NoisyMeasurement(LinearPhysics):
     task: str = ""
 
     def __init__(
-        self, noise_level: float, noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL, gain: float | None = None
+        self, noise_level: float, noise_kind: str = DEFAULT_NOISE_MODEL, gain: float | None = None
     ) -> None:
         kind, gain_level = noise_facts.check_noise_model(noise_kind, gain)
         sigma = float(noise_level) / noise_facts.INTENSITY_SCALE
         gamma = gain_level / noise_facts.INTENSITY_SCALE
-        if kind == noise_facts.POISSON_GAUSSIAN:
+        if kind == POISSON_GAUSSIAN:
             deepinv_noise = PoissonGaussianNoise(gain=gamma, sigma=sigma)
         else:
             deepinv_noise = GaussianNoise(sigma=sigma)
@@ -90,7 +96,7 @@ class _NoisyMeasurement(LinearPhysics):
     @property
     def poisson(self) -> bool:
         """Whether the noise is Poisson-Gaussian (signal-dependent)."""
-        return self.noise_kind == noise_facts.POISSON_GAUSSIAN
+        return self.noise_kind == POISSON_GAUSSIAN
 
     def noise(self, x: torch.Tensor, rng: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
         """Add fresh noise of this model to the noiseless measurement ``x`` (drawn with ``rng`` when given)."""
@@ -140,12 +146,23 @@ class _NoisyMeasurement(LinearPhysics):
         wrong under this operator; partial SURE leaves it out."""
         return 0
 
+    @property
+    def scale(self) -> int:
+        """How many estimate pixels one measurement pixel spans per axis: 1 for a blur, the factor for SR."""
+        return 1
+
+    def initial_estimate(self, y: torch.Tensor, img_size: tuple[int, ...] | None = None) -> torch.Tensor:
+        """The cheap first guess at the image size: ``y`` itself for a blur, its bicubic upsampling for
+        SR. It is the ``id`` / ``up`` baseline, the measurement shown beside an estimate, and where the
+        iterative reconstructors start."""
+        return y
+
     def describe(self) -> dict[str, Any]:
         """Plain metadata describing the operator (stored with weights and results)."""
         raise NotImplementedError
 
 
-class Blur(_NoisyMeasurement):
+class Blur(Operator):
     r"""Circular blur :math:`A x = k \circledast x`, computed as ``irfft2(rfft2(x) * OTF)``.
 
     :param torch.Tensor kernel: 2-D kernel (normalised to sum 1 by :func:`sei.physics.get_kernel`).
@@ -169,9 +186,9 @@ class Blur(_NoisyMeasurement):
     def __init__(
         self,
         kernel: torch.Tensor,
-        noise_level: float = 5.0,
+        noise_level: float = DEFAULT_NOISE_LEVEL,
         kernel_label: str = "custom",
-        noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL,
+        noise_kind: str = DEFAULT_NOISE_MODEL,
         gain: float | None = None,
     ) -> None:
         super().__init__(noise_level, noise_kind, gain)
@@ -241,7 +258,7 @@ class Blur(_NoisyMeasurement):
         return {"task": "deblurring", "kernel": self.kernel_label, **self.describe_noise()}
 
 
-class BicubicSR(_NoisyMeasurement):
+class BicubicSR(Operator):
     r"""Super-resolution operator: antialiased bicubic downsampling by an integer factor.
 
     ``A`` is torch's ``interpolate(x, scale_factor=1/r, mode="bicubic", antialias=True)``. Because
@@ -263,13 +280,20 @@ class BicubicSR(_NoisyMeasurement):
     def __init__(
         self,
         factor: int = 2,
-        noise_level: float = 5.0,
-        noise_kind: str = noise_facts.DEFAULT_NOISE_MODEL,
+        noise_level: float = DEFAULT_NOISE_LEVEL,
+        noise_kind: str = DEFAULT_NOISE_MODEL,
         gain: float | None = None,
     ) -> None:
         super().__init__(noise_level, noise_kind, gain)
         self.factor = int(factor)
         self._matrices = _LRU(4 * _CACHE_SIZE)
+
+    @property
+    def scale(self) -> int:
+        return self.factor
+
+    def initial_estimate(self, y: torch.Tensor, img_size: tuple[int, ...] | None = None) -> torch.Tensor:
+        return self.upsample(y, img_size)
 
     def _matrix(self, length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         key = ("R", length, dtype, str(device))

@@ -16,18 +16,21 @@ value (:func:`kernels_match`), so the same PSF named by another path, or by name
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from sei.errors import SeiUserError
-from sei.physics.noise import GAUSSIAN, NOISE_MODELS
+from sei.problem import DEFAULT_NOISE_LEVEL, GAUSSIAN, NOISE_MODELS
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 KERNEL_TOLERANCE = 1e-6  # relative to the kernel's peak: float32 round trips of a PSF file agree far below it
 
 
-def physics_state(physics: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def physics_state(physics: Operator) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(metadata, tensors)`` that rebuild ``physics``: ``describe()`` plus the noise model (and its
     ``gain`` for Poisson-Gaussian noise), and the deblurring kernel as a float64 tensor under ``"kernel"``."""
     metadata = {"noise_model": GAUSSIAN, **physics.describe()}
@@ -42,13 +45,13 @@ def physics_from_state(
     tensors: Mapping[str, torch.Tensor],
     noise_level: float | None = None,
     gain: float | None = None,
-) -> Any:
+) -> Operator:
     """The operator described by :func:`physics_state`'s output (``noise_level`` and, for Poisson-Gaussian
     noise, ``gain`` override the stored ones)."""
     from sei.physics import Blur, make_physics
     from sei.physics.kernels import normalise_kernel
 
-    noise = float(metadata.get("noise_level", 5.0) if noise_level is None else noise_level)
+    noise = float(metadata.get("noise_level", DEFAULT_NOISE_LEVEL) if noise_level is None else noise_level)
     model = metadata.get("noise_model", GAUSSIAN)
     if model not in NOISE_MODELS:
         raise SeiUserError(

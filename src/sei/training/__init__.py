@@ -1,6 +1,7 @@
 """Training: one config dataclass, one loop that can be read top to bottom, exact resume.
 
-- :mod:`sei.training.config`: :class:`TrainConfig`, the presets, resumed and ``--init`` configurations;
+- :mod:`sei.training.config`: :class:`TrainConfig`, the presets, resumed and ``--init`` configurations,
+  resolved once at the boundary by :func:`run_config` into the :class:`ResolvedConfig` the loop consumes;
 - :mod:`sei.training.loop`: :func:`train`, the loop (and its set-up in a few named steps);
 - :mod:`sei.training.checkpoint`: checkpoints written atomically, found and loaded again;
 - :mod:`sei.training.budget`: the learning-rate schedule and the ``--time_limit`` step plan;
@@ -16,10 +17,12 @@ from sei.training.checkpoint import checkpoint_path, latest_checkpoint, load_che
 from sei.training.config import (
     PRESETS,
     RESUME_OVERRIDES,
+    ResolvedConfig,
     TrainConfig,
     init_model_config,
     resolve_config,
     resumed_config,
+    run_config,
 )
 from sei.training.loop import RunState, train
 from sei.training.validation import GAMING_GAP, validate
@@ -28,6 +31,7 @@ __all__ = [
     "GAMING_GAP",
     "PRESETS",
     "RESUME_OVERRIDES",
+    "ResolvedConfig",
     "RunState",
     "StepBatches",
     "TimeBudget",
@@ -41,6 +45,7 @@ __all__ = [
     "prepare_out_dir",
     "resolve_config",
     "resumed_config",
+    "run_config",
     "train",
     "validate",
 ]

@@ -8,13 +8,16 @@ objective's state, the forward model itself and the step; every random draw of a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sei.errors import SeiUserError
 from sei.runtime import atomic_write
 from sei.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 
 def checkpoint_path(out_dir: Path, step: int) -> Path:
@@ -64,7 +67,7 @@ def write_checkpoint(
     optimizer: torch.optim.Optimizer,
     scaler: Any,
     objective: torch.nn.Module,
-    physics: Any,
+    physics: Operator,
     config: TrainConfig,
     seconds: float,
 ) -> None:

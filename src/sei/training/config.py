@@ -1,5 +1,10 @@
 """The configuration of a training run: one dataclass, the presets that fill its ``None`` fields, and
-how a resumed run or a run started from weights (``--init``) changes it."""
+how a resumed run or a run started from weights (``--init``) changes it.
+
+The configuration is resolved once, at the boundary, by :func:`run_config` (``sei train`` and ``sei
+restore`` call it before any work): the result is a :class:`ResolvedConfig`, which the training loop
+consumes as it is. (A plain :class:`TrainConfig` given to :func:`sei.training.train` by a library caller
+is resolved there, by the same function.)"""
 
 from __future__ import annotations
 
@@ -11,6 +16,19 @@ import torch
 
 from sei.errors import SeiUserError
 from sei.physics.noise import parse_gain, parse_noise_level
+from sei.problem import (
+    DEFAULT_KERNEL,
+    DEFAULT_METHOD,
+    DEFAULT_NOISE_LEVEL,
+    DEFAULT_NOISE_MODEL,
+    DEFAULT_SR_FACTOR,
+    DEFAULT_TASK,
+    GROUND_TRUTH_METHODS,
+    METHODS,
+    POISSON_GAUSSIAN,
+    SURE_FREE_METHODS,
+    canonical_method,
+)
 from sei.runtime import AMP_DTYPES, parse_duration
 
 
@@ -19,16 +37,16 @@ class TrainConfig:
     """Everything that defines a training run; saved as ``OUT/config.json`` and in checkpoints."""
 
     # task
-    task: str = "deblurring"  # "deblurring" or "sr"
-    kernel: str | None = None  # deblurring kernel name or file (None: Gaussian_R2)
-    sr_factor: int | None = None  # SR factor (None: 2)
+    task: str = DEFAULT_TASK  # "deblurring" or "sr" (sei.problem.TASKS)
+    kernel: str | None = None  # deblurring kernel name or file (None: sei.problem.DEFAULT_KERNEL)
+    sr_factor: int | None = None  # SR factor (None: sei.problem.DEFAULT_SR_FACTOR)
     noise_level: float | str = (
-        5.0  # Gaussian noise std in 8-bit units, or "auto": estimated from --measurements
+        DEFAULT_NOISE_LEVEL  # Gaussian noise std in 8-bit units, or "auto": estimated from --measurements
     )
     noise_estimate: float | None = (
         None  # with "auto": the estimate, filled in by the run (a resumed run keeps it)
     )
-    noise: str = "gaussian"  # noise model: gaussian | poisson-gaussian (sei.physics.noise)
+    noise: str = DEFAULT_NOISE_MODEL  # noise model: gaussian | poisson-gaussian (sei.physics.noise)
     gain: float | str | None = None  # Poisson gain in 8-bit units, or "auto" (poisson-gaussian only)
     gain_estimate: float | None = None  # with gain "auto": the estimate, filled in by the run
     # data
@@ -43,10 +61,12 @@ class TrainConfig:
     val_images: int = 4  # held-out images for the periodic validation
     val_dataset: str | None = None  # where they come from (None: the test split of --dataset)
     # method
-    method: str = "proposed"  # proposed|sei, sup, css, ei-shift, ei-rotate, sure
+    method: str = DEFAULT_METHOD  # proposed|sei, sup, css, ei-shift, ei-rotate, sure
     alpha: float = 1.0  # weight of the equivariance term
     stop_gradient: bool = True  # detach the transformed estimate in the equivariance term
     scale_factors: tuple[float, ...] = (0.75, 0.5)  # shrink factors of the scale transform
+    scale_antialias: bool = False  # low-pass before shrinking (the paper's transform has none)
+    scale_interpolation: str = "bicubic"  # the scale transform's interpolation: bicubic | bilinear
     sure_divergence: str = "finite-difference"  # the paper's | exact (cannot be gamed: sei.losses.SureLoss)
     stop_on_gaming: bool = False  # end at the last validation before the network games the finite difference
     unsure: bool = False  # learn the noise level (UNSURE): noise_level is only the initial guess
@@ -102,6 +122,15 @@ class TrainConfig:
         return cls(**data)
 
 
+class ResolvedConfig(TrainConfig):
+    """A :class:`TrainConfig` that :func:`run_config` resolved: the presets filled in, the resumed run's
+    or ``--init``'s settings taken, the combination checked. What training consumes."""
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> ResolvedConfig:
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+
 # Defaults that differ between the paper's GPU recipe and the CPU recipe. The paper's epochs are
 # per dataset: DIV2K 500, Urban100 4000, CT 100 (about 50-60k steps each).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -134,25 +163,30 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         else:
             updates["epochs"] = preset["epochs"].get(config.dataset, 500)
     if config.task == "deblurring" and config.kernel is None:
-        updates["kernel"] = "Gaussian_R2"
+        updates["kernel"] = DEFAULT_KERNEL
     if config.task == "sr" and config.sr_factor is None:
-        updates["sr_factor"] = 2
+        updates["sr_factor"] = DEFAULT_SR_FACTOR
     resolved = dataclasses.replace(config, **updates)
+    canonical_method(resolved.method)
     if resolved.batch_size < 1 or resolved.patch_size < 8:
         raise SeiUserError("batch size must be >= 1 and patch size >= 8")
-    from sei.losses import METHODS, SURE_DIVERGENCES
+    from sei.losses import SURE_DIVERGENCES
 
     if resolved.sure_divergence not in SURE_DIVERGENCES:
         raise SeiUserError(
             f"--sure_divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {resolved.sure_divergence!r}"
         )
+    if resolved.scale_interpolation not in ("bicubic", "bilinear"):
+        raise SeiUserError(
+            f"scale_interpolation must be bicubic or bilinear, got {resolved.scale_interpolation!r}"
+        )
     if resolved.amp not in AMP_DTYPES:
         raise SeiUserError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {resolved.amp!r}")
-    if resolved.unsure and METHODS.get(resolved.method) in ("sup", "css"):
+    if resolved.unsure and METHODS.get(resolved.method) in SURE_FREE_METHODS:
         raise SeiUserError(
             f"--unsure learns the noise level of SURE, and method {resolved.method!r} has no SURE term"
         )
-    if resolved.measurements and resolved.method in ("sup", "supervised"):
+    if resolved.measurements and METHODS.get(resolved.method) in GROUND_TRUTH_METHODS:
         raise SeiUserError("the supervised method needs ground truth; --measurements gives measurements only")
     return resolved
 
@@ -213,17 +247,23 @@ def load_init(config: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any], Any
         raise SeiUserError(f"--init {config.init}: {error}") from error
 
 
-def run_config(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainConfig:
-    """The configuration a run trains with: the checkpoint's when resuming (:func:`resumed_config`), the
-    architecture of ``--init``'s weights, the flag combinations checked, the presets filled in."""
+def run_config(config: TrainConfig, checkpoint: dict[str, Any] | None) -> ResolvedConfig:
+    """The configuration a run trains with, resolved once: the checkpoint's when resuming
+    (:func:`resumed_config`), the architecture of ``--init``'s weights, the flag combinations and the
+    kernel checked, the presets filled in (:func:`resolve_config`)."""
     if checkpoint is not None:
         config = resumed_config(checkpoint["config"], config)
         if config.max_steps is not None and config.max_steps < int(checkpoint["step"]):
             raise SeiUserError(
                 f"the run is already at step {checkpoint['step']}; --max_steps {config.max_steps} cannot shorten it"
             )
-    elif config.init:
-        config = init_model_config(config)
+    else:
+        if config.task == "deblurring" and config.kernel is not None:
+            from sei.physics import get_kernel
+
+            get_kernel(config.kernel)  # a missing or unreadable PSF fails before any work
+        if config.init:
+            config = init_model_config(config)
     if config.time_limit is not None and not config.time_limit > 0:
         raise SeiUserError(f"the time limit must be positive, got {config.time_limit} s")
     if config.noise_level == "auto" and not config.measurements:
@@ -235,6 +275,6 @@ def run_config(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainC
         raise SeiUserError(
             "--gain auto estimates the gain of given --measurements; with --dataset give a number"
         )
-    if config.gain is not None and config.noise != "poisson-gaussian":
+    if config.gain is not None and config.noise != POISSON_GAUSSIAN:
         raise SeiUserError("--gain applies to --noise poisson-gaussian only")
-    return resolve_config(config)
+    return ResolvedConfig.of(resolve_config(config))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,11 +27,14 @@ from sei.runtime import AMP_DTYPES, derive_seed
 from sei.training.batches import KeyedPatches, StepBatches
 from sei.training.budget import TrainingClock, learning_rate, plan_steps
 from sei.training.checkpoint import prepare_out_dir
-from sei.training.config import TrainConfig, load_init, run_config
+from sei.training.config import ResolvedConfig, TrainConfig, load_init, run_config
 from sei.training.distributed import Distributed, download_rank_by_rank, training_device
 from sei.training.problem import training_problem
 from sei.training.validation import ValidationMonitor
 from sei.training.writer import RunWriter
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 clock = time.perf_counter  # the loop's clock (tests replace it to make time budgets deterministic)
 
@@ -52,7 +55,7 @@ class RunState:
 def _learner(
     config: TrainConfig,
     checkpoint: dict[str, Any] | None,
-    physics: Any,
+    physics: Operator,
     device: torch.device,
     distributed: Distributed,
 ) -> tuple[torch.nn.Module, torch.nn.Module, Any, torch.optim.Optimizer, Any, int]:
@@ -73,14 +76,14 @@ def _learner(
         alpha=config.alpha,
         stop_gradient=config.stop_gradient,
         scale_factors=config.scale_factors,
+        scale_antialias=config.scale_antialias,
+        scale_interpolation=config.scale_interpolation,
         autocast_dtype=AMP_DTYPES[config.amp],
         sure_divergence=config.sure_divergence,
         unsure=config.unsure,
     )
     if isinstance(objective, torch.nn.Module):
         objective.to(device)
-    if objective.uses_ground_truth and config.measurements:
-        raise SeiUserError(f"method {config.method!r} needs ground truth, which --measurements does not have")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
     step = 0
     if checkpoint is not None:
@@ -169,8 +172,11 @@ def train(
     Outputs: ``config.json``, ``checkpoints/step_*.pt``, ``metrics.csv``, ``validation.csv``,
     ``loss.png`` and the final ``weights.safetensors`` (with metadata and the forward model's tensors);
     ``log`` chooses the run log's backends (:mod:`sei.run_log`: csv, tensorboard, or none).
-    On resume the checkpoint's configuration and forward model are used (the kernel travels inside the
-    checkpoint); ``config`` contributes only :data:`~sei.training.config.RESUME_OVERRIDES`.
+    ``config`` is consumed as it is when it is a :class:`~sei.training.config.ResolvedConfig` (``sei
+    train`` and ``sei restore`` resolve it once with :func:`~sei.training.config.run_config`); a plain
+    :class:`TrainConfig` is resolved here by that same function. On resume the checkpoint's configuration
+    and forward model are used (the kernel travels inside the checkpoint); a plain ``config`` then
+    contributes only :data:`~sei.training.config.RESUME_OVERRIDES`.
     """
     from sei.data import PatchDataset
     from sei.weights import save_weights
@@ -183,7 +189,8 @@ def train(
     checkpoint = distributed.broadcast(
         prepare_out_dir(out_dir, resume, overwrite) if distributed.is_main else None
     )
-    config = run_config(config, checkpoint)
+    if not isinstance(config, ResolvedConfig):  # a library call: resolved here (the CLI resolved it already)
+        config = run_config(config, checkpoint)
     device = training_device(config, distributed)
     if config.stop_on_gaming and (distributed.world_size > 1 or not config.val_interval):
         raise SeiUserError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,8 +13,11 @@ from sei.errors import SeiUserError
 from sei.training.config import TrainConfig
 from sei.training.distributed import Distributed
 
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
-def training_data(config: TrainConfig, physics: Any) -> tuple[Any, Any]:
+
+def training_data(config: TrainConfig, physics: Operator) -> tuple[Any, Any]:
     """The training measurements (with ground truth when simulated) and the held-out validation set."""
     from sei.data import MeasuredImages, MeasurementFolder, load_images
 
@@ -57,7 +60,7 @@ def _estimate_poisson_gaussian(config: TrainConfig, source: Any) -> tuple[float,
     return level, gain
 
 
-def _estimate_noise(config: TrainConfig, source: Any, physics: Any) -> float:
+def _estimate_noise(config: TrainConfig, source: Any, physics: Operator) -> float:
     """``--noise_level auto``: the level estimated from the training measurements themselves, printed."""
     from sei.noise_estimation import estimate_noise_level
 
@@ -73,17 +76,20 @@ def _estimate_noise(config: TrainConfig, source: Any, physics: Any) -> float:
 
 def training_problem(
     config: TrainConfig, checkpoint: dict[str, Any] | None, distributed: Distributed, device: torch.device
-) -> tuple[TrainConfig, Any, Any, Any]:
+) -> tuple[TrainConfig, Operator, Any, Any]:
     """``(config, physics, training measurements, held-out set)``. A resumed run takes the forward model
     from its checkpoint; ``--noise_level auto`` (and ``--gain auto``) are estimated by rank 0 from the
     measurements, written into the returned configuration, and given to every rank."""
     from sei.physics import make_physics
     from sei.physics.state import physics_from_state, physics_state
+    from sei.problem import DEFAULT_NOISE_LEVEL, POISSON_GAUSSIAN
 
-    poisson = config.noise == "poisson-gaussian"
+    poisson = config.noise == POISSON_GAUSSIAN
     estimate_pg = poisson and "auto" in (config.noise_level, config.gain)
     nominal_noise = (
-        (config.noise_estimate or 5.0) if config.noise_level == "auto" else float(config.noise_level)
+        (config.noise_estimate or DEFAULT_NOISE_LEVEL)
+        if config.noise_level == "auto"
+        else float(config.noise_level)
     )
     nominal_gain = (
         ((config.gain_estimate or 1.0) if config.gain == "auto" else config.gain) if poisson else None

@@ -10,9 +10,12 @@ live.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 GAMING_GAP = (
     -0.5
@@ -41,7 +44,12 @@ def validation_crops(training: Any, margin: int, circular: bool) -> list[tuple[t
 
 @torch.no_grad()
 def validate(
-    model: torch.nn.Module, physics: Any, held_out: Any, training: Any, objective: Any, device: torch.device
+    model: torch.nn.Module,
+    physics: Operator,
+    held_out: Any,
+    training: Any,
+    objective: Any,
+    device: torch.device,
 ) -> dict[str, float]:
     """Validation PSNR on held-out images; with no ground truth anywhere, the SURE estimate of the
     measurement-domain error on (centre crops of) training measurements (exact divergence: an unbiased
@@ -104,7 +112,7 @@ class ValidationMonitor:
 
     def __init__(
         self,
-        physics: Any,
+        physics: Operator,
         held_out: Any,
         training: Any,
         objective: Any,

@@ -7,12 +7,15 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sei.training.checkpoint import prune_checkpoints, write_checkpoint
 from sei.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from sei.physics import Operator
 
 
 class RunWriter:
@@ -74,7 +77,7 @@ class RunWriter:
         optimizer: torch.optim.Optimizer,
         scaler: Any,
         objective: torch.nn.Module,
-        physics: Any,
+        physics: Operator,
         config: TrainConfig,
         seconds: float,
     ) -> None:

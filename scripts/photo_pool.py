@@ -20,8 +20,8 @@ The output folder holds the PNG tiles, ``manifest.json`` (tile -> photograph, pa
 be committed. Running the script again does nothing when the pool is complete and up to date.
 
 usage:
-  python benchmarks/photo_pool.py                   # -> benchmarks/photo_pool/ (+ photo_pool_held_out/)
-  python benchmarks/photo_pool.py --output /data/pool --keep-cache
+  python scripts/photo_pool.py                   # -> benchmarks/photo_pool/ (+ photo_pool_held_out/)
+  python scripts/photo_pool.py --output /data/pool --keep-cache
 then train or test on it with ``--dataset benchmarks/photo_pool``.
 """
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -42,8 +41,10 @@ import torch
 from PIL import Image, ImageOps
 
 from sei.imageio import resize_short_side, to_uint8
+from sei.runtime import atomic_write, atomic_write_text
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "photo_pool"
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "photo_pool"  # the benchmarks and the shipped models train on it
 FORMAT_VERSION = 3  # bump when the tiling changes, so that existing pools are rebuilt (3: HELD_OUT left out)
 HELD_OUT_PIXELS = 1_000_000  # each held-out photograph is resized to about this many pixels
 
@@ -249,10 +250,8 @@ def tile_boxes(width: int, height: int, tile_short: int) -> list[tuple[int, int,
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
-    """8-bit PNG written to a temporary name and renamed, so an interruption leaves no half tile."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(to_uint8(image)).save(temporary, format="PNG")
-    os.replace(temporary, path)
+    """8-bit PNG written atomically, so an interruption leaves no half tile."""
+    atomic_write(path, lambda handle: Image.fromarray(to_uint8(image)).save(handle, format="PNG"))
 
 
 def detail(tile: torch.Tensor) -> float:
@@ -384,9 +383,7 @@ def build(output: Path, tile_short: int, size: int, min_detail: float, keep_cach
     write_attribution(held_folder / "ATTRIBUTION.md", attributions)
     held_manifest = {"settings": settings, "photos": held_out}
     (held_folder / "manifest.json").write_text(json.dumps(held_manifest, indent=1))
-    temporary = manifest_path.with_name(".manifest.json.tmp")
-    temporary.write_text(json.dumps(manifest, indent=1))
-    os.replace(temporary, manifest_path)  # written last: its presence means the pool is complete
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1))  # last: its presence means complete
     if not keep_cache:
         shutil.rmtree(cache)
     print(

@@ -8,8 +8,8 @@ The facts of each shipped model (training seconds, flags, training data) are kep
 ``src/sei/pretrained/TRAINING.json`` (not packaged), so that models shipped earlier, whose run folders
 are gone, keep their rows of the model card when another model is re-shipped.
 
-    python benchmarks/ship_models.py                 # runs under benchmarks/work/shipped/
-    python benchmarks/ship_models.py --only sei-gaussian_r2-noise5   # re-ship one, keep the others
+    python scripts/ship_models.py                 # runs under benchmarks/work/shipped/
+    python scripts/ship_models.py --only sei-gaussian_r2-noise5   # re-ship one, keep the others
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sei.evaluation import SSIM_IMPLEMENTATION, Evaluation, image_metrics
 from sei.inference import load_reconstructor
 from sei.weights import PRETRAINED, PRETRAINED_DIR
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 RUNS = {"sei-gaussian_r2-noise5": "gaussian_r2", "sei-sr_x2-noise5": "sr_x2", "sei-sr_x4-noise5": "sr_x4"}
 FACTS = PRETRAINED_DIR / "TRAINING.json"
 CONFIG_KEYS = (
@@ -48,8 +48,8 @@ def load_facts() -> dict:
 
 
 def training_data(dataset: str | None) -> str:
-    """What the run trained on, from the pool's manifest (benchmarks/photo_pool.py) when there is one."""
-    manifest_path = HERE.parent / str(dataset) / "manifest.json"
+    """What the run trained on, from the pool's manifest (scripts/photo_pool.py) when there is one."""
+    manifest_path = ROOT / str(dataset) / "manifest.json"
     if not dataset or not manifest_path.is_file():
         return str(dataset)
     manifest = json.loads(manifest_path.read_text())
@@ -96,14 +96,14 @@ def evaluate(name: str) -> tuple[dict, dict, dict]:
         with torch.no_grad():
             estimate = loaded.reconstruct(y[None])[0]
         model.add(identity, *image_metrics(estimate, x))
-        shown = physics.upsample(y[None])[0] if physics.task == "sr" else y
+        shown = physics.initial_estimate(y[None])[0]
         baseline.add(identity, *image_metrics(shown, x))
     return model.summary(), baseline.summary(), loaded.description
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=Path, default=HERE / "work" / "shipped")
+    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "work" / "shipped")
     parser.add_argument(
         "--only",
         action="append",
@@ -152,7 +152,7 @@ def main() -> None:
     lines += [
         "",
         "- **Training data**: the offline DIV2K-like pool of Debian wallpaper photographs",
-        "  (`benchmarks/photo_pool.py`, attribution generated there), tiles of short side 256; one fixed noisy",
+        "  (`scripts/photo_pool.py`, attribution generated there), tiles of short side 256; one fixed noisy",
         "  measurement per image; the ground truth was never used by the loss. Per model:",
         *[f"  - `{name}`: {data}" for name, *_, data in rows if data],
         f"- **Recipe**: batch {example.get('batch_size')} of {example.get('patch_size')}x{example.get('patch_size')} measurement patches, "
@@ -175,7 +175,7 @@ def main() -> None:
                 f"{metadata.get('steps')}, the last validation before the network began to game SURE's finite-difference divergence "
                 "(measured on training measurements; docs/methods.md, defect 8)."
             )
-    (HERE.parent / "docs" / "model_card.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "docs" / "model_card.md").write_text("\n".join(lines) + "\n")
     print("wrote docs/model_card.md")
 
 
