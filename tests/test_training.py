@@ -352,7 +352,7 @@ def test_sei_train_resolves_its_configuration_once_before_touching_the_run(
     monkeypatch.setattr(config_module, "resolve_config", counting)
     out = tmp_path / "run"
     flags = ["--dataset", str(photo_folder), "--resize", "0", "--patch_size", "16", "--batch_size", "2"]
-    flags += ["--model", "unet-small", "--val_images", "0", "--out_dir", str(out), "--quiet"]
+    flags += ["--model", "unet-small", "--val_images", "0", "--log", "none", "--out_dir", str(out), "--quiet"]
     assert main(["train", *flags, "--max_steps", "2", "--checkpoint_interval", "2"]) == 0
     assert len(calls) == 1
     assert main(["train", *flags, "--resume", "--max_steps", "3"]) == 0
