@@ -242,8 +242,10 @@ def test_cli_download_and_info(server, tmp_path, monkeypatch, capsys):
     assert main(["data", "info"]) == 0
     info = capsys.readouterr().out
     assert "urban100  train 90 | test 10" in info and "div2k     train missing | test missing" in info
-    samples = {split: len(load_images("samples", split)) for split in ("train", "test")}
-    assert f"samples   train {samples['train']} | test {samples['test']}" in info
+    from sei.data.samples import SAMPLES
+
+    samples = {split: sum(sample.split == split for sample in SAMPLES) for split in ("train", "test")}
+    assert f"samples   train {samples['train']} | test {samples['test']}" in info  # every packaged sample
     monkeypatch.setitem(DATASETS, "urban100", _urban100_spec("0" * 32))
     assert (
         main(["data", "download", "urban100", "--force", "--root", str(tmp_path / "other"), "--quiet"]) == 2
