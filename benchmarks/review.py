@@ -68,7 +68,16 @@ def paired(sei: dict[int, float], other: dict[int, float]) -> tuple[float, float
     return mean, sd, len(seeds), abs(mean) > half_width
 
 
-def seeds_table(review: list[dict], converge: dict[str, dict], costs: dict) -> list[str]:
+FREE = {
+    "id": "blurry input",
+    "up": "bicubic upsampling",
+    "wiener": "Wiener",
+    "bm3d": "BM3D",
+    "pnp": "PnP-HQS (FFDNet)",
+}
+
+
+def seeds_table(review: list[dict], converge: dict[str, dict], costs: dict, free: list[dict]) -> list[str]:
     """Per method and problem: mean +- sd over seeds at equal steps, the paired difference to SEI, PSNR at
     SEI's training time, and supervised at convergence."""
     psnr: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
@@ -143,6 +152,16 @@ def seeds_table(review: list[dict], converge: dict[str, dict], costs: dict) -> l
                 f"SEI - converged supervised: {statistics.mean(psnr[(problem, 'proposed')].values()) - run['psnr_mean']:+.2f} | "
                 f"best validation {best['val_psnr']:.2f} at step {best['step']:.0f}; within 0.05 dB of it from step {plateau:.0f} |"
             )
+        sei_mean = (
+            statistics.mean(psnr[(problem, "proposed")].values()) if psnr.get((problem, "proposed")) else None
+        )
+        for kind, name in FREE.items():  # the same test measurements, no training (the paper's grid)
+            record = next((r for r in free if r["model_kind"] == kind and label(r) == problem), None)
+            if record and sei_mean is not None:
+                lines.append(
+                    f"| {name}, training-free | {record['psnr_mean']:.2f} | | "
+                    f"SEI - {name}: {sei_mean - record['psnr_mean']:+.2f} | |"
+                )
         lines.append("")
     return lines
 
@@ -307,7 +326,8 @@ def sections(records: list[dict]) -> list[str]:
         return []
     costs = step_costs()
     converge = {label(r): r for r in review if r["study"] == "converge"}
-    lines = seeds_table(review, converge, costs)
+    free = [r for r in records if not r.get("study") and not r["method"]]
+    lines = seeds_table(review, converge, costs, free)
     if figure_curves(review, converge, costs):
         lines += ["![PSNR against steps and seconds](figures/curves_review.png)", ""]
     lines += study_tables(review)
