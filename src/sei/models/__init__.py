@@ -19,7 +19,7 @@ from torch import nn
 
 from sei.models.baselines import BOUNDARIES, RECONSTRUCTORS, create_reconstructor
 from sei.models.cpu import DnCNN, ResUNet
-from sei.models.registry import create_model, list_models, model_summary, register_model
+from sei.models.registry import create_model, list_models, register_model
 from sei.models.swinir import SwinIR
 
 DEFAULT_GPU_MODEL = "swinir"
@@ -33,7 +33,6 @@ __all__ = [
     "create_model",
     "create_reconstructor",
     "list_models",
-    "model_summary",
     "register_model",
 ]
 

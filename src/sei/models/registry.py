@@ -19,7 +19,7 @@ from sei.errors import SeiUserError
 from sei.problem import output_scale
 
 Builder = Callable[..., nn.Module]
-_ENTRYPOINTS: dict[str, tuple[Builder, dict[str, Any], str]] = {}
+_ENTRYPOINTS: dict[str, tuple[Builder, dict[str, Any]]] = {}
 
 
 def register_model(defaults: dict[str, Any]) -> Callable[[Builder], Builder]:
@@ -32,8 +32,7 @@ def register_model(defaults: dict[str, Any]) -> Callable[[Builder], Builder]:
         name = fn.__name__.replace("_", "-")
         if name in _ENTRYPOINTS:
             raise ValueError(f"model {name!r} is registered twice")
-        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _ENTRYPOINTS[name] = (fn, dict(defaults), summary)
+        _ENTRYPOINTS[name] = (fn, dict(defaults))
         return fn
 
     return decorate
@@ -45,12 +44,7 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
-def model_summary(name: str) -> str:
-    """The one-line description of a registered model (its entrypoint's docstring)."""
-    return _lookup(name)[2]
-
-
-def _lookup(name: str) -> tuple[Builder, dict[str, Any], str]:
+def _lookup(name: str) -> tuple[Builder, dict[str, Any]]:
     key = name.replace("_", "-").lower()
     if key not in _ENTRYPOINTS:
         close = difflib.get_close_matches(key, list(_ENTRYPOINTS), n=3, cutoff=0.4)
@@ -74,7 +68,7 @@ def create_model(
     >>> model.sei_config["depth"], model.sei_config["sr_factor"]
     (4, 3)
     """
-    builder, defaults, _ = _lookup(name)
+    builder, defaults = _lookup(name)
     scale = output_scale(task, sr_factor)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(overrides) - set(defaults))
