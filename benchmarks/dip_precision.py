@@ -48,7 +48,8 @@ def main() -> None:
             row["s_per_iteration"].append((time.perf_counter() - start) / args.iterations)
             row["psnr"].append(image_metrics(estimate[0], x)[0])
             print(
-                f"image {index} amp={amp}: {row['psnr'][-1]:.2f} dB, {row['s_per_iteration'][-1] * 1e3:.1f} ms/iteration",
+                f"image {index} amp={amp}: {row['psnr'][-1]:.2f} dB, "
+                f"{row['s_per_iteration'][-1] * 1e3:.1f} ms/iteration",
                 flush=True,
             )
 

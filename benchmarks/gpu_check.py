@@ -439,9 +439,9 @@ def section_training(sizes: Sizes, work: Path) -> dict[str, Any]:
     choice = "bf16" if curves_agree and faster else "float32"
     differences = ", ".join(f"{m} {c['loss']['mean_relative']:.3g}" for m, c in comparison.items())
     reason = (
-        f"bf16 speed-up {', '.join(f'{m} {s}x' for m, s in speedups.items())} (needs >= {BF16_MIN_SPEEDUP}x); "
-        f"mean relative loss difference over the first {sizes.compare_steps} steps {differences} "
-        f"(needs <= {BF16_MAX_CURVE_DIFFERENCE})"
+        f"bf16 speed-up {', '.join(f'{m} {s}x' for m, s in speedups.items())} (needs >= "
+        f"{BF16_MIN_SPEEDUP}x); mean relative loss difference over the first {sizes.compare_steps} steps "
+        f"{differences} (needs <= {BF16_MAX_CURVE_DIFFERENCE})"
     )
     return {
         "status": "ok",

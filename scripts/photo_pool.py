@@ -405,7 +405,8 @@ def write_attribution(path: Path, attributions: list[dict]) -> None:
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {a['photo']} | {a['package']} ({a['version']}) | {a['tiles']} | {a['copyright']} | {a['license']} |"
+        f"| {a['photo']} | {a['package']} ({a['version']}) | {a['tiles']} | {a['copyright']} | "
+        f"{a['license']} |"
         for a in attributions
     ]
     notices = {a["package"]: a["notice"] for a in attributions if a["notice"]}

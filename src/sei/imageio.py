@@ -167,8 +167,8 @@ def read_image(
     finite = np.isfinite(array)
     if not finite.all():  # a float file with holes: restoring it would spread NaN over the output
         raise SeiUserError(
-            f"{path} contains {int((~finite).sum())} NaN or infinite value(s); fill or mask them before restoring "
-            "(sei needs a finite measurement everywhere)"
+            f"{path} contains {int((~finite).sum())} NaN or infinite value(s); fill or mask them before "
+            "restoring (sei needs a finite measurement everywhere)"
         )
     return array_to_tensor(array, channels)
 

@@ -541,8 +541,8 @@ class Objective(torch.nn.Module):
         coupling = _batch_coupling_layer(model) if self.batched_sure_passes is not False else None
         if self.batched_sure_passes and coupling is not None:
             raise SeiUserError(
-                f"batched_sure_passes=True needs f(y) and f(y + tau b) to be the same function, but {coupling}; "
-                "use batched_sure_passes=None (automatic) or False"
+                "batched_sure_passes=True needs f(y) and f(y + tau b) to be the same function, but "
+                f"{coupling}; use batched_sure_passes=None (automatic) or False"
             )
         return self.batched_sure_passes is not False and coupling is None
 

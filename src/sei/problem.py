@@ -80,7 +80,8 @@ def output_scale(task: str, sr_factor: int | None) -> int:
     if check_task(task) == DEBLURRING:
         if sr_factor not in (None, 1):
             raise SeiUserError(
-                f"sr_factor={sr_factor} applies to the sr task only; deblurring keeps the size (its blur is --kernel)"
+                f"sr_factor={sr_factor} applies to the sr task only; deblurring keeps the size (its blur is "
+                "--kernel)"
             )
         return 1
     return check_sr_factor(sr_factor)

@@ -72,7 +72,10 @@ def add_physics_arguments(
         "--sr-factor",
         type=int,
         default=None,
-        help=f"super-resolution factor {problem.choices(problem.SR_FACTORS)} (default {problem.DEFAULT_SR_FACTOR})",
+        help=(
+            f"super-resolution factor {problem.choices(problem.SR_FACTORS)} (default "
+            f"{problem.DEFAULT_SR_FACTOR})"
+        ),
     )
     if auto_noise:
         parser.add_argument(

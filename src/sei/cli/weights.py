@@ -32,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "name",
         nargs="?",
-        help="a pretrained name, a weights file or folder, a hub repo USER/REPO; for export: a run folder or weights",
+        help=(
+            "a pretrained name, a weights file or folder, a hub repo USER/REPO; for export: a run folder or "
+            "weights"
+        ),
     )
     parser.add_argument("out_dir", nargs="?", help="export: the folder to write")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         print("sei models (shipped with the package):")
         for row in rows:
             print(
-                f"  {row['name']:<26} {'installed' if row['installed'] else 'missing  '}  {row['description']}"
+                f"  {row['name']:<26} {'installed' if row['installed'] else 'missing  '}  "
+                f"{row['description']}"
             )
         print(f"\npaper models (downloaded from huggingface.co/{weights.HF_REPO}, cached):")
         print("  {Deblurring_<Gaussian|Box>_R<n>|SR_X<r>_PyTorch}_Noise<n>_<Method>[_<Dataset>...]")
@@ -114,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "download":
         if weights.parse_paper_name(args.name) is None and not weights._HUB_REPO.match(args.name):
             raise SeiUserError(
-                f"{args.name!r} is not a paper weight name, nor a hub repo USER/REPO; `sei weights list` shows the naming schemes"
+                f"{args.name!r} is not a paper weight name, nor a hub repo USER/REPO; `sei weights list` "
+                "shows the naming schemes"
             )
         path, _ = weights.resolve_weights(args.name)
         print(path)

@@ -82,8 +82,8 @@ class PatchDataset(Dataset):
         small = [identity for identity, _, y in measured if min(y.shape[-2:]) < self.patch_size]
         if small:
             warnings.warn(
-                f"{len(small)} measurement(s) smaller than the {self.patch_size}-pixel patch are reflect-padded "
-                f"(first: {small[0]}); consider a smaller --patch_size",
+                f"{len(small)} measurement(s) smaller than the {self.patch_size}-pixel patch are "
+                f"reflect-padded (first: {small[0]}); consider a smaller --patch_size",
                 stacklevel=2,
             )
 

@@ -530,7 +530,8 @@ def create_reconstructor(kind: str, physics: Operator, **options: Any) -> nn.Mod
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise SeiUserError(
-            f"reconstruction {kind!r} has no option {', '.join(map(repr, unknown))}; it takes {', '.join(accepted) or 'none'}"
+            f"reconstruction {kind!r} has no option {', '.join(map(repr, unknown))}; it takes "
+            f"{', '.join(accepted) or 'none'}"
         )
     parameters = inspect.signature(target).parameters
     typed = {

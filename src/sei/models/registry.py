@@ -96,7 +96,8 @@ def create_model(
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
         raise SeiUserError(
-            f"model {name!r} has no option {', '.join(map(repr, unknown))}; its options are {', '.join(defaults)}"
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}; its options are "
+            f"{', '.join(defaults)}"
         )
     kwargs = {**copy.deepcopy(defaults), **overrides}  # sei_config never shares a list with the registry
     sr = scale if task == "sr" else None

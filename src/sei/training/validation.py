@@ -144,8 +144,9 @@ class ValidationMonitor:
         gamed = record.get("val_sure_gap", 0.0) < GAMING_GAP
         if gamed:
             print(
-                f"sei: warning: at step {step} the finite-difference SURE is {-record['val_sure_gap']:.1f} sigma^2 below the exact one: "
-                "the network is gaming the estimator (docs/methods.md, defect 8); use --sure_divergence exact or --stop_on_gaming",
+                f"sei: warning: at step {step} the finite-difference SURE is {-record['val_sure_gap']:.1f} "
+                "sigma^2 below the exact one: the network is gaming the estimator (docs/methods.md, "
+                "defect 8); use --sure_divergence exact or --stop_on_gaming",
                 file=sys.stderr,
                 flush=True,
             )
@@ -155,7 +156,8 @@ class ValidationMonitor:
             self.kept_step, weights = self.last_honest
             model.load_state_dict(weights)
             print(
-                f"sei: stopping: keeping the weights of step {self.kept_step}, the last validation before the gaming",
+                f"sei: stopping: keeping the weights of step {self.kept_step}, the last validation before "
+                "the gaming",
                 file=sys.stderr,
                 flush=True,
             )
