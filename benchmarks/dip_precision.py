@@ -1,4 +1,5 @@
-"""Does DIP lose anything under bf16 autocast + channels-last? Seconds per iteration and test PSNR, float32 vs bf16.
+"""Does DIP lose anything under bf16 autocast + channels-last? Seconds per iteration and test PSNR, float32 vs
+bf16.
 
 DIP is the costliest baseline of the reproduction grid (4000 decoder iterations per image for
 Gaussian blur). The same speed levers as training (``--amp auto``: bf16 on CPUs that compute it

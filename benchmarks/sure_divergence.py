@@ -1,4 +1,5 @@
-"""Has a trained network learned to game SURE's finite-difference divergence? And what does the exact one cost?
+"""Has a trained network learned to game SURE's finite-difference divergence? And what does the exact one
+cost?
 
 Part 1, for each weights file: on 10 test patches (the ``samples`` test split, one fixed noisy
 measurement each) the true measurement-domain error |A f(y) - A x|^2/m, the divergence estimated by

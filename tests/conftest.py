@@ -84,7 +84,8 @@ def tiny_config(**fields):
 
 
 def write_crops(image: torch.Tensor, folder, corners, height: int, width: int):
-    """``crop0.png``, ``crop1.png``, ... of ``image``: ``height x width`` crops at the ``(top, left)`` corners."""
+    """``crop0.png``, ``crop1.png``, ... of ``image``: ``height x width`` crops at the ``(top, left)``
+    corners."""
     from sei.imageio import write_image
 
     for index, (top, left) in enumerate(corners):
@@ -260,7 +261,8 @@ class AppServer:
             return error.code, error.read(), error.headers
 
     def post_job(self, fields: dict, files: list[tuple[str, str, bytes]], header: bool = True):
-        """POST a job as the page does; ``files`` are ``(field, filename, content)``. Returns ``(status, json)``."""
+        """POST a job as the page does; ``files`` are ``(field, filename, content)``. Returns
+        ``(status, json)``."""
         import json
         import secrets
 

@@ -54,8 +54,8 @@ UNET = ("unet-small", {"channels": 8, "levels": 2, "blocks": 1})
 # The paper's SwinIR has stochastic depth. With the exact SURE divergence the objective
 # runs f(y) (plus a vector-Jacobian product through it) and f(y2) before the one backward, which
 # then differentiates through that product (double backpropagation); with the paper's finite
-# difference (the default) it runs f(y), f(y + tau b) (replaying the drop-path masks of f(y)) and f(y2) as three
-# separate passes. Both are cases where DDP could see parameters "marked ready twice". A tiny SwinIR
+# difference (the default) it runs f(y), f(y + tau b) (replaying the drop-path masks of f(y)) and f(y2) as
+# three separate passes. Both are cases where DDP could see parameters "marked ready twice". A tiny SwinIR
 # with drop_path_rate > 0 keeps that structure on CPU.
 SWINIR = (
     "swinir-tiny",

@@ -435,7 +435,8 @@ def read_card_header(path: Path) -> dict[str, Any]:
 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Upload an exported folder to the hub repository ``repo_id`` (created if missing); returns the commit URL."""
+    """Upload an exported folder to the hub repository ``repo_id`` (created if missing); returns the commit
+    URL."""
     import httpx2  # huggingface_hub's HTTP client: a refused or cut connection raises its errors
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError

@@ -90,7 +90,8 @@ NullLog = RunLog
 
 
 class CsvLog(RunLog):
-    """One CSV file per group; a column that appears later (e.g. after a resume by a newer sei) widens the file."""
+    """One CSV file per group; a column that appears later (e.g. after a resume by a newer sei) widens the
+    file."""
 
     def __init__(self, out_dir: Path, start_step: int = 0) -> None:
         self.out_dir = out_dir

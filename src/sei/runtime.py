@@ -139,7 +139,8 @@ _DURATION = re.compile(
 
 
 def parse_duration(text: str | float) -> float:
-    """A wall-clock budget in seconds from ``"90"``, ``"90s"``, ``"10m"``, ``"1h30m"``; zero or negative is an error.
+    """A wall-clock budget in seconds from ``"90"``, ``"90s"``, ``"10m"``, ``"1h30m"``; zero or negative is an
+    error.
 
     >>> parse_duration("10m"), parse_duration("1h30m"), parse_duration("45")
     (600.0, 5400.0, 45.0)

@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:
-    """``["iterations=500", "denoiser=bm3d"]`` -> ``{"iterations": 500, "denoiser": "bm3d"}`` (JSON values where they parse)."""
+    """``["iterations=500", "denoiser=bm3d"]`` -> ``{"iterations": 500, "denoiser": "bm3d"}`` (JSON values
+    where they parse)."""
     options: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

@@ -323,7 +323,8 @@ def load_images(
     :param split: ``"train"`` or ``"test"`` (a folder has no split: all its images, for both).
     :param root: data root (default :func:`default_data_root`).
     :param download: fetch a missing dataset instead of failing.
-    :param resize: shorter side after bicubic antialiased resizing (the paper's 256); ``None`` keeps native size.
+    :param resize: shorter side after bicubic antialiased resizing (the paper's 256); ``None`` keeps native
+        size.
     :param channels: 3 (gray repeated to RGB), 1 (colour to luma) or ``None`` (as stored).
     :param on_error: for folders, ``"skip"`` (warn) or ``"raise"`` on an unreadable file.
     :param dicom_window: ``(center, width)`` HU window for DICOM files; default min-max per slice.

@@ -174,7 +174,8 @@ def choose_wiener_reg(
 
 
 class DeepImagePrior(nn.Module):
-    r"""``dip``: fit a ConvDecoder :math:`d_\theta(z)` to each measurement, :math:`\min_\theta \|y - A d_\theta(z)\|^2`.
+    r"""``dip``: fit a ConvDecoder :math:`d_\theta(z)` to each measurement,
+    :math:`\min_\theta \|y - A d_\theta(z)\|^2`.
 
     The paper's setting: 32 channels, 16x16 code, Adam lr 5e-3; 4000 iterations for Gaussian blur,
     1000 for box blur and SR (early stopping is DIP's only regulariser, hence the counts).
@@ -321,7 +322,8 @@ def _denoiser(name: str, weights: str | Path | None) -> Callable[[torch.Tensor, 
 
 
 class PnPHQS(nn.Module):
-    r"""``pnp``: half-quadratic splitting with a pretrained denoiser and the DPIR schedule (Zhang et al. 2021).
+    r"""``pnp``: half-quadratic splitting with a pretrained denoiser and the DPIR schedule (Zhang et al.
+    2021).
 
     .. math::
 

@@ -129,7 +129,8 @@ class Operator(LinearPhysics):
         return clean + self.sigma * noise.to(device=clean.device, dtype=clean.dtype)
 
     def variance(self, y: torch.Tensor) -> torch.Tensor | float:
-        """Unbiased estimate of each entry's noise variance from the measurement ``y`` (a float for Gaussian noise)."""
+        """Unbiased estimate of each entry's noise variance from the measurement ``y`` (a float for Gaussian
+        noise)."""
         return noise_facts.noise_variance(y, self.sigma, self.gain)
 
     def describe_noise(self) -> dict[str, Any]:

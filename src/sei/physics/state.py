@@ -76,7 +76,8 @@ def physics_from_state(
 
 
 def _centred(kernel: torch.Tensor, height: int, width: int) -> torch.Tensor | None:
-    """``kernel`` zero-padded to ``height x width`` around its centre, or ``None`` if the centres cannot align."""
+    """``kernel`` zero-padded to ``height x width`` around its centre, or ``None`` if the centres cannot
+    align."""
     pad_h, pad_w = height - kernel.shape[-2], width - kernel.shape[-1]
     if pad_h % 2 or pad_w % 2:
         return None

@@ -96,7 +96,8 @@ def validate(
     if "val_psnr" not in record:
         record["val_sure"] = estimates["exact"]
     if finite_difference:
-        # in units of the noise variance (for Poisson-Gaussian noise, its mean over the crops: gain * y + sigma^2)
+        # in units of the noise variance (for Poisson-Gaussian noise, its mean over the crops: gain * y +
+        # sigma^2)
         scale = physics.sigma**2 + (
             getattr(physics, "gain", 0.0) * sum(float(y.mean()) for y, _ in crops) / max(len(crops), 1)
         )
