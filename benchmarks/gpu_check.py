@@ -390,7 +390,8 @@ def _train_run(
 def _curve_difference(
     reference: list[dict[str, float]], compared: list[dict[str, float]], steps: int
 ) -> dict[str, dict[str, float]]:
-    """Per loss term, over the first ``steps`` steps: |compared - reference| relative to the mean |reference|."""
+    """Per loss term, over the first ``steps`` steps: |compared - reference| relative to the mean
+    |reference|."""
     out = {}
     for term in reference[0]:
         first = [row[term] for row in reference[:steps]]
@@ -600,7 +601,8 @@ def section_distributed(sizes: Sizes, work: Path) -> dict[str, Any]:
 
 
 def worker(arguments: list[str]) -> int:
-    """A torchrun worker that shares device 0 with the others: ``sei`` with ``arguments``, or the NCCL probe."""
+    """A torchrun worker that shares device 0 with the others: ``sei`` with ``arguments``, or the NCCL
+    probe."""
     os.environ["LOCAL_RANK"] = "0"
     if arguments[:1] == ["nccl-probe"]:
         import torch

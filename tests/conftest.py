@@ -215,7 +215,8 @@ def sei_against_hub(
     args: list[str], home, endpoint: str, offline: bool = False, timeout: float = 120, **environment: str
 ) -> subprocess.CompletedProcess:
     """The CLI in a fresh process (huggingface_hub reads HF_* variables at import) against ``endpoint``,
-    with ``time.sleep`` a no-op there (a ``sitecustomize`` under ``home``): the client's retries do not wait."""
+    with ``time.sleep`` a no-op there (a ``sitecustomize`` under ``home``): the client's retries do not
+    wait."""
     hooks = home / "no_waiting"
     hooks.mkdir(parents=True, exist_ok=True)
     (hooks / "sitecustomize.py").write_text(_NO_WAITING)

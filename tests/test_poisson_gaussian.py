@@ -1,5 +1,6 @@
 """Poisson-Gaussian noise: the physics (seeded draws, variance, stored state), PG-SURE (unbiased, equal to
-deepinv's SurePGLoss, trains) and SEI with PG-SURE against SEI with the Gaussian SURE on photon-limited data."""
+deepinv's SurePGLoss, trains) and SEI with PG-SURE against SEI with the Gaussian SURE on photon-limited
+data."""
 
 from __future__ import annotations
 

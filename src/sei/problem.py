@@ -88,7 +88,8 @@ def output_scale(task: str, sr_factor: int | None) -> int:
 
 
 def canonical_method(name: str) -> str:
-    """The canonical name of a training method or alias (``sei`` -> ``proposed``); a one-line error otherwise."""
+    """The canonical name of a training method or alias (``sei`` -> ``proposed``); a one-line error
+    otherwise."""
     if name not in METHODS:
         raise SeiUserError(f"unknown method {name!r}: choose one of {choices(METHODS)}")
     return METHODS[name]

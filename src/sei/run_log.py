@@ -215,7 +215,8 @@ def open_run_log(
 
 
 def _same_height(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``image`` shown at ``height x width`` by pixel repetition (a low-resolution measurement stays blocky)."""
+    """``image`` shown at ``height x width`` by pixel repetition (a low-resolution measurement stays
+    blocky)."""
     if image.shape[-2:] == (height, width):
         return image
     return torch.nn.functional.interpolate(image[None], size=(height, width), mode="nearest")[0]

@@ -23,7 +23,8 @@ from sei.errors import SeiUserError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``--device`` as a torch device; CUDA asked but absent, or a name torch does not know, is a user error."""
+    """``--device`` as a torch device; CUDA asked but absent, or a name torch does not know, is a user
+    error."""
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SeiUserError(
             f"--device {name} asked for CUDA, but no CUDA device is available; use --device cpu"

@@ -448,7 +448,8 @@ def load_weights_with_physics(
 
 
 def _physics_of_named_kernel(stored: str | None, requested: Any, noise: float, source: str) -> Operator:
-    """The blur of a file that names its kernel without holding it (written before sei 0.2, or the paper's)."""
+    """The blur of a file that names its kernel without holding it (written before sei 0.2, or the
+    paper's)."""
     from sei.physics import get_kernel, kernel_name, make_physics
     from sei.physics.kernels import is_kernel_name
     from sei.physics.state import check_kernel

@@ -99,7 +99,8 @@ class Operator(LinearPhysics):
         return self.noise_kind == POISSON_GAUSSIAN
 
     def noise(self, x: torch.Tensor, rng: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
-        """Add fresh noise of this model to the noiseless measurement ``x`` (drawn with ``rng`` when given)."""
+        """Add fresh noise of this model to the noiseless measurement ``x`` (drawn with ``rng`` when
+        given)."""
         if self.poisson:
             return noise_facts.poisson_gaussian_sample(x, self.sigma, self.gain, rng)
         if self.sigma == 0:
