@@ -1,7 +1,7 @@
 """The GPU path, measured: one command, one JSON file (docs/performance.md, "GPU").
 
-    python benchmarks/gpu_check.py [--out FILE] [--steps 200]     # on a machine with one CUDA GPU
-    python benchmarks/gpu_check.py --cpu [--out FILE]              # tiny sizes on the CPU (the test suite runs this)
+    python benchmarks/gpu_check.py [--out FILE] [--steps 200]   # on a machine with one CUDA GPU
+    python benchmarks/gpu_check.py --cpu [--out FILE]            # tiny sizes on the CPU (the tests run this)
 
 Five sections, each in its own try/except (a failure is recorded in the JSON and the others still run;
 the file is rewritten after each section, so a run stopped half-way keeps what it measured):

@@ -168,7 +168,8 @@ def test_dropped_files_are_the_ones_sent(driver, app_server):
         const transfer = new DataTransfer();
         transfer.items.add(new File(["plain text"], "dropped notes.txt", {type: "text/plain"}));
         transfer.items.add(new File(["more"], "second.txt", {type: "text/plain"}));
-        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
+        const event = new DragEvent("drop", {dataTransfer: transfer, bubbles: true});
+        document.getElementById("drop").dispatchEvent(event);
     """)
     assert driver.find_element(By.ID, "file-list").text == "2 chosen: dropped notes.txt, second.txt"
     driver.find_element(By.ID, "run").click()

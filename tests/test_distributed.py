@@ -71,7 +71,8 @@ K_SIGMA = 5.0
 # rename, remove, mkdir) under SEI_TEST_WATCH, one log per rank, outside the watched folder.
 _AUDIT_HOOK = """
 import os, sys
-_watch, _logs, _rank = os.environ.get("SEI_TEST_WATCH"), os.environ.get("SEI_TEST_WRITES"), os.environ.get("RANK")
+_watch, _logs = os.environ.get("SEI_TEST_WATCH"), os.environ.get("SEI_TEST_WRITES")
+_rank = os.environ.get("RANK")
 if _watch and _logs and _rank is not None:
     _watch = os.path.realpath(_watch)
     _writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC

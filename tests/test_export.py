@@ -151,7 +151,7 @@ def test_overwrite_replaces_the_folder_atomically(run, tmp_path):
     ]  # no staging folder left behind
 
 
-# --- a loopback server answering the part of the hub's API that an upload and a download use ------------------
+# --- a loopback server answering the part of the hub's API that an upload and a download use ---------
 
 
 class _Hub(LoopbackHub):

@@ -167,7 +167,8 @@ class SureLoss(Loss):
     .. math::
 
         \mathcal{L}_{\mathrm{PG}} = \frac1m \|M(A\hat x - y)\|^2
-        + \frac{2}{m\tau}\, (M v \odot b)^\top \big(A f(y + \tau M b) - A\hat x\big) - \frac1m \mathbf 1^\top M v
+        + \frac{2}{m\tau}\, (M v \odot b)^\top \big(A f(y + \tau M b) - A\hat x\big)
+        - \frac1m \mathbf 1^\top M v
 
     (with ``divergence="exact"``, the limit :math:`\tau \to 0`). For :math:`\gamma = 0` it is the Gaussian
     SURE above. It is unbiased for every estimator whose second derivatives vanish (e.g. any linear one)

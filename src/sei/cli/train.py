@@ -10,7 +10,8 @@ examples:
   sei train --method sup --task sr --sr_factor 2 --max_steps 500 --out_dir runs/sup_x2
   sei train --method proposed --dataset div2k --download --device cuda:0 --preset paper --out_dir runs/paper
   sei train --measurements my_blurry_photos/ --kernel psf.npy --noise_level 3 --out_dir runs/mine
-  sei train --measurements my_blurry_photos/ --kernel psf.npy --noise_level auto --init sei-gaussian_r2-noise5 --time_limit 5m
+  sei train --measurements my_blurry_photos/ --kernel psf.npy --noise_level auto \\
+            --init sei-gaussian_r2-noise5 --time_limit 5m
   sei train --resume runs/sei_g2                      # continue exactly where it stopped
   sei train --resume runs/sei_g2 --max_steps 4000     # train more (the schedule is re-planned for 4000 steps)
   torchrun --nproc_per_node 4 -m sei train --device cuda --preset paper --out_dir runs/ddp

@@ -1,10 +1,13 @@
 """List, inspect, fetch or export weights.
 
   list                      our shipped models (installed or not) and the paper's naming schemes
-  info NAME_OR_PATH         the metadata of a weights file, folder, name or hub repo (task, kernel/factor, noise, method, model)
-  download NAME             fetch a paper weight file (or a hub repo's weights) into the Hugging Face cache, for offline use
+  info NAME_OR_PATH         the metadata of a weights file, folder, name or hub repo (task, kernel/factor,
+                            noise, method, model)
+  download NAME             fetch a paper weight file (or a hub repo's weights) into the Hugging Face cache,
+                            for offline use
   export RUN_OR_FILE OUT    a hub-ready folder: weights.safetensors (physics in the metadata), config.json,
-                            README.md (model card with the hub's YAML header) and sample.png; --push uploads it
+                            README.md (model card with the hub's YAML header) and sample.png; --push uploads
+                            it
 
 A folder (a run, or an exported one) and a hub model repo USER/REPO work wherever weights are taken
 (`sei test --weights`, `sei reconstruct --weights`, `sei train --init`).

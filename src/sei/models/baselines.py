@@ -327,7 +327,8 @@ class PnPHQS(nn.Module):
 
     .. math::
 
-        x_k = \arg\min_x \tfrac{\gamma_k}{2}\|Ax - y\|^2 + \tfrac12\|x - z_{k-1}\|^2,\qquad z_k = D(x_k, \sigma_k)
+        x_k = \arg\min_x \tfrac{\gamma_k}{2}\|Ax - y\|^2 + \tfrac12\|x - z_{k-1}\|^2,\qquad
+        z_k = D(x_k, \sigma_k)
 
     with :math:`\sigma_k` log-spaced from 49/255 to the noise level and
     :math:`\gamma_k = \sigma_k^2 / (0.23\,\max(\sigma, 0.01)^2)`; :math:`z_0` is ``y`` or its upsampling.

@@ -100,7 +100,8 @@ def kernels_match(first: torch.Tensor, second: torch.Tensor, tolerance: float = 
     """Whether two kernels are the same PSF within ``tolerance`` (relative to the peak).
 
     >>> from sei.physics import get_kernel
-    >>> kernels_match(get_kernel("Gaussian_R2"), get_kernel("Gaussian_R2").float()), kernels_match(get_kernel("Gaussian_R2"), get_kernel("Gaussian_R1"))
+    >>> gaussian = get_kernel("Gaussian_R2")
+    >>> kernels_match(gaussian, gaussian.float()), kernels_match(gaussian, get_kernel("Gaussian_R1"))
     (True, False)
     """
     return kernel_difference(first, second) <= tolerance
