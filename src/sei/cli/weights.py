@@ -6,8 +6,7 @@
   download NAME             fetch a paper weight file (or a hub repo's weights) into the Hugging Face cache,
                             for offline use
   export RUN_OR_FILE OUT    a hub-ready folder: weights.safetensors (physics in the metadata), config.json,
-                            README.md (model card with the hub's YAML header) and sample.png; --push uploads
-                            it
+                            README.md (model card with the hub's YAML header), sample.png; --push uploads it
 
 A folder (a run, or an exported one) and a hub model repo USER/REPO work wherever weights are taken
 (`sei test --weights`, `sei reconstruct --weights`, `sei train --init`).
