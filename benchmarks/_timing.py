@@ -28,7 +28,8 @@ def median_seconds(
 
 
 def run_sei(args: list[str], log: Path, cwd: Path | None, threads: int = 1) -> tuple[int, float]:
-    """Run ``python -m sei ARGS`` with ``threads`` threads, output appended to ``log``; (exit code, wall seconds)."""
+    """Run ``python -m sei ARGS`` with ``threads`` threads, output appended to ``log``; (exit code, wall
+    seconds)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

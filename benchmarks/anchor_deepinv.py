@@ -114,9 +114,10 @@ def write(curve: list[dict], parameters: int, args: argparse.Namespace) -> None:
     last = curve[-1]
     status = "" if last["step"] == args.steps else f" (interrupted at step {last['step']} of {args.steps})"
     markdown = (
-        f"deepinv UNet(scales=3) ({parameters / 1e6:.2f} M parameters), SURE + EILoss(Scale), {args.threads} thread(s){status}: "
-        f"test PSNR **{last['psnr']:.2f} dB** after {last['step']} steps and {last['train_seconds']:.0f} s of training "
-        f"({last['train_seconds'] / last['step']:.2f} s/step). Curve: "
+        f"deepinv UNet(scales=3) ({parameters / 1e6:.2f} M parameters), SURE + EILoss(Scale), "
+        f"{args.threads} thread(s){status}: test PSNR **{last['psnr']:.2f} dB** after {last['step']} steps "
+        f"and {last['train_seconds']:.0f} s of training ({last['train_seconds'] / last['step']:.2f} "
+        "s/step). Curve: "
         + ", ".join(f"{p['psnr']:.2f} dB at {p['train_seconds']:.0f} s" for p in curve)
         + "."
     )

@@ -64,7 +64,8 @@ def main() -> None:
     print(f"{'shape':<18}{'op':<11}{'implementation':<26}{'median ms':>11}{'sei faster by':>15}")
     for r in records:
         print(
-            f"{'x'.join(map(str, r['shape'])):<18}{r['op']:<11}{r['impl']:<26}{r['median_ms']:>11.3f}{r['speedup_of_sei']:>14.2f}x"
+            f"{'x'.join(map(str, r['shape'])):<18}{r['op']:<11}{r['impl']:<26}"
+            f"{r['median_ms']:>11.3f}{r['speedup_of_sei']:>14.2f}x"
         )
     out = Path(__file__).parent / "results" / "blur_speed.json"
     out.parent.mkdir(exist_ok=True)

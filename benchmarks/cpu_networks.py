@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sei.evaluation import image_metrics
 from sei.models import create_model
 from sei.physics import make_physics
 
@@ -53,12 +54,8 @@ def load_image(spec: str) -> torch.Tensor:
 
 
 def y_psnr(estimate: torch.Tensor, reference: torch.Tensor) -> float:
-    """PSNR on the luma channel of 8-bit quantised images (the paper's protocol)."""
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    quantise = lambda t: (t.clamp(0, 1) * 255).round() / 255  # noqa: E731
-    luma_e = (quantise(estimate) * weights).sum(1)
-    luma_r = (quantise(reference) * weights).sum(1)
-    return float(10 * torch.log10(1 / ((luma_e - luma_r) ** 2).mean()))
+    """The paper's PSNR (sei.evaluation: luma of 8-bit quantised images) of one image ``(1, 3, H, W)``."""
+    return image_metrics(estimate[0], reference[0])[0]
 
 
 def sei_loss(physics):

@@ -1,4 +1,5 @@
-"""Does DIP lose anything under bf16 autocast + channels-last? Seconds per iteration and test PSNR, float32 vs bf16.
+"""Does DIP lose anything under bf16 autocast + channels-last? Seconds per iteration and test PSNR, float32 vs
+bf16.
 
 DIP is the costliest baseline of the reproduction grid (4000 decoder iterations per image for
 Gaussian blur). The same speed levers as training (``--amp auto``: bf16 on CPUs that compute it
@@ -48,7 +49,8 @@ def main() -> None:
             row["s_per_iteration"].append((time.perf_counter() - start) / args.iterations)
             row["psnr"].append(image_metrics(estimate[0], x)[0])
             print(
-                f"image {index} amp={amp}: {row['psnr'][-1]:.2f} dB, {row['s_per_iteration'][-1] * 1e3:.1f} ms/iteration",
+                f"image {index} amp={amp}: {row['psnr'][-1]:.2f} dB, "
+                f"{row['s_per_iteration'][-1] * 1e3:.1f} ms/iteration",
                 flush=True,
             )
 

@@ -100,7 +100,8 @@ def main() -> None:
     print(f"{'task':<12}{'MP out':>8}{'tile':>6}{'seconds':>9}{'MP/s':>8}{'peak RSS MB':>13}")
     for r in records:
         print(
-            f"{r['task']:<12}{r['output_megapixels']:>8}{r['tile'] or 'whole':>6}{r['seconds']:>9}{r['megapixels_per_second']:>8}{r['peak_rss_mb']:>13}"
+            f"{r['task']:<12}{r['output_megapixels']:>8}{r['tile'] or 'whole':>6}{r['seconds']:>9}"
+            f"{r['megapixels_per_second']:>8}{r['peak_rss_mb']:>13}"
         )
     out = HERE / "results" / "inference_speed.json"
     out.write_text(json.dumps(records, indent=1))

@@ -138,7 +138,8 @@ def table(results: dict) -> str:
         used = cell["noise_level_used"]
         used = f"{used:.2f}" if isinstance(used, float | int) else str(used)
         lines.append(
-            f"| {label} | {used} | {learned} | {cell['psnr']:.2f} | {delta} | {cell['ssim']:.4f} | {cell['train_s']:.0f} |"
+            f"| {label} | {used} | {learned} | {cell['psnr']:.2f} | {delta} | {cell['ssim']:.4f} | "
+            f"{cell['train_s']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -179,7 +180,8 @@ def main() -> None:
             results["cells"][label] = cell
             atomic_write_text(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
         print(
-            f"{label}: {cell['psnr']:.2f} dB (level used {cell['noise_level_used']}, learned {cell['noise_level_learned']})",
+            f"{label}: {cell['psnr']:.2f} dB (level used {cell['noise_level_used']}, learned "
+            f"{cell['noise_level_learned']})",
             flush=True,
         )
 

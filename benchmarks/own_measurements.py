@@ -556,7 +556,10 @@ def main() -> None:
         "--subset",
         type=int,
         default=None,
-        help="reconstruction cells only: the first N photographs (for a method too slow for all 10 in the time at hand)",
+        help=(
+            "reconstruction cells only: the first N photographs (for a method too slow for all 10 in the "
+            "time at hand)"
+        ),
     )
     args = parser.parse_args()
     global SUBSET

@@ -84,10 +84,12 @@ def run(size: int | None) -> list[dict]:
                 }
                 records.append(record)
                 print(
-                    f"{task:<22}{gain:>6}{level:>5}  gain err median {record['gain_median_abs_rel_error']:6.3f} "
-                    f"max {record['gain_max_abs_rel_error']:6.3f}   level err median {record['level_median_abs_error']:5.2f} "
-                    f"max {record['level_max_abs_error']:5.2f}  var err median {record['variance_median_abs_rel_error']:5.3f} "
-                    f"max {record['variance_max_abs_rel_error']:5.3f}  {1e3 * seconds:4.0f} ms",
+                    f"{task:<22}{gain:>6}{level:>5}  gain err median "
+                    f"{record['gain_median_abs_rel_error']:6.3f} max "
+                    f"{record['gain_max_abs_rel_error']:6.3f}   level err median "
+                    f"{record['level_median_abs_error']:5.2f} max {record['level_max_abs_error']:5.2f}  "
+                    f"var err median {record['variance_median_abs_rel_error']:5.3f} max "
+                    f"{record['variance_max_abs_rel_error']:5.3f}  {1e3 * seconds:4.0f} ms",
                     flush=True,
                 )
     return records

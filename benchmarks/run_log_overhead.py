@@ -62,7 +62,8 @@ def main() -> None:
         log.close()
         size = sum(path.stat().st_size for path in (Path(folder) / TENSORBOARD_DIR).iterdir())
     print(
-        f"validation panel: median {statistics.median(seconds) * 1e3:.0f} ms, {size / PANELS / 1024:.0f} KiB per panel in the event file"
+        f"validation panel: median {statistics.median(seconds) * 1e3:.0f} ms, {size / PANELS / 1024:.0f} "
+        "KiB per panel in the event file"
     )
 
 

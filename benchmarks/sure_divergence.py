@@ -1,4 +1,5 @@
-"""Has a trained network learned to game SURE's finite-difference divergence? And what does the exact one cost?
+"""Has a trained network learned to game SURE's finite-difference divergence? And what does the exact one
+cost?
 
 Part 1, for each weights file: on 10 test patches (the ``samples`` test split, one fixed noisy
 measurement each) the true measurement-domain error |A f(y) - A x|^2/m, the divergence estimated by
@@ -139,15 +140,18 @@ def main() -> None:
     for d in diagnoses:
         cells = " | ".join(f"{d['divergence'][n]:.3f}" for n in names)
         print(
-            f"| {d['weights']} | {d['true_error_over_sigma2']:.2f} | {cells} | {d['sure_over_sigma2']['exact']:.2f} | {d['sure_over_sigma2']['tau=0.01']:.2f} |"
+            f"| {d['weights']} | {d['true_error_over_sigma2']:.2f} | {cells} | "
+            f"{d['sure_over_sigma2']['exact']:.2f} | {d['sure_over_sigma2']['tau=0.01']:.2f} |"
         )
     timings = {task: step_seconds(task, args.repeats) for task in ("deblurring", "sr")}
     print(
-        "\n| task | exact s/step | finite-difference s/step | exact / finite-difference |\n|---|---:|---:|---:|"
+        "\n| task | exact s/step | finite-difference s/step | exact / finite-difference "
+        "|\n|---|---:|---:|---:|"
     )
     for task, t in timings.items():
         print(
-            f"| {task} | {t['exact']:.3f} | {t['finite-difference']:.3f} | {t['exact'] / t['finite-difference']:.2f} |"
+            f"| {task} | {t['exact']:.3f} | {t['finite-difference']:.3f} | "
+            f"{t['exact'] / t['finite-difference']:.2f} |"
         )
     result = {
         "diagnoses": diagnoses,

@@ -232,7 +232,8 @@ def credit(paragraphs: list[dict[str, str]], upstream_path: str) -> dict[str, st
 
 
 def tile_boxes(width: int, height: int, tile_short: int) -> list[tuple[int, int, int, int]]:
-    """Non-overlapping landscape 2:3 tiles, the grid centred in the photograph; ``(left, top, right, bottom)``."""
+    """Non-overlapping landscape 2:3 tiles, the grid centred in the photograph;
+    ``(left, top, right, bottom)``."""
     tile_height = min(tile_short, height)
     tile_width = min(tile_height * 3 // 2, width)
     rows, cols = height // tile_height, width // tile_width
@@ -405,7 +406,8 @@ def write_attribution(path: Path, attributions: list[dict]) -> None:
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {a['photo']} | {a['package']} ({a['version']}) | {a['tiles']} | {a['copyright']} | {a['license']} |"
+        f"| {a['photo']} | {a['package']} ({a['version']}) | {a['tiles']} | {a['copyright']} | "
+        f"{a['license']} |"
         for a in attributions
     ]
     notices = {a["package"]: a["notice"] for a in attributions if a["notice"]}

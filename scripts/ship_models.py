@@ -129,13 +129,16 @@ def main() -> None:
         size_mb = PRETRAINED[name].path.stat().st_size / 1e6
         rows.append((name, metadata, config, summary, baseline, seconds, size_mb, known.get("training_data")))
         print(
-            f"{name}: PSNR {summary['psnr_mean']:.2f} dB (input {baseline['psnr_mean']:.2f}), SSIM {summary['ssim_mean']:.4f}"
+            f"{name}: PSNR {summary['psnr_mean']:.2f} dB (input {baseline['psnr_mean']:.2f}), SSIM "
+            f"{summary['ssim_mean']:.4f}"
         )
     lines = [
         "# Model card: the shipped SEI models",
         "",
-        "Small networks trained with **SEI** (partial SURE + scale equivariance, stop-gradient) on measurements",
-        "only, on a 2-core CPU. They ship inside the package (`src/sei/pretrained/`) and load by name with no",
+        "Small networks trained with **SEI** (partial SURE + scale equivariance, stop-gradient) on "
+        "measurements",
+        "only, on a 2-core CPU. They ship inside the package (`src/sei/pretrained/`) and load by name with "
+        "no",
         "download: `sei reconstruct in.png out.png --weights sei-gaussian_r2-noise5`.",
         "",
         "| name | task | network | steps | train CPU s | size | test PSNR | input PSNR | gain | test SSIM |",
@@ -144,8 +147,9 @@ def main() -> None:
     for name, metadata, _, summary, baseline, seconds, size_mb, _ in rows:
         task = metadata.get("kernel") or f"SR x{metadata.get('sr_factor')}"
         lines.append(
-            f"| `{name}` | {task}, noise {metadata.get('noise_level'):g} | {metadata['model']['name']} | {metadata.get('steps')} | {seconds} | "
-            f"{size_mb:.1f} MB | {summary['psnr_mean']:.2f} ± {summary['psnr_std']:.2f} | {baseline['psnr_mean']:.2f} | "
+            f"| `{name}` | {task}, noise {metadata.get('noise_level'):g} | {metadata['model']['name']} | "
+            f"{metadata.get('steps')} | {seconds} | {size_mb:.1f} MB | {summary['psnr_mean']:.2f} ± "
+            f"{summary['psnr_std']:.2f} | {baseline['psnr_mean']:.2f} | "
             f"{summary['psnr_mean'] - baseline['psnr_mean']:+.2f} | {summary['ssim_mean']:.4f} |"
         )
     example = rows[0][2] if rows else {}
@@ -155,25 +159,32 @@ def main() -> None:
         "  (`scripts/photo_pool.py`, attribution generated there), tiles of short side 256; one fixed noisy",
         "  measurement per image; the ground truth was never used by the loss. Per model:",
         *[f"  - `{name}`: {data}" for name, *_, data in rows if data],
-        f"- **Recipe**: batch {example.get('batch_size')} of {example.get('patch_size')}x{example.get('patch_size')} measurement patches, "
-        f"Adam lr {example.get('lr')}, constant for half of the steps then linear decay to 1%, seed {example.get('seed')}, "
-        "bf16 autocast of the network passes (the CPU default, `--amp auto`). Reproduce with the `sei train` line in",
+        f"- **Recipe**: batch {example.get('batch_size')} of "
+        f"{example.get('patch_size')}x{example.get('patch_size')} measurement patches, Adam lr "
+        f"{example.get('lr')}, constant for half of the steps then linear decay to 1%, seed "
+        f"{example.get('seed')}, bf16 autocast of the network passes (the CPU default, `--amp auto`). "
+        "Reproduce with the `sei train` line in",
         "  each run's `config.json` (`benchmarks/work/shipped/<run>/`).",
-        "- **Test**: the 10 photographs of the `samples` test split (sporco barbara, kodim23, monarch, sail, tulips;",
-        "  scikit-image astronaut, coffee, chelsea; scikit-learn china, flower), short side 256, seeded measurements;",
+        "- **Test**: the 10 photographs of the `samples` test split (sporco barbara, kodim23, monarch, "
+        "sail, tulips;",
+        "  scikit-image astronaut, coffee, chelsea; scikit-learn china, flower), short side 256, seeded "
+        "measurements;",
         "  input PSNR is the blurry image (deblurring) or its bicubic upsampling (SR).",
         f"- **Metric**: Y-PSNR after 8-bit quantisation, no shaving; SSIM: {SSIM_IMPLEMENTATION}.",
-        "- **Limits**: trained for one blur (or bicubic SR) at one noise level; other kernels or noise levels need",
-        "  retraining (`sei train --measurements` needs only degraded images). Circular-blur training; real photos",
+        "- **Limits**: trained for one blur (or bicubic SR) at one noise level; other kernels or noise "
+        "levels need",
+        "  retraining (`sei train --measurements` needs only degraded images). Circular-blur training; "
+        "real photos",
         "  blurred at their borders may show border artefacts. Not the paper's SwinIR: see docs/results.md.",
         "- **Licence**: the weights are BSD-3-Clause like the code.",
     ]
     for name, metadata, config, *_ in rows:
         if config.get("stop_on_gaming"):
             lines.append(
-                f"- **`{name}`** was trained with `--stop_on_gaming` (at most {config.get('max_steps')} steps): it kept the weights of step "
-                f"{metadata.get('steps')}, the last validation before the network began to game SURE's finite-difference divergence "
-                "(measured on training measurements; docs/methods.md, defect 8)."
+                f"- **`{name}`** was trained with `--stop_on_gaming` (at most {config.get('max_steps')} "
+                f"steps): it kept the weights of step {metadata.get('steps')}, the last validation before "
+                "the network began to game SURE's finite-difference divergence (measured on training "
+                "measurements; docs/methods.md, defect 8)."
             )
     (ROOT / "docs" / "model_card.md").write_text("\n".join(lines) + "\n")
     print("wrote docs/model_card.md")

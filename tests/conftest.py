@@ -84,7 +84,8 @@ def tiny_config(**fields):
 
 
 def write_crops(image: torch.Tensor, folder, corners, height: int, width: int):
-    """``crop0.png``, ``crop1.png``, ... of ``image``: ``height x width`` crops at the ``(top, left)`` corners."""
+    """``crop0.png``, ``crop1.png``, ... of ``image``: ``height x width`` crops at the ``(top, left)``
+    corners."""
     from sei.imageio import write_image
 
     for index, (top, left) in enumerate(corners):
@@ -214,7 +215,8 @@ def sei_against_hub(
     args: list[str], home, endpoint: str, offline: bool = False, timeout: float = 120, **environment: str
 ) -> subprocess.CompletedProcess:
     """The CLI in a fresh process (huggingface_hub reads HF_* variables at import) against ``endpoint``,
-    with ``time.sleep`` a no-op there (a ``sitecustomize`` under ``home``): the client's retries do not wait."""
+    with ``time.sleep`` a no-op there (a ``sitecustomize`` under ``home``): the client's retries do not
+    wait."""
     hooks = home / "no_waiting"
     hooks.mkdir(parents=True, exist_ok=True)
     (hooks / "sitecustomize.py").write_text(_NO_WAITING)
@@ -260,7 +262,8 @@ class AppServer:
             return error.code, error.read(), error.headers
 
     def post_job(self, fields: dict, files: list[tuple[str, str, bytes]], header: bool = True):
-        """POST a job as the page does; ``files`` are ``(field, filename, content)``. Returns ``(status, json)``."""
+        """POST a job as the page does; ``files`` are ``(field, filename, content)``. Returns
+        ``(status, json)``."""
         import json
         import secrets
 

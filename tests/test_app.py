@@ -1,6 +1,7 @@
 """sei app's server: the jobs return what the command line writes, and the server refuses what it must
 (non-images, files over its limits, requests from elsewhere, paths outside its working folder).
-A real server runs on a loopback port (tests/conftest.py); the page itself is driven in test_app_browser.py."""
+A real server runs on a loopback port (tests/conftest.py); the page itself is driven in
+test_app_browser.py."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ def driver():
     found = _find_browser()
     if found is None:
         pytest.skip(
-            "no headless browser: install Debian's chromium and chromium-driver (bash scripts/install_browser.sh)"
+            "no headless browser: install Debian's chromium and chromium-driver (bash "
+            "scripts/install_browser.sh)"
         )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -97,7 +98,8 @@ def test_page_runs_a_shipped_model_and_returns_what_sei_reconstruct_writes(
     ).text
     WebDriverWait(driver, 60).until(
         lambda d: d.execute_script(
-            "const i = document.querySelectorAll('#results img'); return i.length === 2 && [...i].every(x => x.complete && x.naturalWidth > 0)"
+            "const i = document.querySelectorAll('#results img'); return i.length === 2 && [...i].every(x "
+            "=> x.complete && x.naturalWidth > 0)"
         )
     )
     article = driver.find_element(By.CSS_SELECTOR, "#results .result")
@@ -166,7 +168,8 @@ def test_dropped_files_are_the_ones_sent(driver, app_server):
         const transfer = new DataTransfer();
         transfer.items.add(new File(["plain text"], "dropped notes.txt", {type: "text/plain"}));
         transfer.items.add(new File(["more"], "second.txt", {type: "text/plain"}));
-        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
+        const event = new DragEvent("drop", {dataTransfer: transfer, bubbles: true});
+        document.getElementById("drop").dispatchEvent(event);
     """)
     assert driver.find_element(By.ID, "file-list").text == "2 chosen: dropped notes.txt, second.txt"
     driver.find_element(By.ID, "run").click()

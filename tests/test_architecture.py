@@ -1,4 +1,5 @@
-"""The layers of docs/architecture.md: every import of sei's inside src/sei points down (or stays in its package)."""
+"""The layers of docs/architecture.md: every import of sei's inside src/sei points down (or stays in its
+package)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ def photos(tmp_path_factory, astronaut):
 
 @pytest.fixture(scope="module")
 def trained(photos, tmp_path_factory):
-    """A small network trained a few supervised steps on Gaussian_R1 deblurring (CLI plumbing; SEI learning is tested in test_losses)."""
+    """A small network trained a few supervised steps on Gaussian_R1 deblurring (CLI plumbing; SEI learning is
+    tested in test_losses)."""
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(
         dataset=str(photos),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,6 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from sei.data import MeasuredImages, MeasurementFolder, PatchDataset
-from sei.data.measurements import physics_key
 from sei.imageio import write_image
 from sei.physics import make_physics
 
@@ -51,11 +52,11 @@ def _batches(patches, workers):
 
 def test_patches_identical_across_workers_and_runs(images):
     physics = make_physics("sr", sr_factor=2)
-    patches = PatchDataset(MeasuredImages(images, physics, seed=1), patch_size=24, seed=7, repeat=2)
+    patches = PatchDataset(MeasuredImages(images, physics, seed=1), patch_size=24, seed=7)
     patches.set_epoch(5)
     serial, parallel = _batches(patches, 0), _batches(patches, 2)
     again = PatchDataset(
-        MeasuredImages(images, make_physics("sr", sr_factor=2), seed=1), patch_size=24, seed=7, repeat=2
+        MeasuredImages(images, make_physics("sr", sr_factor=2), seed=1), patch_size=24, seed=7
     )
     again.set_epoch(5)
     rerun = _batches(again, 0)
@@ -71,9 +72,10 @@ def test_patches_identical_across_workers_and_runs(images):
 def test_sr_crops_are_aligned(images, factor):
     """A applied to the HR crop gives the LR crop, away from the crop border where A sees outside pixels."""
     physics = make_physics("sr", sr_factor=factor, noise_level=0)
-    patches = PatchDataset(MeasuredImages(images, physics), patch_size=12, seed=0, repeat=3)
+    patches = PatchDataset(MeasuredImages(images, physics), patch_size=12, seed=0)
     border = 3
-    for index in range(len(patches)):
+    for epoch, index in itertools.product(range(3), range(len(patches))):
+        patches.set_epoch(epoch)
         item = patches[index]
         predicted = physics.A(item["x"][None])[0]
         assert torch.allclose(
@@ -114,24 +116,6 @@ def test_small_image_is_reflect_padded_never_zero():
     item = patches[0]
     assert item["y"].shape == (3, 48, 48) and item["x"].shape == (3, 96, 96)
     assert item["y"].amin(dim=(0, 2)).min() > 0.3 and item["x"].amin(dim=(0, 2)).min() > 0.3  # no black rows
-
-
-def test_disk_cache_reused_and_keyed_on_physics(images, tmp_path):
-    physics = make_physics("deblurring", kernel="Box_R2")
-    first = MeasuredImages(images, physics, seed=0, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("*.pt"))) == 3
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("measured again instead of reading the cache")
-
-    physics.measure = refuse
-    cached = MeasuredImages(images, physics, seed=0, cache_dir=tmp_path)
-    assert all(torch.equal(a[2], b[2]) for a, b in zip(first, cached, strict=True))
-    MeasuredImages(images[:1], make_physics("deblurring", kernel="Box_R3"), seed=0, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("*.pt"))) == 4
-    custom_a = make_physics("deblurring", kernel=torch.ones(3, 3))
-    custom_b = make_physics("deblurring", kernel=torch.ones(5, 5))
-    assert custom_a.describe() == custom_b.describe() and physics_key(custom_a) != physics_key(custom_b)
 
 
 def test_measurement_folder_trains_without_ground_truth(tmp_path):

@@ -54,8 +54,8 @@ UNET = ("unet-small", {"channels": 8, "levels": 2, "blocks": 1})
 # The paper's SwinIR has stochastic depth. With the exact SURE divergence the objective
 # runs f(y) (plus a vector-Jacobian product through it) and f(y2) before the one backward, which
 # then differentiates through that product (double backpropagation); with the paper's finite
-# difference (the default) it runs f(y), f(y + tau b) (replaying the drop-path masks of f(y)) and f(y2) as three
-# separate passes. Both are cases where DDP could see parameters "marked ready twice". A tiny SwinIR
+# difference (the default) it runs f(y), f(y + tau b) (replaying the drop-path masks of f(y)) and f(y2) as
+# three separate passes. Both are cases where DDP could see parameters "marked ready twice". A tiny SwinIR
 # with drop_path_rate > 0 keeps that structure on CPU.
 SWINIR = (
     "swinir-tiny",
@@ -71,7 +71,8 @@ K_SIGMA = 5.0
 # rename, remove, mkdir) under SEI_TEST_WATCH, one log per rank, outside the watched folder.
 _AUDIT_HOOK = """
 import os, sys
-_watch, _logs, _rank = os.environ.get("SEI_TEST_WATCH"), os.environ.get("SEI_TEST_WRITES"), os.environ.get("RANK")
+_watch, _logs = os.environ.get("SEI_TEST_WATCH"), os.environ.get("SEI_TEST_WRITES")
+_rank = os.environ.get("RANK")
 if _watch and _logs and _rank is not None:
     _watch = os.path.realpath(_watch)
     _writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC

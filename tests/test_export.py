@@ -151,13 +151,13 @@ def test_overwrite_replaces_the_folder_atomically(run, tmp_path):
     ]  # no staging folder left behind
 
 
-# --- a loopback server answering the part of the hub's API that an upload and a download use ------------------
+# --- a loopback server answering the part of the hub's API that an upload and a download use ---------
 
 
 class _Hub(LoopbackHub):
     """``POST /api/repos/create``, ``/api/validate-yaml``, ``/api/models/<repo>/preupload/<rev>`` (every file
-    "regular": its bytes travel inside the commit), ``/api/models/<repo>/commit/<rev>`` (NDJSON, base64 files),
-    and ``HEAD/GET /<repo>/resolve/<rev>/<file>`` of what was committed."""
+    "regular": its bytes travel inside the commit), ``/api/models/<repo>/commit/<rev>`` (NDJSON, base64
+    files), and ``HEAD/GET /<repo>/resolve/<rev>/<file>`` of what was committed."""
 
     repos: dict[str, dict[str, bytes]] = {}
     requests: list[str] = []

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from sei.errors import SeiUserError
-from sei.models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, create_model, list_models
+from sei.models import (
+    DEFAULT_CPU_MODEL,
+    DEFAULT_GPU_MODEL,
+    create_model,
+    list_models,
+    register_model,
+    registry,
+)
 from sei.models.common import learned_state_dict, load_state_dict_checked
 
 torch.set_num_threads(1)
@@ -90,6 +97,51 @@ def test_unknown_option_and_bad_task_are_user_errors():
         create_model("unet-small", task="deblurring", sr_factor=2)
     with pytest.raises(SeiUserError, match="unsupported sr factor 5"):
         create_model("unet-small", task="sr", sr_factor=5)
+
+
+def test_unknown_option_error_lists_the_options():
+    with pytest.raises(SeiUserError, match="its options are channels, levels, blocks$"):
+        create_model("unet-base", channel=3)
+
+
+def test_entrypoint_options_default_to_the_constructor(monkeypatch):
+    """An option an entrypoint does not change is the constructor's default: change the default and
+    the entrypoint follows (no second copy of it in the registry)."""
+    monkeypatch.setattr(registry, "_ENTRYPOINTS", {})
+
+    def net(task="deblurring", sr_factor=None, width=7, shape=(1, 2)):
+        return torch.nn.Identity()
+
+    register_model("net", net)
+    register_model("net-wide", net, width=9)
+    assert {k: v for k, v in create_model("net").sei_config.items() if k in ("width", "shape")} == {
+        "width": 7,
+        "shape": [1, 2],  # as a weights file's JSON metadata stores it
+    }
+    assert create_model("net-wide").sei_config["width"] == 9
+    assert create_model("net-wide", width=3).sei_config["width"] == 3
+    net.__defaults__ = ("deblurring", None, 5, (1, 2))
+    monkeypatch.setattr(registry, "_ENTRYPOINTS", {})
+    register_model("net", net)
+    assert create_model("net").sei_config["width"] == 5
+
+
+def test_registration_refuses_unknown_and_undefaulted_options(monkeypatch):
+    monkeypatch.setattr(registry, "_ENTRYPOINTS", {})
+
+    def net(task, sr_factor, width=7):
+        return torch.nn.Identity()
+
+    def bare(task, sr_factor, width):
+        return torch.nn.Identity()
+
+    with pytest.raises(ValueError, match="net has no option widht"):
+        register_model("typo", net, widht=9)
+    with pytest.raises(ValueError, match="option 'width' has no default"):
+        register_model("bare", bare)
+    register_model("net", net)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model("net", net)
 
 
 def test_paper_swinir_configuration():

@@ -1,5 +1,6 @@
 """Poisson-Gaussian noise: the physics (seeded draws, variance, stored state), PG-SURE (unbiased, equal to
-deepinv's SurePGLoss, trains) and SEI with PG-SURE against SEI with the Gaussian SURE on photon-limited data."""
+deepinv's SurePGLoss, trains) and SEI with PG-SURE against SEI with the Gaussian SURE on photon-limited
+data."""
 
 from __future__ import annotations
 
@@ -306,7 +307,9 @@ def test_train_and_reconstruct_own_photon_limited_measurements_with_auto_noise(a
     noise = "--kernel Gaussian_R1 --noise poisson-gaussian".split()
     assert main(["degrade", str(sharp), str(measured), *noise, "--gain", "2.55", "--noise_level", "2"]) == 0
     auto = [*noise, "--gain", "auto", "--noise_level", "auto"]
-    tiny = "--model unet-small --batch_size 2 --patch_size 32 --max_steps 2 --val_interval 0 --log none --quiet".split()
+    tiny = (
+        "--model unet-small --batch_size 2 --patch_size 32 --max_steps 2 --val_interval 0 --log none --quiet"
+    ).split()
     assert main(["train", "--measurements", str(measured), *auto, *tiny, "--out_dir", str(run)]) == 0
     assert "estimated Poisson-Gaussian noise" in capsys.readouterr().err
     _, metadata, physics = load_weights_with_physics(run / "weights.safetensors")

@@ -19,7 +19,8 @@ class _Terminal(io.StringIO):
 
 @pytest.fixture
 def terminal(monkeypatch):
-    """stderr as a terminal, patched in the test itself (pytest's capture resets sys.stderr after fixtures)."""
+    """stderr as a terminal, patched in the test itself (pytest's capture resets sys.stderr after
+    fixtures)."""
 
     def patch() -> _Terminal:
         stream = _Terminal()

@@ -169,7 +169,8 @@ def test_cli_errors_exit_2(photo_folder, tmp_path, capsys):
 def test_cli_train_config_file_and_flags(photo_folder, tmp_path):
     config_file = tmp_path / "run.toml"
     config_file.write_text(
-        'method = "css"\nmax_steps = 2\nbatch_size = 2\npatch_size = 16\nmodel = "unet-small"\nresize = 0\n[model_options]\nchannels = 8\nlevels = 2\n'
+        'method = "css"\nmax_steps = 2\nbatch_size = 2\npatch_size = 16\nmodel = "unet-small"\nresize = '
+        "0\n[model_options]\nchannels = 8\nlevels = 2\n"
     )
     out = tmp_path / "o"
     assert (

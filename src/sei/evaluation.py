@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 SSIM_IMPLEMENTATION = (
-    "sei.evaluation.ssim: Gaussian window 11x11 sigma 1.5, K1 0.01, K2 0.03, valid region only "
-    "(equals skimage structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1))"
+    "sei.evaluation.ssim: Gaussian window 11x11 sigma 1.5, K1 0.01, K2 0.03, valid region only (equals "
+    "skimage structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, "
+    "data_range=1))"
 )
 PROTOCOLS = ("paper", "sr-literature")
 

@@ -92,7 +92,8 @@ def resolve_source(source: str | Path) -> tuple[str, dict[str, Any]]:
         weights = path / WEIGHTS_FILE
         if not weights.is_file():
             raise SeiUserError(
-                f"{path} holds no {WEIGHTS_FILE}: export a finished run (sei train writes it at the end) or a weights file"
+                f"{path} holds no {WEIGHTS_FILE}: export a finished run (sei train writes it at the end) or "
+                "a weights file"
             )
         return str(weights), _run_facts(path)
     return str(source), {}
@@ -109,7 +110,10 @@ def _task_text(metadata: dict[str, Any]) -> str:
 
 def _psf_text(metadata: dict[str, Any], physics: Operator) -> str:
     if metadata.get("task") == "sr":
-        return f"antialiased bicubic downsampling by {metadata.get('sr_factor')} (torch `interpolate(mode='bicubic', antialias=True)`)"
+        return (
+            f"antialiased bicubic downsampling by {metadata.get('sr_factor')} (torch "
+            "`interpolate(mode='bicubic', antialias=True)`)"
+        )
     kernel = getattr(physics, "kernel", None)
     shape = (
         f", {tuple(kernel.shape[-2:])[0]}x{tuple(kernel.shape[-2:])[1]} pixels" if kernel is not None else ""
@@ -156,13 +160,13 @@ def _validation_lines(record: dict[str, Any] | None) -> list[str]:
         )
     if "val_sure" in record:
         lines.append(
-            f"- SURE estimate of the measurement-domain error {record['val_sure']:.4g} (exact divergence) at step "
-            f"{int(record.get('step', 0))}: there was no ground truth"
+            f"- SURE estimate of the measurement-domain error {record['val_sure']:.4g} (exact divergence) "
+            f"at step {int(record.get('step', 0))}: there was no ground truth"
         )
     if "val_sure_gap" in record:
         lines.append(
-            f"- SURE-gaming gap {record['val_sure_gap']:.3g} sigma^2 (about 0 for an honest network; below -0.5 it games "
-            "the finite-difference estimator)"
+            f"- SURE-gaming gap {record['val_sure_gap']:.3g} sigma^2 (about 0 for an honest network; below "
+            "-0.5 it games the finite-difference estimator)"
         )
     return lines or ["- no validation was recorded"]
 
@@ -224,14 +228,16 @@ def model_card(
         "",
         f"# {title}",
         "",
-        f"A {model.get('name', '?')} network for {_task_text(metadata)}, trained with sei (Scale-Equivariant Imaging "
-        "on deepinv: self-supervised deblurring and super-resolution from measurements alone).",
+        f"A {model.get('name', '?')} network for {_task_text(metadata)}, trained with sei "
+        "(Scale-Equivariant Imaging on deepinv: self-supervised deblurring and super-resolution from "
+        "measurements alone).",
         "",
         "## What it inverts",
         "",
         f"- **Task**: {_task_text(metadata)}",
         f"- **PSF / operator**: {_psf_text(metadata, physics)}",
-        f"- **Noise model**: additive white Gaussian, sigma {noise:g} in 8-bit units (= {float(noise) / 255:.4f} in [0, 1]){estimated}"
+        f"- **Noise model**: additive white Gaussian, sigma {noise:g} in 8-bit units (= "
+        f"{float(noise) / 255:.4f} in [0, 1]){estimated}"
         if noise is not None
         else "- **Noise model**: not recorded",
         "",
@@ -248,7 +254,8 @@ def model_card(
         f"- **Training data**: {dataset_text}",
         f"- **Steps**: {metadata.get('steps', 'not recorded')}"
         + (
-            f" (batch {config['batch_size']} of {config['patch_size']}x{config['patch_size']} patches, lr {config['lr']})"
+            f" (batch {config['batch_size']} of {config['patch_size']}x{config['patch_size']} patches, lr "
+            f"{config['lr']})"
             if {"batch_size", "patch_size", "lr"} <= set(config)
             else ""
         ),
@@ -272,9 +279,10 @@ def model_card(
             "",
             f"![measurement | estimate | ground truth]({SAMPLE_FILE})",
             "",
-            f"The bundled test photograph `{sample['image']}` measured with this operator and noise (seed {SAMPLE_SEED}): "
-            f"measurement {sample['input_psnr']:.2f} dB, estimate {sample['psnr']:.2f} dB, SSIM {sample['ssim']:.4f} "
-            "(Y-PSNR after 8-bit quantisation, the paper's protocol; written by `sei weights export`).",
+            f"The bundled test photograph `{sample['image']}` measured with this operator and noise (seed "
+            f"{SAMPLE_SEED}): measurement {sample['input_psnr']:.2f} dB, estimate {sample['psnr']:.2f} dB, "
+            f"SSIM {sample['ssim']:.4f} (Y-PSNR after 8-bit quantisation, the paper's protocol; written by "
+            "`sei weights export`).",
             "",
         ]
     lines += [
@@ -282,17 +290,19 @@ def model_card(
         "",
         "```sh",
         "source scripts/activate   # in a clone of the sei repository: puts `sei` on the PATH",
-        f"sei reconstruct {'lowres' if metadata.get('task') == 'sr' else 'blurry'}.png restored.png --weights {repo}",
+        f"sei reconstruct {'lowres' if metadata.get('task') == 'sr' else 'blurry'}.png restored.png "
+        f"--weights {repo}",
         f"sei test --weights {repo}                    # PSNR / SSIM on the bundled test photographs",
         "```",
         "",
         "```python",
         "from sei.weights import load_weights_with_physics",
-        f'model, metadata, physics = load_weights_with_physics("{repo}")   # the network and the operator it inverts',
+        f'model, metadata, physics = load_weights_with_physics("{repo}")   # the network and the operator '
+        "it inverts",
         "```",
         "",
-        "The folder also loads offline: `--weights PATH/TO/THIS/FOLDER`; `config.json` is the network's configuration "
-        "(`sei.models.create_model(**config)`).",
+        "The folder also loads offline: `--weights PATH/TO/THIS/FOLDER`; `config.json` is the network's "
+        "configuration (`sei.models.create_model(**config)`).",
         "",
         "## Limits",
         "",
@@ -301,8 +311,9 @@ def model_card(
         "",
         "## Citation",
         "",
-        "J. Scanvic, M. Davies, P. Abry, J. Tachella, *Scale-Equivariant Imaging: Self-Supervised Learning for Image "
-        "Super-Resolution and Deblurring*, IEEE Transactions on Computational Imaging, 2026 (arXiv 2312.11232).",
+        "J. Scanvic, M. Davies, P. Abry, J. Tachella, *Scale-Equivariant Imaging: Self-Supervised Learning "
+        "for Image Super-Resolution and Deblurring*, IEEE Transactions on Computational Imaging, 2026 "
+        "(arXiv 2312.11232).",
         "",
     ]
     return "\n".join(lines)
@@ -424,7 +435,8 @@ def read_card_header(path: Path) -> dict[str, Any]:
 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Upload an exported folder to the hub repository ``repo_id`` (created if missing); returns the commit URL."""
+    """Upload an exported folder to the hub repository ``repo_id`` (created if missing); returns the commit
+    URL."""
     import httpx2  # huggingface_hub's HTTP client: a refused or cut connection raises its errors
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -433,7 +445,8 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: 
     missing = [name for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE) if not (folder / name).is_file()]
     if missing:
         raise SeiUserError(
-            f"{folder} is not an exported model folder (missing {', '.join(missing)}); run `sei weights export` first"
+            f"{folder} is not an exported model folder (missing {', '.join(missing)}); run `sei weights "
+            "export` first"
         )
     api = HfApi(token=token)
     try:

@@ -86,7 +86,8 @@ def array_to_tensor(array: np.ndarray, channels: int | None = 3) -> torch.Tensor
 
 
 def convert_channels(tensor: torch.Tensor, channels: int | None) -> torch.Tensor:
-    """Make ``(C, H, W)`` have ``channels`` channels: gray to RGB by repetition, RGB to gray by BT.601 luma."""
+    """Make ``(C, H, W)`` have ``channels`` channels: gray to RGB by repetition, RGB to gray by BT.601
+    luma."""
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1, 3 or None, got {channels}")
     if channels == 3 and tensor.shape[0] == 1:
@@ -167,8 +168,8 @@ def read_image(
     finite = np.isfinite(array)
     if not finite.all():  # a float file with holes: restoring it would spread NaN over the output
         raise SeiUserError(
-            f"{path} contains {int((~finite).sum())} NaN or infinite value(s); fill or mask them before restoring "
-            "(sei needs a finite measurement everywhere)"
+            f"{path} contains {int((~finite).sum())} NaN or infinite value(s); fill or mask them before "
+            "restoring (sei needs a finite measurement everywhere)"
         )
     return array_to_tensor(array, channels)
 

@@ -72,11 +72,13 @@ def load_reconstructor(
 
         if model_kind not in list_models():
             raise SeiUserError(
-                f"unknown model kind {model_kind!r}: choose a training-free method ({', '.join(RECONSTRUCTORS)}) or a network ({', '.join(list_models())}) with --weights"
+                f"unknown model kind {model_kind!r}: choose a training-free method "
+                f"({', '.join(RECONSTRUCTORS)}) or a network ({', '.join(list_models())}) with --weights"
             )
         if not weights:
             raise SeiUserError(
-                f"--model_kind {model_kind} is a network: give its trained --weights (a file or a pretrained name)"
+                f"--model_kind {model_kind} is a network: give its trained --weights (a file or a "
+                "pretrained name)"
             )
     if not weights:
         weights = default_weights(task, kernel, sr_factor, noise_level)
@@ -95,7 +97,8 @@ def load_reconstructor(
     stored_model = (metadata.get("model") or {}).get("name")
     if model_kind is not None and stored_model not in (None, model_kind):
         raise SeiUserError(
-            f"--model_kind {model_kind} does not match the weights, which hold a {stored_model} network; drop --model_kind"
+            f"--model_kind {model_kind} does not match the weights, which hold a {stored_model} network; "
+            "drop --model_kind"
         )
     network = network.to(device).eval()
 
@@ -147,7 +150,8 @@ def load_for_measurements(
     ys = measurements(loaded.physics)
     estimate = estimate_noise_level(ys, physics=loaded.physics)
     print(
-        f"sei: estimated noise level {estimate.level:.3g} (8-bit units) from {len(ys)} measurement(s) ({estimate.method})",
+        f"sei: estimated noise level {estimate.level:.3g} (8-bit units) from {len(ys)} measurement(s) "
+        f"({estimate.method})",
         file=sys.stderr,
         flush=True,
     )
@@ -158,8 +162,9 @@ def load_for_measurements(
     trained = float(loaded.physics.noise_level)
     if abs(estimate.level - trained) > max(1.0, 0.5 * trained):
         print(
-            f"sei: warning: these weights were trained for noise level {trained:g}, the measurements look like {estimate.level:.2g}; "
-            "fine-tune on them (sei restore, or sei train --init) for better results",
+            f"sei: warning: these weights were trained for noise level {trained:g}, the measurements look "
+            f"like {estimate.level:.2g}; fine-tune on them (sei restore, or sei train --init) for better "
+            "results",
             file=sys.stderr,
             flush=True,
         )
@@ -190,7 +195,8 @@ def _load_poisson_gaussian(
         ), None
     if weights is None and model_kind is None:
         raise SeiUserError(
-            "--noise poisson-gaussian with auto: give --weights trained for it or a training-free --model_kind"
+            "--noise poisson-gaussian with auto: give --weights trained for it or a training-free "
+            "--model_kind"
         )
     from sei.noise_estimation import estimate_poisson_gaussian
 
@@ -218,8 +224,8 @@ def _load_poisson_gaussian(
     level = estimate.noise_level if noise_level == AUTO else float(noise_level)
     fitted_gain = estimate.gain_level if gain in (AUTO, None) else float(gain)
     print(
-        f"sei: estimated Poisson-Gaussian noise from {len(ys)} measurement(s): gain {estimate.gain_level:.3g}, "
-        f"noise level {estimate.noise_level:.3g} (8-bit units)",
+        f"sei: estimated Poisson-Gaussian noise from {len(ys)} measurement(s): gain "
+        f"{estimate.gain_level:.3g}, noise level {estimate.noise_level:.3g} (8-bit units)",
         file=sys.stderr,
         flush=True,
     )
@@ -234,8 +240,8 @@ def _load_poisson_gaussian(
     trained = float(loaded.physics.gain_level)
     if abs(fitted_gain - trained) > 0.5 * trained:
         print(
-            f"sei: warning: these weights were trained for gain {trained:g}, the measurements look like {fitted_gain:.2g}; "
-            "fine-tune on them (sei train --init) for better results",
+            f"sei: warning: these weights were trained for gain {trained:g}, the measurements look like "
+            f"{fitted_gain:.2g}; fine-tune on them (sei train --init) for better results",
             file=sys.stderr,
             flush=True,
         )
@@ -248,8 +254,8 @@ def default_weights(task: str | None, kernel: Any, sr_factor: int | None, noise_
     name = closest_shipped(task, kernel, sr_factor, noise_level, same_kernel=True)
     if name is None:
         raise SeiUserError(
-            "no shipped model for this task; pass --weights FILE_OR_NAME or a --model_kind such as wiener or pnp "
-            "(or train one on your measurements: sei restore)"
+            "no shipped model for this task; pass --weights FILE_OR_NAME or a --model_kind such as wiener "
+            "or pnp (or train one on your measurements: sei restore)"
         )
     return name
 

@@ -108,8 +108,8 @@ class ModelRandomness:
 
 
 class SureLoss(Loss):
-    r"""Partial Stein's unbiased risk estimate for Gaussian (and Poisson-Gaussian) noise, Monte-Carlo divergence
-    with one probe.
+    r"""Partial Stein's unbiased risk estimate for Gaussian (and Poisson-Gaussian) noise, Monte-Carlo
+    divergence with one probe.
 
     With :math:`M` the mask that is 1 inside and 0 on a border of width ``margin``, :math:`m` the
     number of interior entries, :math:`b \sim \mathcal{N}(0, I)` drawn as :math:`Mb` and
@@ -158,15 +158,17 @@ class SureLoss(Loss):
     the current estimate :math:`\sqrt\eta`. The learned :math:`\eta` estimates :math:`\sigma^2` from
     above (docs/methods.md, "Unknown noise level: UNSURE").
 
-    **PG-SURE** (Poisson-Gaussian noise, :math:`y = \gamma\,\mathcal{P}(Ax/\gamma) + \mathcal{N}(0, \sigma^2)`;
-    Le Montagner et al. 2014; used whenever the physics' ``gain`` :math:`\gamma` is non-zero, or a ``gain``
-    is given): the noise variance of entry :math:`i` is :math:`\gamma (Ax)_i + \sigma^2`, estimated without
-    bias by :math:`v_i = \gamma y_i + \sigma^2`, and
+    **PG-SURE** (Poisson-Gaussian noise,
+    :math:`y = \gamma\,\mathcal{P}(Ax/\gamma) + \mathcal{N}(0, \sigma^2)`; Le Montagner et al. 2014; used
+    whenever the physics' ``gain`` :math:`\gamma` is non-zero, or a ``gain`` is given): the noise variance of
+    entry :math:`i` is :math:`\gamma (Ax)_i + \sigma^2`, estimated without bias by
+    :math:`v_i = \gamma y_i + \sigma^2`, and
 
     .. math::
 
         \mathcal{L}_{\mathrm{PG}} = \frac1m \|M(A\hat x - y)\|^2
-        + \frac{2}{m\tau}\, (M v \odot b)^\top \big(A f(y + \tau M b) - A\hat x\big) - \frac1m \mathbf 1^\top M v
+        + \frac{2}{m\tau}\, (M v \odot b)^\top \big(A f(y + \tau M b) - A\hat x\big)
+        - \frac1m \mathbf 1^\top M v
 
     (with ``divergence="exact"``, the limit :math:`\tau \to 0`). For :math:`\gamma = 0` it is the Gaussian
     SURE above. It is unbiased for every estimator whose second derivatives vanish (e.g. any linear one)
@@ -271,7 +273,8 @@ class SureLoss(Loss):
         self.eta.add_(self.step_size * self.eta_initial * self.eta_velocity).clamp_(min=0)
 
     def _gain(self, physics: Operator) -> float:
-        r"""The Poisson gain :math:`\gamma` in [0, 1] units: the fixed one, else the physics' (0 for Gaussian noise)."""
+        r"""The Poisson gain :math:`\gamma` in [0, 1] units: the fixed one, else the physics' (0 for Gaussian
+        noise)."""
         gain = float(getattr(physics, "gain", 0.0) if self.gain is None else self.gain)
         if self.unsure and gain:
             raise SeiUserError(
@@ -358,8 +361,9 @@ class SureLoss(Loss):
         inputs: torch.Tensor | None,
         randomness: ModelRandomness | None,
     ) -> torch.Tensor:
-        r"""Per sample :math:`(A^\top Mb)^\top J_f(y)\, Mb`, as :math:`(Mb)^\top \big(J_f(y)^\top A^\top M b\big)`: one
-        vector-Jacobian product, kept differentiable so the loss trains through it."""
+        r"""Per sample :math:`(A^\top Mb)^\top J_f(y)\, Mb`, as
+        :math:`(Mb)^\top \big(J_f(y)^\top A^\top M b\big)`: one vector-Jacobian product, kept differentiable
+        so the loss trains through it."""
         with torch.enable_grad():
             estimate = x_net
             if inputs is None:  # called on its own: one more pass, with a graph back to the input
@@ -378,12 +382,11 @@ class EquivarianceLoss(Loss):
         x_2 = T(\operatorname{sg}(\hat x)), \quad y_2 = A x_2 + n', \quad
         \mathcal{L}_{\mathrm{EQ}} = \frac1n \|f(y_2) - x_2\|^2
 
-    with :math:`n'` fresh noise of the physics' model (Gaussian of its :math:`\sigma`, or Poisson-Gaussian), or
-    Gaussian noise of the std given as
-    ``noise_std`` (the :class:`Objective` passes UNSURE's current estimate). With ``stop_gradient`` the
-    transform runs under ``no_grad`` **and** its output is detached: ``no_grad`` alone leaks the
-    graph when the transform returns its input (deepinv issue 262). Without it, gradients also flow
-    through :math:`x_2` into :math:`\hat x`.
+    with :math:`n'` fresh noise of the physics' model (Gaussian of its :math:`\sigma`, or Poisson-Gaussian),
+    or Gaussian noise of the std given as ``noise_std`` (the :class:`Objective` passes UNSURE's current
+    estimate). With ``stop_gradient`` the transform runs under ``no_grad`` **and** its output is detached:
+    ``no_grad`` alone leaks the graph when the transform returns its input (deepinv issue 262). Without it,
+    gradients also flow through :math:`x_2` into :math:`\hat x`.
 
     :param Transform transform: the random transform (e.g. :class:`sei.transforms.Scale`).
     :param bool stop_gradient: treat :math:`x_2` as a constant.
@@ -541,8 +544,8 @@ class Objective(torch.nn.Module):
         coupling = _batch_coupling_layer(model) if self.batched_sure_passes is not False else None
         if self.batched_sure_passes and coupling is not None:
             raise SeiUserError(
-                f"batched_sure_passes=True needs f(y) and f(y + tau b) to be the same function, but {coupling}; "
-                "use batched_sure_passes=None (automatic) or False"
+                "batched_sure_passes=True needs f(y) and f(y + tau b) to be the same function, but "
+                f"{coupling}; use batched_sure_passes=None (automatic) or False"
             )
         return self.batched_sure_passes is not False and coupling is None
 
@@ -665,7 +668,8 @@ def build_method(
     :param bool | None batched_sure_passes: see :class:`Objective`.
     :param autocast_dtype: see :class:`Objective`.
     :param bool channels_last: see :class:`Objective`.
-    :param str sure_divergence: the paper's ``"finite-difference"`` (default) or ``"exact"`` (see :class:`SureLoss`).
+    :param str sure_divergence: the paper's ``"finite-difference"`` (default) or ``"exact"`` (see
+        :class:`SureLoss`).
     :param bool unsure: learn the noise level (UNSURE, see :class:`SureLoss`): the SURE term's
         :math:`\sigma^2` becomes the learned :math:`\eta`, and the equivariance term re-measures with
         noise of std :math:`\sqrt\eta`. Read the estimate with :meth:`Objective.noise_level`.

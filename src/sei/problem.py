@@ -80,14 +80,16 @@ def output_scale(task: str, sr_factor: int | None) -> int:
     if check_task(task) == DEBLURRING:
         if sr_factor not in (None, 1):
             raise SeiUserError(
-                f"sr_factor={sr_factor} applies to the sr task only; deblurring keeps the size (its blur is --kernel)"
+                f"sr_factor={sr_factor} applies to the sr task only; deblurring keeps the size (its blur is "
+                "--kernel)"
             )
         return 1
     return check_sr_factor(sr_factor)
 
 
 def canonical_method(name: str) -> str:
-    """The canonical name of a training method or alias (``sei`` -> ``proposed``); a one-line error otherwise."""
+    """The canonical name of a training method or alias (``sei`` -> ``proposed``); a one-line error
+    otherwise."""
     if name not in METHODS:
         raise SeiUserError(f"unknown method {name!r}: choose one of {choices(METHODS)}")
     return METHODS[name]

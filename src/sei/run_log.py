@@ -90,7 +90,8 @@ NullLog = RunLog
 
 
 class CsvLog(RunLog):
-    """One CSV file per group; a column that appears later (e.g. after a resume by a newer sei) widens the file."""
+    """One CSV file per group; a column that appears later (e.g. after a resume by a newer sei) widens the
+    file."""
 
     def __init__(self, out_dir: Path, start_step: int = 0) -> None:
         self.out_dir = out_dir
@@ -214,7 +215,8 @@ def open_run_log(
 
 
 def _same_height(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``image`` shown at ``height x width`` by pixel repetition (a low-resolution measurement stays blocky)."""
+    """``image`` shown at ``height x width`` by pixel repetition (a low-resolution measurement stays
+    blocky)."""
     if image.shape[-2:] == (height, width):
         return image
     return torch.nn.functional.interpolate(image[None], size=(height, width), mode="nearest")[0]

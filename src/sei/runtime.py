@@ -23,7 +23,8 @@ from sei.errors import SeiUserError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``--device`` as a torch device; CUDA asked but absent, or a name torch does not know, is a user error."""
+    """``--device`` as a torch device; CUDA asked but absent, or a name torch does not know, is a user
+    error."""
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SeiUserError(
             f"--device {name} asked for CUDA, but no CUDA device is available; use --device cpu"
@@ -139,7 +140,8 @@ _DURATION = re.compile(
 
 
 def parse_duration(text: str | float) -> float:
-    """A wall-clock budget in seconds from ``"90"``, ``"90s"``, ``"10m"``, ``"1h30m"``; zero or negative is an error.
+    """A wall-clock budget in seconds from ``"90"``, ``"90s"``, ``"10m"``, ``"1h30m"``; zero or negative is an
+    error.
 
     >>> parse_duration("10m"), parse_duration("1h30m"), parse_duration("45")
     (600.0, 5400.0, 45.0)

@@ -230,7 +230,8 @@ class Rotate(_SeededTransform):
 
     >>> import torch
     >>> x = torch.rand(1, 1, 5, 5)
-    >>> bool(torch.equal(Rotate(multiples_of_90=True)(x, quarter_turns=torch.tensor([1])), torch.rot90(x, 1, (-2, -1))))
+    >>> turned = Rotate(multiples_of_90=True)(x, quarter_turns=torch.tensor([1]))
+    >>> bool(torch.equal(turned, torch.rot90(x, 1, (-2, -1))))
     True
     """
 

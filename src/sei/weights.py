@@ -199,8 +199,9 @@ def _download(name: str) -> Path:
         return Path(hf_hub_download(repo_id=HF_REPO, filename=filename))
     except LocalEntryNotFoundError as error:
         raise SeiUserError(
-            f"{filename} of {HF_REPO} is neither in the Hugging Face cache nor downloadable now ({_why(error)}); "
-            f"get it online with `sei weights download {name}` (or copy it and pass --weights PATH)"
+            f"{filename} of {HF_REPO} is neither in the Hugging Face cache nor downloadable now "
+            f"({_why(error)}); get it online with `sei weights download {name}` (or copy it and pass "
+            "--weights PATH)"
         ) from error
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
         raise SeiUserError(
@@ -239,18 +240,19 @@ def _download_from_repo(repo_id: str, revision: str | None = None) -> Path:
         return Path(hf_hub_download(repo_id=repo_id, filename=FOLDER_WEIGHTS, revision=revision))
     except LocalEntryNotFoundError as error:
         raise SeiUserError(
-            f"{where} is not a local file or folder, and {FOLDER_WEIGHTS} of the hub repo {where} is neither in the Hugging Face "
-            f"cache nor downloadable now ({_why(error)}); fetch it once online, or pass a local folder"
+            f"{where} is not a local file or folder, and {FOLDER_WEIGHTS} of the hub repo {where} is "
+            f"neither in the Hugging Face cache nor downloadable now ({_why(error)}); fetch it once online, "
+            "or pass a local folder"
         ) from error
     except (RepositoryNotFoundError, EntryNotFoundError) as error:
         raise SeiUserError(
-            f"{where} is not a local file or folder, and the hub has no model repo {where} holding {FOLDER_WEIGHTS} "
-            f"({_why(error)})"
+            f"{where} is not a local file or folder, and the hub has no model repo {where} holding "
+            f"{FOLDER_WEIGHTS} ({_why(error)})"
         ) from error
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
         raise SeiUserError(
-            f"{where} is not a local file or folder, and downloading {FOLDER_WEIGHTS} from the hub repo {where} "
-            f"failed ({_why(error)}); retry, or pass a local folder"
+            f"{where} is not a local file or folder, and downloading {FOLDER_WEIGHTS} from the hub repo "
+            f"{where} failed ({_why(error)}); retry, or pass a local folder"
         ) from error
 
 
@@ -292,7 +294,8 @@ def resolve_weights(spec: str | Path) -> tuple[Path, dict[str, Any]]:
     if path.is_dir():
         if not (path / FOLDER_WEIGHTS).is_file():
             raise SeiUserError(
-                f"the folder {text} holds no {FOLDER_WEIGHTS} (a finished run or a `sei weights export` folder does)"
+                f"the folder {text} holds no {FOLDER_WEIGHTS} (a finished run or a `sei weights export` "
+                "folder does)"
             )
         return path / FOLDER_WEIGHTS, {}
     hub = _HUB_REPO.match(text)
@@ -445,7 +448,8 @@ def load_weights_with_physics(
 
 
 def _physics_of_named_kernel(stored: str | None, requested: Any, noise: float, source: str) -> Operator:
-    """The blur of a file that names its kernel without holding it (written before sei 0.2, or the paper's)."""
+    """The blur of a file that names its kernel without holding it (written before sei 0.2, or the
+    paper's)."""
     from sei.physics import get_kernel, kernel_name, make_physics
     from sei.physics.kernels import is_kernel_name
     from sei.physics.state import check_kernel
@@ -456,12 +460,13 @@ def _physics_of_named_kernel(stored: str | None, requested: Any, noise: float, s
         return make_physics("deblurring", kernel=stored, noise_level=noise)
     if requested is None:
         raise SeiUserError(
-            f"{source} was trained for the kernel file {stored!r} but does not hold the kernel itself (an older "
-            "weights file); pass --kernel PATH_TO_THAT_FILE"
+            f"{source} was trained for the kernel file {stored!r} but does not hold the kernel itself (an "
+            "older weights file); pass --kernel PATH_TO_THAT_FILE"
         )
     if stored is not None and not isinstance(requested, torch.Tensor) and kernel_name(requested) != stored:
         raise SeiUserError(
-            f"{source} was trained for the kernel file {stored!r}, not {requested}; pass that file with --kernel"
+            f"{source} was trained for the kernel file {stored!r}, not {requested}; pass that file with "
+            "--kernel"
         )
     return make_physics("deblurring", kernel=requested, noise_level=noise)
 

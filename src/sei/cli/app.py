@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"sei app: open {address} (files in {app.state.workdir}; Ctrl-C stops)", flush=True)
     if not loopback:
         print(
-            f"sei app: warning: listening on {args.host}: anyone who can reach this machine can use the page and see its results",
+            f"sei app: warning: listening on {args.host}: anyone who can reach this machine can use the "
+            "page and see its results",
             file=sys.stderr,
             flush=True,
         )

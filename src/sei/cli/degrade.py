@@ -10,7 +10,8 @@ examples:
   sei degrade photos/ lowres/ --task sr --sr_factor 4 --seed 1
   sei degrade photo.png measurement.npy --kernel my_psf.npy
   sei degrade photo.png blurry.png --boundary valid     # as a camera blurs: k - 1 pixels smaller
-  sei degrade photo.png lowlight.npy --noise poisson-gaussian --gain 2.55 --noise_level 1   # ~100 photons at full scale
+  sei degrade photo.png lowlight.npy --noise poisson-gaussian --gain 2.55 --noise_level 1
+                                                        # ~100 photons at full scale
 """
 
 from __future__ import annotations
@@ -65,14 +66,19 @@ def add_physics_arguments(
     parser.add_argument(
         "--kernel",
         default=None,
-        help=f"deblurring kernel: Gaussian_R<std>, Box_R<radius> or a file (default {problem.DEFAULT_KERNEL})",
+        help=(
+            f"deblurring kernel: Gaussian_R<std>, Box_R<radius> or a file (default {problem.DEFAULT_KERNEL})"
+        ),
     )
     parser.add_argument(
         "--sr_factor",
         "--sr-factor",
         type=int,
         default=None,
-        help=f"super-resolution factor {problem.choices(problem.SR_FACTORS)} (default {problem.DEFAULT_SR_FACTOR})",
+        help=(
+            f"super-resolution factor {problem.choices(problem.SR_FACTORS)} (default "
+            f"{problem.DEFAULT_SR_FACTOR})"
+        ),
     )
     if auto_noise:
         parser.add_argument(

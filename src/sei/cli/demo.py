@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         )
     images = list(load_images("samples", split="test"))[: args.images]
     print(
-        f"{len(images)} bundled test photographs; PSNR (dB, Y channel, 8-bit) of the measurement, a training-free baseline, and SEI"
+        f"{len(images)} bundled test photographs; PSNR (dB, Y channel, 8-bit) of the measurement, a "
+        "training-free baseline, and SEI"
     )
     print(f"{'model':<26}{'task':<22}{'measurement':>12}{'baseline':>16}{'SEI':>8}{'gain':>8}")
     for name in names:
@@ -86,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
         image_grid(rows, args.out_dir / f"{name}.png", dpi=80)
         task = physics.describe()
         label = task.get("kernel") or f"SR x{task.get('sr_factor')}"
+        problem_label = f"{label}, noise {int(physics.noise_level)}"
+        baseline_label = f"{baseline_kind} {totals['baseline']:.2f}"
         print(
-            f"{name:<26}{label + ', noise ' + str(int(physics.noise_level)):<22}{totals['measurement']:>12.2f}"
-            f"{baseline_kind + ' ' + format(totals['baseline'], '.2f'):>16}{totals['sei']:>8.2f}{totals['sei'] - totals['measurement']:>+8.2f}"
+            f"{name:<26}{problem_label:<22}{totals['measurement']:>12.2f}{baseline_label:>16}"
+            f"{totals['sei']:>8.2f}{totals['sei'] - totals['measurement']:>+8.2f}"
         )
     print(f"figures: {args.out_dir}/")
     return 0

@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise SeiUserError(f"input not found: {args.input}")
     device = resolve_device(args.device)
     # all first: a bad file fails before anything is written. A TIFF (16-bit, float, a multi-page stack = a
-    # batch of 2-D images) comes back in its own sample type and channels, a 16-bit PNG as 16-bit; others as before
+    # batch of 2-D images) comes back in its own sample type and channels, a 16-bit PNG as 16-bit; others as
+    # before
     stacks = [_keep_depth(source, *read_images(source)) for source, _ in pairs]
     measurements = [y for images, _ in stacks for y in images]
     loaded, _ = load_for_measurements(

@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model_kind",
         "--model-kind",
         default=None,
-        help=f"a training-free method ({', '.join(RECONSTRUCTORS)}), or a network (swinir, ...) with --weights",
+        help=(
+            f"a training-free method ({', '.join(RECONSTRUCTORS)}), or a network (swinir, ...) with --weights"
+        ),
     )
     parser.add_argument(
         "--weights", default=None, help="a .safetensors/.pt file or a pretrained name (`sei weights list`)"
@@ -77,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:
-    """``["iterations=500", "denoiser=bm3d"]`` -> ``{"iterations": 500, "denoiser": "bm3d"}`` (JSON values where they parse)."""
+    """``["iterations=500", "denoiser=bm3d"]`` -> ``{"iterations": 500, "denoiser": "bm3d"}`` (JSON values
+    where they parse)."""
     options: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -168,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     label = loaded.description.get("weights") or loaded.description.get("model_kind")
     print(f"{label} on {args.dataset} ({physics.describe()}):")
     print(
-        f"N={summary['n']}  PSNR {summary['psnr_mean']:.2f} ± {summary['psnr_std']:.2f} dB  SSIM {summary['ssim_mean']:.4f} ± {summary['ssim_std']:.4f}"
+        f"N={summary['n']}  PSNR {summary['psnr_mean']:.2f} ± {summary['psnr_std']:.2f} dB  SSIM "
+        f"{summary['ssim_mean']:.4f} ± {summary['ssim_std']:.4f}"
     )
     print(f"SSIM: {summary['ssim_implementation']}")
     if args.json:

@@ -10,7 +10,8 @@ examples:
   sei train --method sup --task sr --sr_factor 2 --max_steps 500 --out_dir runs/sup_x2
   sei train --method proposed --dataset div2k --download --device cuda:0 --preset paper --out_dir runs/paper
   sei train --measurements my_blurry_photos/ --kernel psf.npy --noise_level 3 --out_dir runs/mine
-  sei train --measurements my_blurry_photos/ --kernel psf.npy --noise_level auto --init sei-gaussian_r2-noise5 --time_limit 5m
+  sei train --measurements my_blurry_photos/ --kernel psf.npy --noise_level auto \\
+            --init sei-gaussian_r2-noise5 --time_limit 5m
   sei train --resume runs/sei_g2                      # continue exactly where it stopped
   sei train --resume runs/sei_g2 --max_steps 4000     # train more (the schedule is re-planned for 4000 steps)
   torchrun --nproc_per_node 4 -m sei train --device cuda --preset paper --out_dir runs/ddp
@@ -58,20 +59,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sure-divergence",
         choices=("exact", "finite-difference"),
         default=None,
-        help="SURE's divergence: finite-difference (the paper's, default; validation warns if the network games it) or exact",
+        help=(
+            "SURE's divergence: finite-difference (the paper's, default; validation warns if the network "
+            "games it) or exact"
+        ),
     )
     parser.add_argument(
         "--unsure",
         action="store_true",
         default=None,
-        help="learn the noise level while training (UNSURE): --noise_level (a number or auto) is only the starting guess; the learned level is logged as noise_level in metrics.csv",
+        help=(
+            "learn the noise level while training (UNSURE): --noise_level (a number or auto) is only the "
+            "starting guess; the learned level is logged as noise_level in metrics.csv"
+        ),
     )
     parser.add_argument(
         "--stop_on_gaming",
         "--stop-on-gaming",
         action="store_true",
         default=None,
-        help="end training at the last validation before the network games SURE's finite difference (one process)",
+        help=(
+            "end training at the last validation before the network games SURE's finite difference (one "
+            "process)"
+        ),
     )
     parser.add_argument(
         "--dataset", default=None, help="div2k, urban100, ct, samples (default) or a folder of images"
@@ -115,7 +125,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init",
         default=None,
-        help="start from these weights: a shipped or paper name, or a .safetensors file (fine-tuning; the network comes from its metadata)",
+        help=(
+            "start from these weights: a shipped or paper name, or a .safetensors file (fine-tuning; the "
+            "network comes from its metadata)"
+        ),
     )
     parser.add_argument(
         "--time_limit",
@@ -127,7 +140,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=("cpu", "paper"),
         default=None,
-        help="default hyper-parameters: cpu (fast network) or paper (SwinIR); default paper on CUDA, cpu otherwise",
+        help=(
+            "default hyper-parameters: cpu (fast network) or paper (SwinIR); default paper on CUDA, cpu "
+            "otherwise"
+        ),
     )
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument(
@@ -187,7 +203,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--log",
         default=None,
         metavar="BACKENDS",
-        help="run log: csv, tensorboard, both (csv,tensorboard; the default) or none; TensorBoard events go to OUT/tensorboard/",
+        help=(
+            "run log: csv, tensorboard, both (csv,tensorboard; the default) or none; TensorBoard events go "
+            "to OUT/tensorboard/"
+        ),
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -252,9 +271,10 @@ def check_resume_flags(values: dict[str, Any], checkpoint: dict[str, Any], sourc
             continue
         flag = name if name in stored else f"{name} (not part of the run's configuration)"
         raise SeiUserError(
-            f"--{flag} {value} differs from the resumed run's {stored.get(name)!r}; a resumed run keeps its configuration "
-            f"(only {', '.join('--' + n for n in RESUME_OVERRIDES)} may change): drop the flag, or start a new run "
-            f"from its weights with --init {Path(source).parent.parent / 'weights.safetensors'}"
+            f"--{flag} {value} differs from the resumed run's {stored.get(name)!r}; a resumed run keeps its "
+            f"configuration (only {', '.join('--' + n for n in RESUME_OVERRIDES)} may change): drop the "
+            "flag, or start a new run from its weights with --init "
+            f"{Path(source).parent.parent / 'weights.safetensors'}"
         )
 
 
@@ -306,11 +326,13 @@ def run(args: argparse.Namespace) -> int:
     if state.validation:
         last = state.validation[-1]
         print(
-            f"validation at step {last['step']}: {', '.join(f'{k} {v:.4g}' for k, v in last.items() if k != 'step')}"
+            f"validation at step {last['step']}: "
+            f"{', '.join(f'{k} {v:.4g}' for k, v in last.items() if k != 'step')}"
         )
     if "noise_level" in state.last_terms:
         print(
-            f"noise level learned by UNSURE: {state.last_terms['noise_level']:.3g} (8-bit units; an estimate from above)"
+            f"noise level learned by UNSURE: {state.last_terms['noise_level']:.3g} (8-bit units; an "
+            "estimate from above)"
         )
     kept = f" (stopped on gaming: the weights of step {state.step})" if state.stopped_early else ""
     timed = " (the time limit was reached)" if state.out_of_time else ""

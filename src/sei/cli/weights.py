@@ -1,10 +1,12 @@
 """List, inspect, fetch or export weights.
 
   list                      our shipped models (installed or not) and the paper's naming schemes
-  info NAME_OR_PATH         the metadata of a weights file, folder, name or hub repo (task, kernel/factor, noise, method, model)
-  download NAME             fetch a paper weight file (or a hub repo's weights) into the Hugging Face cache, for offline use
+  info NAME_OR_PATH         the metadata of a weights file, folder, name or hub repo (task, kernel/factor,
+                            noise, method, model)
+  download NAME             fetch a paper weight file (or a hub repo's weights) into the Hugging Face cache,
+                            for offline use
   export RUN_OR_FILE OUT    a hub-ready folder: weights.safetensors (physics in the metadata), config.json,
-                            README.md (model card with the hub's YAML header) and sample.png; --push uploads it
+                            README.md (model card with the hub's YAML header), sample.png; --push uploads it
 
 A folder (a run, or an exported one) and a hub model repo USER/REPO work wherever weights are taken
 (`sei test --weights`, `sei reconstruct --weights`, `sei train --init`).
@@ -32,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "name",
         nargs="?",
-        help="a pretrained name, a weights file or folder, a hub repo USER/REPO; for export: a run folder or weights",
+        help=(
+            "a pretrained name, a weights file or folder, a hub repo USER/REPO; for export: a run folder or "
+            "weights"
+        ),
     )
     parser.add_argument("out_dir", nargs="?", help="export: the folder to write")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -98,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         print("sei models (shipped with the package):")
         for row in rows:
             print(
-                f"  {row['name']:<26} {'installed' if row['installed'] else 'missing  '}  {row['description']}"
+                f"  {row['name']:<26} {'installed' if row['installed'] else 'missing  '}  "
+                f"{row['description']}"
             )
         print(f"\npaper models (downloaded from huggingface.co/{weights.HF_REPO}, cached):")
         print("  {Deblurring_<Gaussian|Box>_R<n>|SR_X<r>_PyTorch}_Noise<n>_<Method>[_<Dataset>...]")
@@ -114,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "download":
         if weights.parse_paper_name(args.name) is None and not weights._HUB_REPO.match(args.name):
             raise SeiUserError(
-                f"{args.name!r} is not a paper weight name, nor a hub repo USER/REPO; `sei weights list` shows the naming schemes"
+                f"{args.name!r} is not a paper weight name, nor a hub repo USER/REPO; `sei weights list` "
+                "shows the naming schemes"
             )
         path, _ = weights.resolve_weights(args.name)
         print(path)

@@ -13,8 +13,6 @@ the CSS loss makes them from ``y`` on the fly with fresh noise, so the data side
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +22,6 @@ from sei.data.sources import Images
 from sei.errors import SeiUserError
 from sei.imageio import MEASUREMENT_SUFFIXES, list_images, read_image
 from sei.physics import Operator, measurement_seed
-from sei.runtime import atomic_write
 
 Measurement = tuple[str, torch.Tensor | None, torch.Tensor]
 
@@ -42,24 +39,6 @@ def modcrop(image: torch.Tensor, factor: int) -> torch.Tensor:
     return image[..., : height - height % factor, : width - width % factor]
 
 
-def physics_key(physics: Operator) -> str:
-    """A digest of the operator: its ``describe()`` metadata and every buffer (a custom kernel file is
-    labelled ``custom`` in the metadata, so the kernel values themselves must enter the key)."""
-    digest = hashlib.sha256(json.dumps(physics.describe(), sort_keys=True).encode())
-    for name, buffer in sorted(physics.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(buffer.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _content_key(physics_digest: str, identity: str, seed: int, x: torch.Tensor) -> str:
-    """Disk-cache key: operator, identity, seed, and the image itself (its size and pixels depend on
-    ``resize`` and ``channels``, which the identity does not say)."""
-    digest = hashlib.sha256(f"{physics_digest}|{identity}|{seed}|{tuple(x.shape)}".encode())
-    digest.update(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:32]
-
-
 class MeasuredImages(Sequence):
     r"""Images with their one fixed measurement, computed once when constructed and kept in memory.
 
@@ -69,8 +48,6 @@ class MeasuredImages(Sequence):
     :param images: ``(identity, x)`` pairs, as from :func:`~sei.data.load_images`.
     :param physics: a sei operator (``.A``, ``.measure(x, seed)``, ``.describe()``, ``.scale``).
     :param int seed: base seed; the noise seed of an image is ``measurement_seed(identity, seed)``.
-    :param cache_dir: folder where measurements are also stored and reused across runs (``.pt`` files
-        keyed on the operator, identity, seed and image content).
 
     ``measured[i]`` is ``(identity, x, y)``; for SR, ``x`` is modcropped so that it is exactly ``r``
     times ``y``.
@@ -90,33 +67,20 @@ class MeasuredImages(Sequence):
         images: Images,
         physics: Operator,
         seed: int = 0,
-        cache_dir: str | Path | None = None,
         progress: bool = False,
     ) -> None:
         from tqdm import tqdm
 
         self.physics = physics
         self.seed = int(seed)
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         factor = physics.scale
-        digest = physics_key(physics) if self.cache_dir is not None else ""
         self.items: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         for index in tqdm(range(len(images)), desc="measuring", disable=not progress, leave=False):
             identity, x = images[index]
             x = modcrop(x, factor) if factor > 1 else x
-            self.items.append((identity, x, self._measure(identity, x, digest)))
-
-    def _measure(self, identity: str, x: torch.Tensor, digest: str) -> torch.Tensor:
-        path = None
-        if self.cache_dir is not None:
-            path = self.cache_dir / f"{_content_key(digest, identity, self.seed, x)}.pt"
-            if path.is_file():
-                return torch.load(path, weights_only=True)
-        with torch.no_grad():
-            y = self.physics.measure(x[None], seed=measurement_seed(identity, self.seed))[0].contiguous()
-        if path is not None:
-            atomic_write(path, lambda handle: torch.save(y, handle))
-        return y
+            with torch.no_grad():
+                y = physics.measure(x[None], seed=measurement_seed(identity, self.seed))[0].contiguous()
+            self.items.append((identity, x, y))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -48,13 +48,12 @@ def reflect_pad(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class PatchDataset(Dataset):
-    """Aligned random crops of measured images, one per image per epoch (``repeat`` times more if asked).
+    """Aligned random crops of measured images, one per image per epoch.
 
     :param measured: ``(identity, x or None, y)`` sequence (:class:`~sei.data.MeasuredImages` or
         :class:`~sei.data.MeasurementFolder`).
     :param int patch_size: crop side in measurement pixels (the paper's 48).
     :param int seed: base seed of the crop positions.
-    :param int repeat: crops of each image per epoch (index ``i`` uses image ``i % len(measured)``).
 
     ``patches[i]`` is ``{"y", "x" (only with ground truth), "identity"}``. An image smaller than the
     patch is reflect-padded (with one warning); the SR factor is read from the shapes of ``x`` and ``y``.
@@ -70,24 +69,21 @@ class PatchDataset(Dataset):
     ((3, 16, 16), (3, 32, 32), 'demo/ramp')
     """
 
-    def __init__(
-        self, measured: Sequence[Measurement], patch_size: int = 48, seed: int = 0, repeat: int = 1
-    ) -> None:
-        if patch_size < 1 or repeat < 1:
-            raise ValueError(f"patch_size and repeat must be >= 1, got {patch_size} and {repeat}")
+    def __init__(self, measured: Sequence[Measurement], patch_size: int = 48, seed: int = 0) -> None:
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         if len(measured) == 0:
             raise ValueError("no measured images to crop patches from")
         self.measured = measured
         self.patch_size = int(patch_size)
         self.seed = int(seed)
-        self.repeat = int(repeat)
         self.epoch = 0
         self.factors = [self._factor(identity, x, y) for identity, x, y in measured]
         small = [identity for identity, _, y in measured if min(y.shape[-2:]) < self.patch_size]
         if small:
             warnings.warn(
-                f"{len(small)} measurement(s) smaller than the {self.patch_size}-pixel patch are reflect-padded "
-                f"(first: {small[0]}); consider a smaller --patch_size",
+                f"{len(small)} measurement(s) smaller than the {self.patch_size}-pixel patch are "
+                f"reflect-padded (first: {small[0]}); consider a smaller --patch_size",
                 stacklevel=2,
             )
 
@@ -108,14 +104,13 @@ class PatchDataset(Dataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.measured) * self.repeat
+        return len(self.measured)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         if not 0 <= index < len(self):
             raise IndexError(f"patch index {index} out of range for {len(self)} patches")
-        image_index = index % len(self.measured)
-        identity, x, y = self.measured[image_index]
-        factor, size = self.factors[image_index], self.patch_size
+        identity, x, y = self.measured[index]
+        factor, size = self.factors[index], self.patch_size
         if min(y.shape[-2:]) < size:
             y = reflect_pad(y, size, size)
             x = None if x is None else reflect_pad(x, size * factor, size * factor)

@@ -57,8 +57,8 @@ def _numbered_files(
     if len(found) != len(wanted):
         missing = sorted(set(wanted) - set(found))
         raise SeiUserError(
-            f"{name} {split} split is incomplete under {folder}: {len(missing)} of {len(wanted)} images missing "
-            f"(first {missing[:3]}); run `sei data download {name} --force`"
+            f"{name} {split} split is incomplete under {folder}: {len(missing)} of {len(wanted)} images "
+            f"missing (first {missing[:3]}); run `sei data download {name} --force`"
         )
     return [(found[number].stem, found[number]) for number in wanted]
 
@@ -323,7 +323,8 @@ def load_images(
     :param split: ``"train"`` or ``"test"`` (a folder has no split: all its images, for both).
     :param root: data root (default :func:`default_data_root`).
     :param download: fetch a missing dataset instead of failing.
-    :param resize: shorter side after bicubic antialiased resizing (the paper's 256); ``None`` keeps native size.
+    :param resize: shorter side after bicubic antialiased resizing (the paper's 256); ``None`` keeps native
+        size.
     :param channels: 3 (gray repeated to RGB), 1 (colour to luma) or ``None`` (as stored).
     :param on_error: for folders, ``"skip"`` (warn) or ``"raise"`` on an unreadable file.
     :param dicom_window: ``(center, width)`` HU window for DICOM files; default min-max per slice.
@@ -341,8 +342,8 @@ def load_images(
         if not spec.installed(root, split):
             if not download:
                 raise SeiUserError(
-                    f"dataset {name} ({split}) is not under {spec.folder(root)}; run `sei data download {name}` "
-                    f"or pass --download (set {DATA_ROOT_ENV} or --data-root to use another folder)"
+                    f"dataset {name} ({split}) is not under {spec.folder(root)}; run `sei data download "
+                    f"{name}` or pass --download (set {DATA_ROOT_ENV} or --data-root to use another folder)"
                 )
             spec.download(root, split=split, mirror=mirror)
         return LazyImages(spec.list_split(spec.folder(root), split, channels), resize)

@@ -174,7 +174,8 @@ def choose_wiener_reg(
 
 
 class DeepImagePrior(nn.Module):
-    r"""``dip``: fit a ConvDecoder :math:`d_\theta(z)` to each measurement, :math:`\min_\theta \|y - A d_\theta(z)\|^2`.
+    r"""``dip``: fit a ConvDecoder :math:`d_\theta(z)` to each measurement,
+    :math:`\min_\theta \|y - A d_\theta(z)\|^2`.
 
     The paper's setting: 32 channels, 16x16 code, Adam lr 5e-3; 4000 iterations for Gaussian blur,
     1000 for box blur and SR (early stopping is DIP's only regulariser, hence the counts).
@@ -321,11 +322,13 @@ def _denoiser(name: str, weights: str | Path | None) -> Callable[[torch.Tensor, 
 
 
 class PnPHQS(nn.Module):
-    r"""``pnp``: half-quadratic splitting with a pretrained denoiser and the DPIR schedule (Zhang et al. 2021).
+    r"""``pnp``: half-quadratic splitting with a pretrained denoiser and the DPIR schedule (Zhang et al.
+    2021).
 
     .. math::
 
-        x_k = \arg\min_x \tfrac{\gamma_k}{2}\|Ax - y\|^2 + \tfrac12\|x - z_{k-1}\|^2,\qquad z_k = D(x_k, \sigma_k)
+        x_k = \arg\min_x \tfrac{\gamma_k}{2}\|Ax - y\|^2 + \tfrac12\|x - z_{k-1}\|^2,\qquad
+        z_k = D(x_k, \sigma_k)
 
     with :math:`\sigma_k` log-spaced from 49/255 to the noise level and
     :math:`\gamma_k = \sigma_k^2 / (0.23\,\max(\sigma, 0.01)^2)`; :math:`z_0` is ``y`` or its upsampling.
@@ -530,7 +533,8 @@ def create_reconstructor(kind: str, physics: Operator, **options: Any) -> nn.Mod
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise SeiUserError(
-            f"reconstruction {kind!r} has no option {', '.join(map(repr, unknown))}; it takes {', '.join(accepted) or 'none'}"
+            f"reconstruction {kind!r} has no option {', '.join(map(repr, unknown))}; it takes "
+            f"{', '.join(accepted) or 'none'}"
         )
     parameters = inspect.signature(target).parameters
     typed = {

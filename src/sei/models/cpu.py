@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sei.models.common import pad_to_multiple, upsample_bicubic
+from sei.models.registry import register_model
 from sei.problem import output_scale
 
 if TYPE_CHECKING:
@@ -125,3 +126,15 @@ class DnCNN(nn.Module):
 
     def forward(self, y: torch.Tensor, physics: Physics | None = None, **kwargs: Any) -> torch.Tensor:
         return upsample_bicubic(y, self.scale) + self.head(self.body(y))
+
+
+# the registered CPU networks (options not written here are the constructor's defaults)
+# unet-small: 3 scales, 32-128 channels (0.6 M parameters); the default on CPU, the fastest learner
+# (best test PSNR per CPU-second of SEI training in benchmarks/cpu_networks.py; table in docs/models.md)
+register_model("unet-small", ResUNet)
+# unet-base: 4 scales, 32-256 channels, 2 blocks a scale (4.5 M parameters, about 2x unet-small's step).
+# The larger CPU network of the capacity study (benchmarks/step_cost.py): 7x unet-small's parameters,
+# most of them at the coarse scales, where a convolution costs least.
+register_model("unet-base", ResUNet, levels=4, blocks=2)
+# dncnn-small: 10 convs of 48 channels (0.17 M parameters)
+register_model("dncnn-small", DnCNN)

@@ -15,6 +15,7 @@ from deepinv.models import SwinIR as _DeepinvSwinIR
 
 from sei.errors import SeiUserError
 from sei.models.common import pad_to_multiple
+from sei.models.registry import register_model
 from sei.problem import output_scale
 
 if TYPE_CHECKING:
@@ -83,3 +84,23 @@ class SwinIR(_DeepinvSwinIR):
             out = x + self.conv_last(features)
         out = out + self.rgb_mean.to(y.dtype)
         return out[..., : height * self.upscale, : width * self.upscale]
+
+
+# the registered SwinIR family (options not written here are the constructor's defaults, the paper's)
+# swinir: the paper's network, SwinIR's classical-SR "medium" configuration (embed 180, depths/heads
+# [6]*6, window 8, 11.5 M parameters); loads the paper's weights
+register_model("swinir", SwinIR)
+# swinir-light: SwinIR's lightweight configuration (embed 60, depths/heads [6]*4, one-step pixel shuffle)
+register_model(
+    "swinir-light", SwinIR, embed_dim=60, depths=[6] * 4, num_heads=[6] * 4, upsampler="pixelshuffledirect"
+)
+# swinir-tiny: embed 36, depths [2, 2] (0.09 M parameters, no stochastic depth), a CPU candidate
+register_model(
+    "swinir-tiny",
+    SwinIR,
+    embed_dim=36,
+    depths=[2, 2],
+    num_heads=[6, 6],
+    drop_path_rate=0.0,
+    upsampler="pixelshuffledirect",
+)

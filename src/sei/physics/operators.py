@@ -99,7 +99,8 @@ class Operator(LinearPhysics):
         return self.noise_kind == POISSON_GAUSSIAN
 
     def noise(self, x: torch.Tensor, rng: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
-        """Add fresh noise of this model to the noiseless measurement ``x`` (drawn with ``rng`` when given)."""
+        """Add fresh noise of this model to the noiseless measurement ``x`` (drawn with ``rng`` when
+        given)."""
         if self.poisson:
             return noise_facts.poisson_gaussian_sample(x, self.sigma, self.gain, rng)
         if self.sigma == 0:
@@ -129,7 +130,8 @@ class Operator(LinearPhysics):
         return clean + self.sigma * noise.to(device=clean.device, dtype=clean.dtype)
 
     def variance(self, y: torch.Tensor) -> torch.Tensor | float:
-        """Unbiased estimate of each entry's noise variance from the measurement ``y`` (a float for Gaussian noise)."""
+        """Unbiased estimate of each entry's noise variance from the measurement ``y`` (a float for Gaussian
+        noise)."""
         return noise_facts.noise_variance(y, self.sigma, self.gain)
 
     def describe_noise(self) -> dict[str, Any]:

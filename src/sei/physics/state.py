@@ -76,7 +76,8 @@ def physics_from_state(
 
 
 def _centred(kernel: torch.Tensor, height: int, width: int) -> torch.Tensor | None:
-    """``kernel`` zero-padded to ``height x width`` around its centre, or ``None`` if the centres cannot align."""
+    """``kernel`` zero-padded to ``height x width`` around its centre, or ``None`` if the centres cannot
+    align."""
     pad_h, pad_w = height - kernel.shape[-2], width - kernel.shape[-1]
     if pad_h % 2 or pad_w % 2:
         return None
@@ -99,7 +100,8 @@ def kernels_match(first: torch.Tensor, second: torch.Tensor, tolerance: float = 
     """Whether two kernels are the same PSF within ``tolerance`` (relative to the peak).
 
     >>> from sei.physics import get_kernel
-    >>> kernels_match(get_kernel("Gaussian_R2"), get_kernel("Gaussian_R2").float()), kernels_match(get_kernel("Gaussian_R2"), get_kernel("Gaussian_R1"))
+    >>> gaussian = get_kernel("Gaussian_R2")
+    >>> kernels_match(gaussian, gaussian.float()), kernels_match(gaussian, get_kernel("Gaussian_R1"))
     (True, False)
     """
     return kernel_difference(first, second) <= tolerance

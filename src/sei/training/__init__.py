@@ -7,7 +7,8 @@
 - :mod:`sei.training.budget`: the learning-rate schedule and the ``--time_limit`` step plan;
 - :mod:`sei.training.validation`: :func:`validate` and the monitor whose hook holds the SURE-gaming check;
 - :mod:`sei.training.batches`, :mod:`sei.training.distributed`, :mod:`sei.training.problem`,
-  :mod:`sei.training.writer`: the order of the data, several processes, the problem trained on, rank 0's files.
+  :mod:`sei.training.writer`: the order of the data, several processes, the problem trained on, rank 0's
+  files.
 """
 
 from sei.runtime import derive_seed

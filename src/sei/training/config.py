@@ -174,7 +174,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
     if resolved.sure_divergence not in SURE_DIVERGENCES:
         raise SeiUserError(
-            f"--sure_divergence must be one of {', '.join(SURE_DIVERGENCES)}, got {resolved.sure_divergence!r}"
+            f"--sure_divergence must be one of {', '.join(SURE_DIVERGENCES)}, got "
+            f"{resolved.sure_divergence!r}"
         )
     if resolved.scale_interpolation not in ("bicubic", "bilinear"):
         raise SeiUserError(
@@ -255,7 +256,8 @@ def run_config(config: TrainConfig, checkpoint: dict[str, Any] | None) -> Resolv
         config = resumed_config(checkpoint["config"], config)
         if config.max_steps is not None and config.max_steps < int(checkpoint["step"]):
             raise SeiUserError(
-                f"the run is already at step {checkpoint['step']}; --max_steps {config.max_steps} cannot shorten it"
+                f"the run is already at step {checkpoint['step']}; --max_steps {config.max_steps} cannot "
+                "shorten it"
             )
     else:
         if config.task == "deblurring" and config.kernel is not None:

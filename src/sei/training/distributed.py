@@ -73,7 +73,8 @@ def training_device(config: TrainConfig, distributed: Distributed) -> torch.devi
         if distributed.world_size > 1:
             if config.device != "cuda":
                 raise SeiUserError(
-                    f"under torchrun pass --device cuda (each process takes cuda:LOCAL_RANK), not {config.device!r}"
+                    "under torchrun pass --device cuda (each process takes cuda:LOCAL_RANK), not "
+                    f"{config.device!r}"
                 )
             return torch.device("cuda", distributed.local_rank)
     elif device.type not in ("cpu", "mps"):

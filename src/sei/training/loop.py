@@ -207,7 +207,8 @@ def train(
     budget, total_steps = plan_steps(config, checkpoint, step, started, steps_per_epoch)
     if step >= total_steps and distributed.is_main:
         print(
-            f"sei: the run already reached its {step} steps; pass a larger --max_steps (or a --time_limit) to train more",
+            f"sei: the run already reached its {step} steps; pass a larger --max_steps (or a --time_limit) "
+            "to train more",
             file=sys.stderr,
             flush=True,
         )

@@ -96,7 +96,8 @@ def validate(
     if "val_psnr" not in record:
         record["val_sure"] = estimates["exact"]
     if finite_difference:
-        # in units of the noise variance (for Poisson-Gaussian noise, its mean over the crops: gain * y + sigma^2)
+        # in units of the noise variance (for Poisson-Gaussian noise, its mean over the crops: gain * y +
+        # sigma^2)
         scale = physics.sigma**2 + (
             getattr(physics, "gain", 0.0) * sum(float(y.mean()) for y, _ in crops) / max(len(crops), 1)
         )
@@ -144,8 +145,9 @@ class ValidationMonitor:
         gamed = record.get("val_sure_gap", 0.0) < GAMING_GAP
         if gamed:
             print(
-                f"sei: warning: at step {step} the finite-difference SURE is {-record['val_sure_gap']:.1f} sigma^2 below the exact one: "
-                "the network is gaming the estimator (docs/methods.md, defect 8); use --sure_divergence exact or --stop_on_gaming",
+                f"sei: warning: at step {step} the finite-difference SURE is {-record['val_sure_gap']:.1f} "
+                "sigma^2 below the exact one: the network is gaming the estimator (docs/methods.md, "
+                "defect 8); use --sure_divergence exact or --stop_on_gaming",
                 file=sys.stderr,
                 flush=True,
             )
@@ -155,7 +157,8 @@ class ValidationMonitor:
             self.kept_step, weights = self.last_honest
             model.load_state_dict(weights)
             print(
-                f"sei: stopping: keeping the weights of step {self.kept_step}, the last validation before the gaming",
+                f"sei: stopping: keeping the weights of step {self.kept_step}, the last validation before "
+                "the gaming",
                 file=sys.stderr,
                 flush=True,
             )
