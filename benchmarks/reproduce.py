@@ -331,7 +331,8 @@ def main() -> None:
         "--grid",
         choices=("main", "review"),
         default="main",
-        help="main: the paper's table; review: seeds, convergence, capacity, harder blurs, transform ablation",
+        help="main: the paper's table; "
+        "review: seeds, convergence, capacity, harder blurs, transform ablation",
     )
     parser.add_argument("--list", action="store_true")
     parser.add_argument(
@@ -388,7 +389,8 @@ def main() -> None:
                 record = future.result()
                 if isinstance(record, dict):
                     bar.write(
-                        f"{record['key']:<40} PSNR {record['psnr_mean']:6.2f} dB  SSIM {record['ssim_mean']:.4f}  train {record['train_seconds']:7.0f} s"
+                        f"{record['key']:<40} PSNR {record['psnr_mean']:6.2f} dB  SSIM "
+                        f"{record['ssim_mean']:.4f}  train {record['train_seconds']:7.0f} s"
                     )
             except Exception as error:  # one failed run must not stop the others
                 bar.write(f"FAILED: {error}")

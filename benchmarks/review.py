@@ -95,9 +95,12 @@ def seeds_table(review: list[dict], converge: dict[str, dict], costs: dict, free
         "## The reviewer's table: seeds, paired differences, equal time, converged supervised",
         "",
         "Each cell of the first block is the mean PSNR (dB) over seeds 0, 1, 2 (the seed sets the network's "
-        "initialisation, the patch order, the SURE probes and the transforms) +- the standard deviation across "
-        "seeds; **SEI - method** is the paired difference (same seed) with its spread, marked *real* when its "
-        "95% confidence interval (Student's t, n - 1 degrees of freedom) excludes zero. **Equal time** is each "
+        "initialisation, the patch order, the SURE probes and the transforms) +- the standard deviation "
+        "across "
+        "seeds; **SEI - method** is the paired difference (same seed) with its spread, marked *real* when "
+        "its "
+        "95% confidence interval (Student's t, n - 1 degrees of freedom) excludes zero. **Equal time** is "
+        "each "
         "method's PSNR (seed mean of its validation curve) after the training seconds SEI needs for its "
         "steps, with seconds = steps x the method's median step cost measured side by side "
         "(`benchmarks/step_cost.py`, one core); a cheaper method gets more steps in that time. "
@@ -149,8 +152,10 @@ def seeds_table(review: list[dict], converge: dict[str, dict], costs: dict, free
             plateau = first_within(run["curve"], best["val_psnr"], 0.05)
             lines.append(
                 f"| supervised at convergence | {run['psnr_mean']:.2f} after {run['steps']} steps | | "
-                f"SEI - converged supervised: {statistics.mean(psnr[(problem, 'proposed')].values()) - run['psnr_mean']:+.2f} | "
-                f"best validation {best['val_psnr']:.2f} at step {best['step']:.0f}; within 0.05 dB of it from step {plateau:.0f} |"
+                "SEI - converged supervised: "
+                f"{statistics.mean(psnr[(problem, 'proposed')].values()) - run['psnr_mean']:+.2f} | "
+                f"best validation {best['val_psnr']:.2f} at step {best['step']:.0f}; within 0.05 dB of it "
+                f"from step {plateau:.0f} |"
             )
         sei_mean = (
             statistics.mean(psnr[(problem, "proposed")].values()) if psnr.get((problem, "proposed")) else None
@@ -191,8 +196,10 @@ def study_tables(review: list[dict]) -> list[str]:
     lines += [
         "## The margin question: larger network, harder blurs",
         "",
-        "Same seed (0), same budget per column, the current photo pool. `unet-base` is a 4.5 M-parameter residual "
-        "U-Net (4 scales, 2 blocks a scale), chosen by `benchmarks/step_cost.py` as the largest network at about "
+        "Same seed (0), same budget per column, the current photo pool. `unet-base` is a 4.5 M-parameter "
+        "residual "
+        "U-Net (4 scales, 2 blocks a scale), chosen by `benchmarks/step_cost.py` as the largest network at "
+        "about "
         "twice unet-small's step cost. PSNR / SSIM on the 10 test photographs.",
         "",
         "| problem, network | steps | SEI | EI-shift | EI-rotate | SEI - EI-shift | SEI - EI-rotate |",
@@ -246,7 +253,8 @@ def ablation_table(review: list[dict]) -> list[str]:
     for r in runs:
         setting = ", ".join(f"{k} = {v}" for k, v in sorted(r["config"].items()))
         lines.append(
-            f"| {setting} | {r['psnr_mean']:.2f} / {r['ssim_mean']:.3f} | {r['psnr_mean'] - default['psnr_mean']:+.2f} |"
+            f"| {setting} | {r['psnr_mean']:.2f} / {r['ssim_mean']:.3f} | "
+            f"{r['psnr_mean'] - default['psnr_mean']:+.2f} |"
         )
     lines.append("")
     return lines

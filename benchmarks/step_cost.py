@@ -94,7 +94,8 @@ def main() -> None:
                  "median_ms": round(1000 * seconds, 1)}
             )  # fmt: skip
             print(
-                f"{problem:<12} {network:<20} {params[network] / 1e6:5.2f} M  {method:<10} {1000 * seconds:8.1f} ms"
+                f"{problem:<12} {network:<20} {params[network] / 1e6:5.2f} M  {method:<10} "
+                f"{1000 * seconds:8.1f} ms"
             )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
