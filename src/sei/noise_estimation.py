@@ -520,3 +520,25 @@ def _weighted_line(points: list[tuple[float, float, int]]) -> tuple[float, float
             slope = float((weights * m * v).sum() / (weights * m * m).sum())
         fitted = (slope * m + intercept).clamp_min(1e-12)
     return max(slope, 0.0), max(intercept, 0.0)
+
+
+def resolve_poisson_gaussian(
+    measurements: torch.Tensor | Sequence[torch.Tensor], noise_level: float | str, gain: float | str
+) -> tuple[float, float, PoissonGaussianEstimate | None]:
+    """``--noise poisson-gaussian`` with ``auto``: ``(noise level, gain)`` in 8-bit units, each one given as
+    ``"auto"`` estimated from ``measurements`` by :func:`estimate_poisson_gaussian` (the numbers given are
+    kept), and the estimate (``None`` when nothing was ``auto``).
+
+    :raises SeiUserError: when the estimate cannot be made (a constant image...), or when ``gain`` is
+        ``auto`` and the measurements show no signal-dependent noise (estimated gain 0).
+    """
+    if "auto" not in (noise_level, gain):
+        return float(noise_level), float(gain), None
+    estimate = estimate_poisson_gaussian(measurements)
+    if gain == "auto" and not estimate.gain_level > 0:
+        raise SeiUserError(
+            "the measurements show no signal-dependent noise (estimated gain 0); use --noise gaussian"
+        )
+    level = estimate.noise_level if noise_level == "auto" else float(noise_level)
+    fitted = estimate.gain_level if gain == "auto" else float(gain)
+    return level, fitted, estimate

@@ -3,7 +3,9 @@
 From measurements and the forward model alone (a PSF, or an SR factor; the noise level estimated
 when not given), :func:`restore`:
 
-1. estimates the noise level from the measurements (``auto``) and prints it;
+1. estimates the noise level from the measurements (``auto``) and prints it; with Poisson-Gaussian noise
+   (``noise="poisson-gaussian"``, photon-limited data) the gain and the Gaussian level, each ``auto`` one
+   estimated (:func:`sei.noise_estimation.estimate_poisson_gaussian`), and training uses PG-SURE;
 2. picks the closest shipped model as the starting point (same task and SR factor; for deblurring
    any shipped kernel: its image prior carries over, the fine-tuning adapts it to the PSF);
 3. fine-tunes it with SEI on those very measurements, for as many steps as fit the budget left
@@ -39,6 +41,9 @@ class RestoreResult:
     outputs: list[Path] = field(default_factory=list)
     noise_level: float = 0.0
     noise_estimated: bool = False
+    noise_model: str = "gaussian"
+    gain: float | None = None  # Poisson gain in 8-bit units (Poisson-Gaussian noise only)
+    gain_estimated: bool = False
     init: str | None = None
     steps: int = 0
     train_seconds: float = 0.0
@@ -85,6 +90,31 @@ def _resolve_init(
     return name
 
 
+def _poisson_gaussian_noise(
+    measurements: list[torch.Tensor], noise_level: float | str, gain: float | str
+) -> tuple[float, float]:
+    """Poisson-Gaussian noise: (level, gain) in 8-bit units, each ``auto`` one estimated (printed); the
+    measurements checked for negative values that the noise cannot explain."""
+    from sei.noise_estimation import resolve_poisson_gaussian
+    from sei.physics.noise import check_measurements_nonnegative
+
+    level, gain_level, estimate = resolve_poisson_gaussian(measurements, noise_level, gain)
+    if estimate is not None:
+        _say(
+            f"estimated Poisson-Gaussian noise from {len(measurements)} measurement(s): gain {estimate.gain_level:.3g}, "
+            f"noise level {estimate.noise_level:.3g} (8-bit units)"
+        )
+    check_measurements_nonnegative(measurements, level)
+    return level, gain_level
+
+
+def _average_std(measurements: list[torch.Tensor], level: float, gain_level: float) -> float:
+    r"""The std of Poisson-Gaussian noise averaged over the measurements, in 8-bit units:
+    :math:`\sqrt{\gamma\, \bar y + \sigma^2}`."""
+    mean = sum(float(y.clamp_min(0).mean()) for y in measurements) / len(measurements)
+    return (gain_level * 255.0 * mean + level**2) ** 0.5
+
+
 def _inference_seconds(
     init: str | None, config: Any, measurements: list[torch.Tensor], tile: int, device: torch.device
 ) -> float:
@@ -113,6 +143,8 @@ def restore(
     kernel: Any = None,
     sr_factor: int | None = None,
     noise_level: float | str = "auto",
+    noise: str = "gaussian",
+    gain: float | str | None = None,
     time_limit: float = DEFAULT_TIME_LIMIT,
     init: str | None = "auto",
     device: str = "cpu",
@@ -130,6 +162,8 @@ def restore(
 
     :param kernel: the PSF for deblurring (a file or ``Gaussian_R<std>``/``Box_R<r>``); required for deblurring.
     :param noise_level: std in 8-bit units, or ``"auto"`` (estimated from the measurements).
+    :param noise: the noise model, ``"gaussian"`` or ``"poisson-gaussian"`` (training then uses PG-SURE).
+    :param gain: Poisson-Gaussian only (and required there): the gain in 8-bit units, or ``"auto"``.
     :param init: ``"auto"`` (the closest shipped model), ``"none"`` (from scratch), or a weights name or file.
     :param resume: continue the run already in ``output/run`` with a fresh budget.
     :param started: ``time.perf_counter()`` when the budget began (default: now; the CLI passes its own start,
@@ -141,7 +175,7 @@ def restore(
     from sei.imageio import bit_depth, read_image, write_image
     from sei.inference import tiled
     from sei.physics import make_physics
-    from sei.physics.noise import AUTO
+    from sei.physics.noise import AUTO, POISSON_GAUSSIAN, check_noise_model
     from sei.runtime import resolve_device
     from sei.training.config import TrainConfig, resolve_config
     from sei.training.loop import train
@@ -154,6 +188,10 @@ def restore(
         raise SeiUserError(
             "restoring a blur needs its PSF: pass --kernel FILE (.npy, .pt, image) or a name such as Gaussian_R2"
         )
+    noise, _ = check_noise_model(
+        noise, 1.0 if gain == AUTO else gain
+    )  # the name, and a gain > 0 where needed
+    poisson = noise == POISSON_GAUSSIAN
     inputs, output = Path(inputs), Path(output)
     run_dir = output / "run"
     if run_dir.exists() and not (resume or overwrite):
@@ -170,7 +208,12 @@ def restore(
         task, kernel=kernel if task == "deblurring" else None, sr_factor=sr_factor, noise_level=5.0
     )
     estimated = noise_level == AUTO
-    if estimated:
+    gain_level = None
+    if poisson:
+        level, gain_level = _poisson_gaussian_noise(measurements, noise_level, gain)
+        # the shipped models are Gaussian: the nearest is the one at the data's average noise std
+        gaussian_level = _average_std(measurements, level, gain_level)
+    elif estimated:
         from sei.noise_estimation import estimate_noise_level
 
         estimate = estimate_noise_level(measurements, physics=physics)
@@ -180,7 +223,9 @@ def restore(
         )
     else:
         level = float(noise_level)
-    init_name = None if resume else _resolve_init(init, task, kernel, sr_factor, level)
+    init_name = (
+        None if resume else _resolve_init(init, task, kernel, sr_factor, gaussian_level if poisson else level)
+    )
     if init_name is not None:
         _say(f"starting from {init_name}")
     config = TrainConfig(
@@ -189,6 +234,9 @@ def restore(
         sr_factor=sr_factor if task == "sr" else None,
         noise_level=AUTO if estimated else level,
         noise_estimate=round(level, 4) if estimated else None,
+        noise=noise,
+        gain=gain if poisson else None,
+        gain_estimate=round(gain_level, 4) if gain == AUTO else None,
         measurements=str(inputs.resolve()),
         method="proposed",
         init=init_name,
@@ -228,6 +276,9 @@ def restore(
     result = RestoreResult(
         noise_level=state.noise_level or level,
         noise_estimated=estimated,
+        noise_model=noise,
+        gain=getattr(trained_physics, "gain_level", None) if poisson else None,
+        gain_estimated=gain == AUTO,
         init=init_name,
         steps=state.step,
         weights=run_dir / "weights.safetensors",
@@ -259,6 +310,8 @@ def restore(
         "task": trained_physics.describe(),
         "noise_level": result.noise_level,
         "noise_level_estimated": estimated,
+        "noise_model": noise,
+        **({"gain": result.gain, "gain_estimated": result.gain_estimated} if poisson else {}),
         "init": init_name,
         "steps": result.steps,
         "time_limit_s": time_limit,
