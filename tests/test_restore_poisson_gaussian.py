@@ -135,3 +135,43 @@ def test_restore_trains_with_pg_sure_on_auto_noise_and_keeps_16_bits(
         result = read_image(out / f"s{index}.tif")
         gains.append(image_metrics(result, truth)[0] - image_metrics(measured, truth)[0])
     assert min(gains) > 1.0, gains
+
+
+def _png16(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_app_takes_the_poisson_gaussian_model_and_refuses_a_bad_gain(app_server, astronaut):
+    """The page's noise model and gain reach the job: a training-free method is told the estimated gain
+    (reported), shipped Gaussian weights refuse the Poisson-Gaussian model, and a gain <= 0 is refused."""
+    from sei.physics import make_physics
+
+    physics = make_physics(
+        "deblurring", kernel="Gaussian_R1", noise_level=1, noise_model="poisson-gaussian", gain=5.1
+    )
+    measured = physics.measure(astronaut.mean(0)[None, None, 100:260, 100:300], seed=0)[0, 0]
+    image = [
+        ("images", "cells.png", _png16(np.round(measured.clamp(0, 1).numpy() * 65535).astype(np.uint16)))
+    ]
+    fields = {"mode": "method", "method": "wiener", "task": "deblurring", "kernel_family": "gaussian"}
+    fields |= {"kernel_size": "1", "noise_level": "auto", "noise": "poisson-gaussian", "gain": "auto"}
+    status, job = app_server.post_job(fields, image)
+    assert status == 201, job
+    job = app_server.wait(job["id"])
+    assert job["state"] == "done", job
+    [message] = [m for m in job["messages"] if m.startswith("Poisson-Gaussian noise: gain")]
+    assert float(message.split("gain ")[1].split(",")[0]) == pytest.approx(5.1, rel=0.3)
+    status, job = app_server.post_job({**fields, "gain": "0"}, image)
+    assert status == 400 and "gain must be a finite number > 0" in job["error"]
+    status, job = app_server.post_job({**fields, "noise": "poisson"}, image)
+    assert status == 400 and "unknown noise" in job["error"]
+    shipped = {"mode": "model", "weights": "sei-gaussian_r2-noise5", "noise_level": "5"}
+    status, job = app_server.post_job({**shipped, "noise": "poisson-gaussian", "gain": "5"}, image)
+    job = app_server.wait(job["id"]) if status == 201 else job
+    assert "poisson-gaussian" in str(job.get("error")).lower(), job  # refused, not ignored

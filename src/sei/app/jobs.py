@@ -233,6 +233,8 @@ def run_reconstruction(job: Job, device: str) -> None:
             device_,
             None,
             lambda physics: measurements,
+            noise_model=params.get("noise_model"),
+            gain=params.get("gain"),
         )
         trained = float(loaded.physics.noise_level)
         if estimate is not None:
@@ -251,9 +253,16 @@ def run_reconstruction(job: Job, device: str) -> None:
             device_,
             None,
             lambda physics: measurements,
+            noise_model=params.get("noise_model"),
+            gain=params.get("gain"),
         )
         if estimate is not None:
             job.messages.append(f"noise level estimated from the images: {estimate:.3g} (8-bit units)")
+    if getattr(loaded.physics, "poisson", False):
+        job.messages.append(
+            f"Poisson-Gaussian noise: gain {loaded.physics.gain_level:.3g}, noise level "
+            f"{loaded.physics.noise_level:.3g} (8-bit units)"
+        )
     scale = loaded.physics.factor if loaded.physics.task == "sr" else 1
 
     def reconstruct(piece: torch.Tensor) -> torch.Tensor:
@@ -305,6 +314,8 @@ def run_training(job: Job, device: str) -> None:
         kernel=params["kernel"],
         sr_factor=params["sr_factor"],
         noise_level=params["noise_level"],
+        noise=params.get("noise_model") or "gaussian",
+        gain=params.get("gain"),
         time_limit=limit,
         device=device,
         tile=params["tile"],
@@ -315,6 +326,9 @@ def run_training(job: Job, device: str) -> None:
         on_step=on_step,
     )
     level = f"{result.noise_level:.3g}" + (" (estimated from the images)" if result.noise_estimated else "")
+    if result.gain is not None:
+        estimated = " (estimated from the images)" if result.gain_estimated else ""
+        level = f"{level}, Poisson gain {result.gain:.3g}{estimated}"
     job.messages.append(
         f"trained {result.steps} steps from {result.init or 'scratch'} in {result.train_seconds:.0f} s; noise level {level}"
     )

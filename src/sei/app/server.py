@@ -157,7 +157,7 @@ def _trained_weights(jobs: JobManager) -> dict[str, tuple[Job, Path]]:
 
 
 async def _job_from_form(form: Any, jobs: JobManager, limits: Limits) -> Job:
-    from sei.physics.noise import parse_noise_level
+    from sei.physics.noise import GAUSSIAN, NOISE_MODELS, POISSON_GAUSSIAN, parse_gain, parse_noise_level
     from sei.runtime import parse_duration
     from sei.weights import PRETRAINED
 
@@ -170,6 +170,11 @@ async def _job_from_form(form: Any, jobs: JobManager, limits: Limits) -> Job:
         raise SeiUserError(f"at most {MAX_FILES} images per run")
     noise_text = str(form.get("noise_level", "auto")).strip() or "auto"
     params: dict[str, Any] = {"noise_level": parse_noise_level(noise_text), "tile": TILE, "overlap": OVERLAP}
+    # the Poisson-Gaussian model (photon-limited data) takes a gain, a number or auto; the page shows the gain
+    # field for that model only, so a Gaussian job never reads it
+    poisson = _choice(form, "noise", NOISE_MODELS, GAUSSIAN) == POISSON_GAUSSIAN
+    params["noise_model"] = POISSON_GAUSSIAN if poisson else None
+    params["gain"] = parse_gain(str(form.get("gain", "auto")).strip() or "auto") if poisson else None
     if mode == "model":
         name = str(form.get("weights", ""))
         trained = _trained_weights(jobs)
