@@ -188,9 +188,8 @@ def restore(
         raise SeiUserError(
             "restoring a blur needs its PSF: pass --kernel FILE (.npy, .pt, image) or a name such as Gaussian_R2"
         )
-    noise, _ = check_noise_model(
-        noise, 1.0 if gain == AUTO else gain
-    )  # the name, and a gain > 0 where needed
+    # the model's name, and a gain > 0 where one is needed (auto is estimated below)
+    noise, _ = check_noise_model(noise, 1.0 if gain == AUTO else gain)
     poisson = noise == POISSON_GAUSSIAN
     inputs, output = Path(inputs), Path(output)
     run_dir = output / "run"
