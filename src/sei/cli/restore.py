@@ -3,8 +3,9 @@
 Give a folder (or file) of measurements and the forward model: the PSF for a blur (--kernel FILE or
 a name), or the SR factor. The noise level is estimated from the measurements unless given;
 photon-limited data (microscopy, astronomy, low light) take --noise poisson-gaussian with --gain G|auto
-(training then uses PG-SURE). The closest shipped model is fine-tuned with SEI on those very measurements for as long as the budget
-allows (after reserving the time to reconstruct them), then every measurement is restored.
+(training then uses PG-SURE). The closest shipped model is fine-tuned with SEI on those very
+measurements for as long as the budget allows (after reserving the time to reconstruct them), then
+every measurement is restored.
 
 Outputs in OUTPUT: the restored images (same names and format; 16-bit grayscale stays 16-bit, float
 .npy stays float), side_by_side/ figures, summary.json, and run/ (the trained weights, checkpoints and
