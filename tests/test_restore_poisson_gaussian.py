@@ -175,3 +175,22 @@ def test_the_app_takes_the_poisson_gaussian_model_and_refuses_a_bad_gain(app_ser
     status, job = app_server.post_job({**shipped, "noise": "poisson-gaussian", "gain": "5"}, image)
     job = app_server.wait(job["id"]) if status == 201 else job
     assert "poisson-gaussian" in str(job.get("error")).lower(), job  # refused, not ignored
+
+
+def test_train_refuses_measurements_with_an_offset_under_poisson_noise(tmp_path, capsys):
+    ramp = torch.linspace(0, 1, 96)[None, :, None].expand(1, 96, 96)
+    for index in range(2):
+        np.save(tmp_path / f"m{index}.npy", (ramp - 0.3).permute(1, 2, 0).numpy())
+    argv = [
+        "train",
+        "--measurements",
+        str(tmp_path),
+        "--kernel",
+        "Gaussian_R1",
+        "--noise",
+        "poisson-gaussian",
+    ]
+    argv += ["--gain", "5", "--noise_level", "1", "--max_steps", "1", "--out_dir", str(tmp_path / "run")]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Poisson noise needs intensities >= 0" in err and "Traceback" not in err
