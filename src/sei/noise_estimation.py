@@ -145,7 +145,8 @@ def estimate_noise_level(
 def _as_images(
     measurements: torch.Tensor | Sequence[torch.Tensor], high_limit: float = 1.5
 ) -> list[torch.Tensor]:
-    """Validate and split the input into float64 ``(C, H, W)`` images (values above ``high_limit``: not [0, 1] scale)."""
+    """Validate and split the input into float64 ``(C, H, W)`` images (values above ``high_limit``: not [0, 1]
+    scale)."""
     if isinstance(measurements, torch.Tensor):
         if measurements.ndim == 3:
             items = [measurements]
@@ -419,7 +420,8 @@ def estimate_poisson_gaussian(measurements: torch.Tensor | Sequence[torch.Tensor
     variance; a few zeros are photon counts of 0). The
     blocks of all images are binned by local mean (equal counts); in each bin the smoothest half
     (lowest gradient of the local mean) gives the variance of the residuals (a plain sample variance: at
-    a few photons the residuals take a handful of values, and a median-based estimate collapses). A weighted least-squares line through the (mean, variance) points (weights
+    a few photons the residuals take a handful of values, and a median-based estimate collapses). A weighted
+    least-squares line through the (mean, variance) points (weights
     :math:`n_k / v_k^2`, the inverse variance of a variance estimate) gives :math:`\gamma` (slope) and
     :math:`\sigma^2` (intercept), both clamped at 0. For 8-bit data the rounding variance (1/12 in 8-bit
     units) is subtracted from the intercept.
@@ -431,7 +433,9 @@ def estimate_poisson_gaussian(measurements: torch.Tensor | Sequence[torch.Tensor
 
     >>> import torch
     >>> from sei.physics import make_physics
-    >>> physics = make_physics("deblurring", kernel="Gaussian_R2", noise_level=5, noise_model="poisson-gaussian", gain=5)
+    >>> physics = make_physics(
+    ...     "deblurring", kernel="Gaussian_R2", noise_level=5, noise_model="poisson-gaussian", gain=5
+    ... )
     >>> ramp = torch.linspace(0.05, 0.95, 256)
     >>> y = physics.measure(ramp[None, None, :, None].expand(1, 1, 256, 256), seed=0)
     >>> estimate = estimate_poisson_gaussian(y)
@@ -452,7 +456,8 @@ def estimate_poisson_gaussian(measurements: torch.Tensor | Sequence[torch.Tensor
     noise_span = 4.1 * float(residual.std()) / 6
     if high - low < max(PG_MIN_SPAN, 3 * noise_span):
         raise SeiUserError(
-            f"cannot estimate Poisson-Gaussian noise: the measurements' local means span only [{low:.3g}, {high:.3g}], "
+            f"cannot estimate Poisson-Gaussian noise: the measurements' local means span only [{low:.3g}, "
+            f"{high:.3g}], "
             "too narrow to tell the gain from the Gaussian part; give --gain and --noise_level"
         )
     order = torch.argsort(mean)
@@ -523,3 +528,25 @@ def _weighted_line(points: list[tuple[float, float, int]]) -> tuple[float, float
             slope = float((weights * m * v).sum() / (weights * m * m).sum())
         fitted = (slope * m + intercept).clamp_min(1e-12)
     return max(slope, 0.0), max(intercept, 0.0)
+
+
+def resolve_poisson_gaussian(
+    measurements: torch.Tensor | Sequence[torch.Tensor], noise_level: float | str, gain: float | str
+) -> tuple[float, float, PoissonGaussianEstimate | None]:
+    """``--noise poisson-gaussian`` with ``auto``: ``(noise level, gain)`` in 8-bit units, each one given as
+    ``"auto"`` estimated from ``measurements`` by :func:`estimate_poisson_gaussian` (the numbers given are
+    kept), and the estimate (``None`` when nothing was ``auto``).
+
+    :raises SeiUserError: when the estimate cannot be made (a constant image...), or when ``gain`` is
+        ``auto`` and the measurements show no signal-dependent noise (estimated gain 0).
+    """
+    if "auto" not in (noise_level, gain):
+        return float(noise_level), float(gain), None
+    estimate = estimate_poisson_gaussian(measurements)
+    if gain == "auto" and not estimate.gain_level > 0:
+        raise SeiUserError(
+            "the measurements show no signal-dependent noise (estimated gain 0); use --noise gaussian"
+        )
+    level = estimate.noise_level if noise_level == "auto" else float(noise_level)
+    fitted = estimate.gain_level if gain == "auto" else float(gain)
+    return level, fitted, estimate

@@ -3,7 +3,9 @@
 From measurements and the forward model alone (a PSF, or an SR factor; the noise level estimated
 when not given), :func:`restore`:
 
-1. estimates the noise level from the measurements (``auto``) and prints it;
+1. estimates the noise level from the measurements (``auto``) and prints it; with Poisson-Gaussian noise
+   (``noise="poisson-gaussian"``, photon-limited data) the gain and the Gaussian level, each ``auto`` one
+   estimated (:func:`sei.noise_estimation.estimate_poisson_gaussian`), and training uses PG-SURE;
 2. picks the closest shipped model as the starting point (same task and SR factor; for deblurring
    any shipped kernel: its image prior carries over, the fine-tuning adapts it to the PSF);
 3. fine-tunes it with SEI on those very measurements, for as many steps as fit the budget left
@@ -40,6 +42,9 @@ class RestoreResult:
     outputs: list[Path] = field(default_factory=list)
     noise_level: float = 0.0
     noise_estimated: bool = False
+    noise_model: str = "gaussian"
+    gain: float | None = None  # Poisson gain in 8-bit units (Poisson-Gaussian noise only)
+    gain_estimated: bool = False
     init: str | None = None
     steps: int = 0
     train_seconds: float = 0.0
@@ -65,7 +70,8 @@ def _pairs(inputs: Path, output: Path) -> list[tuple[Path, Path]]:
 
 
 def _target(path: Path, bits: int) -> Path:
-    """Restored images keep the input's format; a float input (``.npy``, float TIFF) stays float (``.npy``)."""
+    """Restored images keep the input's format; a float input (``.npy``, float TIFF) stays float
+    (``.npy``)."""
     if bits == 32:
         return path.with_suffix(".npy")
     return path if path.suffix.lower() in (".png", ".tif", ".tiff") else path.with_suffix(".png")
@@ -86,10 +92,37 @@ def _resolve_init(
     return name
 
 
+def _poisson_gaussian_noise(
+    measurements: list[torch.Tensor], noise_level: float | str, gain: float | str
+) -> tuple[float, float]:
+    """Poisson-Gaussian noise: (level, gain) in 8-bit units, each ``auto`` one estimated (printed); the
+    measurements checked for negative values that the noise cannot explain."""
+    from sei.noise_estimation import resolve_poisson_gaussian
+    from sei.physics.noise import check_measurements_nonnegative
+
+    level, gain_level, estimate = resolve_poisson_gaussian(measurements, noise_level, gain)
+    if estimate is not None:
+        _say(
+            f"estimated Poisson-Gaussian noise from {len(measurements)} measurement(s): gain "
+            f"{estimate.gain_level:.3g}, "
+            f"noise level {estimate.noise_level:.3g} (8-bit units)"
+        )
+    check_measurements_nonnegative(measurements, level)
+    return level, gain_level
+
+
+def _average_std(measurements: list[torch.Tensor], level: float, gain_level: float) -> float:
+    r"""The std of Poisson-Gaussian noise averaged over the measurements, in 8-bit units:
+    :math:`\sqrt{\gamma\, \bar y + \sigma^2}`."""
+    mean = sum(float(y.clamp_min(0).mean()) for y in measurements) / len(measurements)
+    return (gain_level * 255.0 * mean + level**2) ** 0.5
+
+
 def _inference_seconds(
     init: str | None, config: Any, measurements: list[torch.Tensor], tile: int, device: torch.device
 ) -> float:
-    """Predicted time to reconstruct every measurement: one tile through the network, timed, scaled by the pixel count."""
+    """Predicted time to reconstruct every measurement: one tile through the network, timed, scaled by the
+    pixel count."""
     from sei.models import create_model
 
     model = (
@@ -114,6 +147,8 @@ def restore(
     kernel: Any = None,
     sr_factor: int | None = None,
     noise_level: float | str = "auto",
+    noise: str = "gaussian",
+    gain: float | str | None = None,
     time_limit: float = DEFAULT_TIME_LIMIT,
     init: str | None = "auto",
     device: str = "cpu",
@@ -127,23 +162,28 @@ def restore(
     started: float | None = None,
     on_step: Any = None,
 ) -> RestoreResult:
-    """Train SEI on the measurements in ``inputs`` within ``time_limit`` seconds, then restore them into ``output``.
+    """Train SEI on the measurements in ``inputs`` within ``time_limit`` seconds, then restore them into
+    ``output``.
 
-    :param kernel: the PSF for deblurring (a file or ``Gaussian_R<std>``/``Box_R<r>``); required for deblurring.
+    :param kernel: the PSF for deblurring (a file or ``Gaussian_R<std>``/``Box_R<r>``); required for
+        deblurring.
     :param noise_level: std in 8-bit units, or ``"auto"`` (estimated from the measurements).
+    :param noise: the noise model, ``"gaussian"`` or ``"poisson-gaussian"`` (training then uses PG-SURE).
+    :param gain: Poisson-Gaussian only (and required there): the gain in 8-bit units, or ``"auto"``.
     :param init: ``"auto"`` (the closest shipped model), ``"none"`` (from scratch), or a weights name or file.
     :param resume: continue the run already in ``output/run`` with a fresh budget.
     :param started: ``time.perf_counter()`` when the budget began (default: now; the CLI passes its own start,
         so that loading Python and torch counts too).
-    :param on_step: called with the training's :class:`~sei.training.loop.RunState` after every step (see :func:`~sei.training.loop.train`).
+    :param on_step: called with the training's :class:`~sei.training.loop.RunState` after every step (see
+        :func:`~sei.training.loop.train`).
     """
     from sei.data import MeasurementFolder
     from sei.figures import image_grid
     from sei.imageio import bit_depth, read_image, write_image
     from sei.inference import tiled
     from sei.physics import make_physics
-    from sei.physics.noise import AUTO
-    from sei.problem import DEFAULT_NOISE_LEVEL
+    from sei.physics.noise import AUTO, check_noise_model
+    from sei.problem import DEFAULT_NOISE_LEVEL, POISSON_GAUSSIAN
     from sei.runtime import resolve_device
     from sei.training.checkpoint import latest_checkpoint, load_checkpoint
     from sei.training.config import TrainConfig, run_config
@@ -155,13 +195,18 @@ def restore(
         raise SeiUserError(f"the time limit must be positive, got {time_limit} s")
     if task == "deblurring" and kernel is None:
         raise SeiUserError(
-            "restoring a blur needs its PSF: pass --kernel FILE (.npy, .pt, image) or a name such as Gaussian_R2"
+            "restoring a blur needs its PSF: pass --kernel FILE (.npy, .pt, image) or a name such as "
+            "Gaussian_R2"
         )
+    # the model's name, and a gain > 0 where one is needed (auto is estimated below)
+    noise, _ = check_noise_model(noise, 1.0 if gain == AUTO else gain)
+    poisson = noise == POISSON_GAUSSIAN
     inputs, output = Path(inputs), Path(output)
     run_dir = output / "run"
     if run_dir.exists() and not (resume or overwrite):
         raise SeiUserError(
-            f"{output} already holds a restoration; pass --resume to continue its training or --overwrite to start again"
+            f"{output} already holds a restoration; pass --resume to continue its training or --overwrite to "
+            "start again"
         )
     pairs = _pairs(inputs, output)
     device_ = resolve_device(device)
@@ -176,17 +221,25 @@ def restore(
         noise_level=DEFAULT_NOISE_LEVEL,
     )
     estimated = noise_level == AUTO
-    if estimated:
+    gain_level = None
+    if poisson:
+        level, gain_level = _poisson_gaussian_noise(measurements, noise_level, gain)
+        # the shipped models are Gaussian: the nearest is the one at the data's average noise std
+        gaussian_level = _average_std(measurements, level, gain_level)
+    elif estimated:
         from sei.noise_estimation import estimate_noise_level
 
         estimate = estimate_noise_level(measurements, physics=physics)
         level = float(estimate.level)
         _say(
-            f"estimated noise level {level:.3g} (8-bit units) from {len(measurements)} measurement(s) ({estimate.method})"
+            f"estimated noise level {level:.3g} (8-bit units) from {len(measurements)} measurement(s) "
+            f"({estimate.method})"
         )
     else:
         level = float(noise_level)
-    init_name = None if resume else _resolve_init(init, task, kernel, sr_factor, level)
+    init_name = (
+        None if resume else _resolve_init(init, task, kernel, sr_factor, gaussian_level if poisson else level)
+    )
     if init_name is not None:
         _say(f"starting from {init_name}")
     given = TrainConfig(
@@ -195,6 +248,9 @@ def restore(
         sr_factor=sr_factor if task == "sr" else None,
         noise_level=AUTO if estimated else level,
         noise_estimate=round(level, 4) if estimated else None,
+        noise=noise,
+        gain=gain if poisson else None,
+        gain_estimate=round(gain_level, 4) if gain == AUTO else None,
         measurements=str(inputs.resolve()),
         method="proposed",
         init=init_name,
@@ -215,8 +271,10 @@ def restore(
     budget = time_limit - (time.perf_counter() - started) - reserve - FINISH_SECONDS
     if budget < MIN_TRAINING_SECONDS:
         raise SeiUserError(
-            f"a time limit of {time_limit:g} s leaves {max(budget, 0):.0f} s for training once the {len(measurements)} "
-            f"measurement(s) are read and reconstructed (about {reserve:.0f} s); give at least {time_limit - budget + MIN_TRAINING_SECONDS:.0f} s"
+            f"a time limit of {time_limit:g} s leaves {max(budget, 0):.0f} s for training once the "
+            f"{len(measurements)} "
+            f"measurement(s) are read and reconstructed (about {reserve:.0f} s); give at least "
+            f"{time_limit - budget + MIN_TRAINING_SECONDS:.0f} s"
         )
     config = dataclasses.replace(config, time_limit=budget)
     state = train(
@@ -234,6 +292,9 @@ def restore(
     result = RestoreResult(
         noise_level=state.noise_level or level,
         noise_estimated=estimated,
+        noise_model=noise,
+        gain=getattr(trained_physics, "gain_level", None) if poisson else None,
+        gain_estimated=gain == AUTO,
         init=init_name,
         steps=state.step,
         weights=run_dir / "weights.safetensors",
@@ -265,6 +326,8 @@ def restore(
         "task": trained_physics.describe(),
         "noise_level": result.noise_level,
         "noise_level_estimated": estimated,
+        "noise_model": noise,
+        **({"gain": result.gain, "gain_estimated": result.gain_estimated} if poisson else {}),
         "init": init_name,
         "steps": result.steps,
         "time_limit_s": time_limit,

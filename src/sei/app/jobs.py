@@ -195,7 +195,8 @@ def _finish_image(
         reference = read_image(truth)
         if reference.shape[-2:] != estimate.shape[-2:]:
             job.messages.append(
-                f"{truth.name}: ground truth is {tuple(reference.shape[-2:])}, the result {tuple(estimate.shape[-2:])}: "
+                f"{truth.name}: ground truth is {tuple(reference.shape[-2:])}, the result "
+                f"{tuple(estimate.shape[-2:])}: "
                 "PSNR on the common top-left part"
             )
         entry["psnr"] = _finite(
@@ -233,11 +234,14 @@ def run_reconstruction(job: Job, device: str) -> None:
             device_,
             None,
             lambda physics: measurements,
+            noise_model=params.get("noise_model"),
+            gain=params.get("gain"),
         )
         trained = float(loaded.physics.noise_level)
         if estimate is not None:
             job.messages.append(
-                f"noise level estimated from the images: {estimate:.3g} (8-bit units); this network was trained "
+                f"noise level estimated from the images: {estimate:.3g} (8-bit units); this network was "
+                "trained "
                 f"for {trained:g} (if the two differ much, train on your images)"
             )
     else:
@@ -251,9 +255,16 @@ def run_reconstruction(job: Job, device: str) -> None:
             device_,
             None,
             lambda physics: measurements,
+            noise_model=params.get("noise_model"),
+            gain=params.get("gain"),
         )
         if estimate is not None:
             job.messages.append(f"noise level estimated from the images: {estimate:.3g} (8-bit units)")
+    if getattr(loaded.physics, "poisson", False):
+        job.messages.append(
+            f"Poisson-Gaussian noise: gain {loaded.physics.gain_level:.3g}, noise level "
+            f"{loaded.physics.noise_level:.3g} (8-bit units)"
+        )
     scale = loaded.physics.scale
 
     def reconstruct(piece: torch.Tensor) -> torch.Tensor:
@@ -305,6 +316,8 @@ def run_training(job: Job, device: str) -> None:
         kernel=params["kernel"],
         sr_factor=params["sr_factor"],
         noise_level=params["noise_level"],
+        noise=params.get("noise_model") or "gaussian",
+        gain=params.get("gain"),
         time_limit=limit,
         device=device,
         tile=params["tile"],
@@ -315,8 +328,12 @@ def run_training(job: Job, device: str) -> None:
         on_step=on_step,
     )
     level = f"{result.noise_level:.3g}" + (" (estimated from the images)" if result.noise_estimated else "")
+    if result.gain is not None:
+        estimated = " (estimated from the images)" if result.gain_estimated else ""
+        level = f"{level}, Poisson gain {result.gain:.3g}{estimated}"
     job.messages.append(
-        f"trained {result.steps} steps from {result.init or 'scratch'} in {result.train_seconds:.0f} s; noise level {level}"
+        f"trained {result.steps} steps from {result.init or 'scratch'} in {result.train_seconds:.0f} s; "
+        f"noise level {level}"
     )
     job.phase = "writing the previews"
     by_stem = {path.stem: path for path in result.outputs}

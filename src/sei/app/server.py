@@ -80,7 +80,10 @@ class Limits:
         self.max_upload_mb, self.max_megapixels = max_upload_mb, max_megapixels
 
     def describe(self) -> str:
-        return f"at most {MAX_FILES} images per run, each at most {self.max_upload_mb:g} MB and {self.max_megapixels:g} megapixels"
+        return (
+            f"at most {MAX_FILES} images per run, "
+            f"each at most {self.max_upload_mb:g} MB and {self.max_megapixels:g} megapixels"
+        )
 
 
 async def _save_upload(upload: Any, folder: Path, name: str, limits: Limits) -> Path:
@@ -157,7 +160,8 @@ def _trained_weights(jobs: JobManager) -> dict[str, tuple[Job, Path]]:
 
 
 async def _job_from_form(form: Any, jobs: JobManager, limits: Limits) -> Job:
-    from sei.physics.noise import parse_noise_level
+    from sei.physics.noise import parse_gain, parse_noise_level
+    from sei.problem import GAUSSIAN, NOISE_MODELS, POISSON_GAUSSIAN
     from sei.runtime import parse_duration
     from sei.weights import PRETRAINED
 
@@ -170,6 +174,11 @@ async def _job_from_form(form: Any, jobs: JobManager, limits: Limits) -> Job:
         raise SeiUserError(f"at most {MAX_FILES} images per run")
     noise_text = str(form.get("noise_level", "auto")).strip() or "auto"
     params: dict[str, Any] = {"noise_level": parse_noise_level(noise_text), "tile": TILE, "overlap": OVERLAP}
+    # the Poisson-Gaussian model (photon-limited data) takes a gain, a number or auto; the page shows the gain
+    # field for that model only, so a Gaussian job never reads it
+    poisson = _choice(form, "noise", NOISE_MODELS, GAUSSIAN) == POISSON_GAUSSIAN
+    params["noise_model"] = POISSON_GAUSSIAN if poisson else None
+    params["gain"] = parse_gain(str(form.get("gain", "auto")).strip() or "auto") if poisson else None
     if mode == "model":
         name = str(form.get("weights", ""))
         trained = _trained_weights(jobs)
@@ -252,7 +261,8 @@ async def _fill_job(form: Any, job: Job, limits: Limits, truths: list, images: l
         ]
         if len(saved) != len(inputs):
             raise SeiUserError(
-                f"give one ground truth per image, in the same order ({len(inputs)} images, {len(saved)} ground truths)"
+                f"give one ground truth per image, in the same order ({len(inputs)} images, {len(saved)} "
+                "ground truths)"
             )
         job.truths = {source.name: truth for source, truth in zip(inputs, saved, strict=True)}
     return job

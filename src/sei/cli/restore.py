@@ -1,9 +1,11 @@
 """Restore your own degraded images: one command, no ground truth, within a time budget.
 
 Give a folder (or file) of measurements and the forward model: the PSF for a blur (--kernel FILE or
-a name), or the SR factor. The noise level is estimated from the measurements unless given. The
-closest shipped model is fine-tuned with SEI on those very measurements for as long as the budget
-allows (after reserving the time to reconstruct them), then every measurement is restored.
+a name), or the SR factor. The noise level is estimated from the measurements unless given;
+photon-limited data (microscopy, astronomy, low light) take --noise poisson-gaussian with --gain G|auto
+(training then uses PG-SURE). The closest shipped model is fine-tuned with SEI on those very
+measurements for as long as the budget allows (after reserving the time to reconstruct them), then
+every measurement is restored.
 
 Outputs in OUTPUT: the restored images (same names and format; 16-bit grayscale stays 16-bit, float
 .npy stays float), side_by_side/ figures, summary.json, and run/ (the trained weights, checkpoints and
@@ -14,6 +16,7 @@ examples:
   sei restore blurry_photos/ restored/ --kernel psf.npy --noise_level 3 --time_limit 30m --device cuda
   sei restore lowres/ upscaled/ --task sr --sr_factor 2 --time_limit 5m
   sei restore blurry_photos/ restored/ --kernel psf.npy --resume --time_limit 10m   # train 10 more minutes
+  sei restore stacks/ restored/ --kernel psf.npy --noise poisson-gaussian --gain auto --noise_level auto
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from sei.cli.degrade import add_physics_arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="a measurement (image or .npy) or a folder of them")
     parser.add_argument("output", type=Path, help="output folder")
-    add_physics_arguments(parser, auto_noise=True)
+    add_physics_arguments(parser, auto_noise=True, noise_model=True)
     parser.add_argument(
         "--time_limit",
         "--time-limit",
@@ -71,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         sr_factor=args.sr_factor,
         noise_level="auto" if args.noise_level is None else args.noise_level,
+        noise=args.noise or "gaussian",
+        gain=args.gain,
         time_limit=parse_duration(args.time_limit),
         init=args.init,
         device=args.device,
@@ -84,8 +89,15 @@ def run(args: argparse.Namespace) -> int:
         started=sei.cli.STARTED,
     )
     level = f"{result.noise_level:.3g}" + (" (estimated)" if result.noise_estimated else "")
+    if result.gain is not None:
+        level = (
+            f"Poisson gain {result.gain:.3g}"
+            + (" (estimated)" if result.gain_estimated else "")
+            + f", {level}"
+        )
     print(
         f"restored {len(result.outputs)} image(s) into {args.output} in {result.total_seconds:.0f} s "
-        f"({result.steps} training steps from {result.init or 'scratch'}, noise level {level}); weights: {result.weights}"
+        f"({result.steps} training steps from {result.init or 'scratch'}, noise level {level}); weights: "
+        f"{result.weights}"
     )
     return 0

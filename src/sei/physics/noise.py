@@ -5,7 +5,8 @@ Two models, both on images in [0, 1]:
 - ``gaussian``: :math:`y = Ax + n`, :math:`n \sim \mathcal{N}(0, \sigma^2)`.
 - ``poisson-gaussian``: :math:`y = \gamma\, \mathcal{P}(Ax / \gamma) + n`, the photon-limited model of
   microscopy, astronomy and low-light cameras; its variance grows with the signal,
-  :math:`\operatorname{Var} y_i = \gamma (Ax)_i + \sigma^2`. Poisson noise alone is the case :math:`\sigma = 0`.
+  :math:`\operatorname{Var} y_i = \gamma (Ax)_i + \sigma^2`. Poisson noise alone is the case :math:`\sigma =
+  0`.
 
 Both levels are given in 8-bit units, the scale the images are shown in: ``--noise_level S`` is
 :math:`\sigma = S / 255` and ``--gain G`` is :math:`\gamma = G / 255`, the intensity of one photon
@@ -25,6 +26,10 @@ from sei.problem import DEFAULT_NOISE_MODEL, GAUSSIAN, NOISE_MODELS  # the names
 AUTO = "auto"
 INTENSITY_SCALE = 255.0  # levels and gains are given in 8-bit units: value / 255 on images in [0, 1]
 NEGATIVE_TOLERANCE = 1e-6  # below this an intensity under Poisson noise is a user error, not rounding
+# a Poisson-Gaussian measurement dips below 0 only by its Gaussian part: values under -(5 sigma + 1/255) in
+# more than 0.1 % of the pixels (3e-7 of them would, at a zero signal) say the data carry an offset
+NEGATIVE_MEASUREMENT_SIGMAS = 5.0
+NEGATIVE_MEASUREMENT_SHARE = 1e-3
 
 
 def _number_or_auto(text: str | float, usage: str) -> float | str:
@@ -108,6 +113,23 @@ def check_nonnegative(x: torch.Tensor, what: str = "the image") -> None:
         raise SeiUserError(
             f"Poisson noise needs intensities >= 0, but {what} has values down to {low:.4g}; "
             "use Gaussian noise or offset the data"
+        )
+
+
+def check_measurements_nonnegative(
+    measurements: list[torch.Tensor] | torch.Tensor, noise_level: float, what: str = "the measurements"
+) -> None:
+    """Poisson-Gaussian measurements are ``gain * counts + N(0, sigma^2)`` with counts >= 0: they go below 0
+    only by the Gaussian part. More than 0.1 % of the values under ``-(5 sigma + 1/255)`` (``noise_level`` is
+    sigma in 8-bit units) mean an offset or a background subtraction: a one-line error."""
+    values = torch.cat([y.detach().flatten().float().cpu() for y in measurements])
+    floor = -(NEGATIVE_MEASUREMENT_SIGMAS * float(noise_level) + 1.0) / INTENSITY_SCALE
+    share = float((values < floor).float().mean()) if values.numel() else 0.0
+    if share > NEGATIVE_MEASUREMENT_SHARE:
+        raise SeiUserError(
+            f"Poisson noise needs intensities >= 0, but {100 * share:.2g} % of {what} lie below {floor:.3g} "
+            f"(down to {float(values.min()):.3g}), more than a noise level of {noise_level:.3g} explains; "
+            "remove the offset (add the camera's pedestal back) or use --noise gaussian"
         )
 
 

@@ -41,22 +41,24 @@ def training_data(config: TrainConfig, physics: Operator) -> tuple[Any, Any]:
 
 def _estimate_poisson_gaussian(config: TrainConfig, source: Any) -> tuple[float, float]:
     """``--noise poisson-gaussian`` with ``auto``: (level, gain) estimated from the training measurements
-    (the values given as numbers are kept), printed."""
-    from sei.noise_estimation import estimate_poisson_gaussian
+    (the values given as numbers are kept, and so are estimates already in the configuration: ``sei restore``
+    estimates before it trains), printed."""
+    from sei.noise_estimation import resolve_poisson_gaussian
 
-    estimate = estimate_poisson_gaussian([y for _, _, y in source])
+    level = config.noise_estimate if config.noise_level == "auto" else config.noise_level
+    gain = config.gain_estimate if config.gain == "auto" else config.gain
+    if level is not None and gain is not None:
+        return float(level), float(gain)
+    level, gain, estimate = resolve_poisson_gaussian(
+        [y for _, _, y in source], config.noise_level, config.gain
+    )
     print(
-        f"sei: estimated Poisson-Gaussian noise from {len(source)} measurement(s): gain {estimate.gain_level:.3g}, "
+        f"sei: estimated Poisson-Gaussian noise from {len(source)} measurement(s): gain "
+        f"{estimate.gain_level:.3g}, "
         f"noise level {estimate.noise_level:.3g} (8-bit units)",
         file=sys.stderr,
         flush=True,
     )
-    if config.gain == "auto" and not estimate.gain_level > 0:
-        raise SeiUserError(
-            "the measurements show no signal-dependent noise (estimated gain 0); use --noise gaussian"
-        )
-    level = estimate.noise_level if config.noise_level == "auto" else float(config.noise_level)
-    gain = estimate.gain_level if config.gain == "auto" else float(config.gain)
     return level, gain
 
 
@@ -128,4 +130,8 @@ def training_problem(
         config = dataclasses.replace(config, noise_estimate=round(level, 4))
     if config.noise_level == "auto" and checkpoint is None and not estimate_pg:
         physics = physics_from_state(*physics_state(physics), noise_level=config.noise_estimate).to(device)
+    if poisson and config.measurements and checkpoint is None:
+        from sei.physics.noise import check_measurements_nonnegative
+
+        check_measurements_nonnegative([y for _, _, y in source], float(physics.noise_level))
     return config, physics, source, validation_source

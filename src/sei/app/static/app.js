@@ -12,6 +12,7 @@ function showFor() {  // show only the fields that the chosen mode, task and PSF
   document.querySelectorAll("[data-modes]").forEach((el) => { el.hidden = !el.dataset.modes.split(" ").includes(m); });
   document.querySelectorAll("[data-tasks]").forEach((el) => { if (el.dataset.tasks !== task) el.hidden = true; else if (!el.dataset.modes) el.hidden = false; });
   document.querySelectorAll("[data-family]").forEach((el) => { el.hidden = !el.dataset.family.split(" ").includes(family); });
+  document.querySelectorAll("[data-noise]").forEach((el) => { el.hidden = el.dataset.noise !== $("noise").value; });
 }
 
 function fill(select, items) {
@@ -55,7 +56,7 @@ async function submit() {
   form.append("mode", mode());
   for (const file of $("images").files) form.append("images", file);
   for (const file of $("truth").files) form.append("truth", file);
-  for (const id of ["weights", "method", "task", "sr_factor", "kernel_family", "kernel_size", "noise_level", "time_limit"]) {
+  for (const id of ["weights", "method", "task", "sr_factor", "kernel_family", "kernel_size", "noise_level", "noise", "gain", "time_limit"]) {
     form.append(id, $(id).value);
   }
   if ($("psf").files.length) form.append("psf", $("psf").files[0]);
@@ -214,6 +215,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.querySelectorAll("input[name=mode]").forEach((el) => el.addEventListener("change", showFor));
   $("task").addEventListener("change", showFor);
   $("kernel_family").addEventListener("change", showFor);
+  $("noise").addEventListener("change", showFor);
   $("images").addEventListener("change", listFiles);
   $("run").addEventListener("click", submit);
   $("cancel").addEventListener("click", cancel);
