@@ -39,12 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="base seed of the noise (per-image seeds derive from it and the file name)",
     )
-    parser.add_argument(
-        "--format",
-        choices=("png", "npy", "tif"),
-        default=None,
-        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)",
-    )
+    add_format_argument(parser)
     parser.add_argument(
         "--boundary",
         choices=BOUNDARIES,
@@ -220,6 +215,16 @@ def is_tiff(path: Path) -> bool:
     from sei.imageio import TIFF_SUFFIXES
 
     return path.suffix.lower() in TIFF_SUFFIXES
+
+
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    """``--format``: the file type written into an output folder (read by :func:`output_format`)."""
+    parser.add_argument(
+        "--format",
+        choices=("png", "npy", "tif"),
+        default=None,
+        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)",
+    )
 
 
 def output_format(source: Path, requested: str | None) -> str:

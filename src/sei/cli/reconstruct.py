@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from sei.cli.degrade import add_physics_arguments
+from sei.cli.degrade import add_format_argument, add_physics_arguments
+from sei.cli.test import add_option_argument
 from sei.errors import SeiUserError
 
 
@@ -42,23 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"a training-free method instead of weights: {', '.join(RECONSTRUCTORS)}",
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of a training-free method, e.g. iterations=1000 or reg=0.01 (repeatable)",
-    )
+    add_option_argument(parser)
     parser.add_argument(
         "--tile", type=int, default=256, help="tile side in measurement pixels (0: whole image at once)"
     )
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in measurement pixels")
-    parser.add_argument(
-        "--format",
-        choices=("png", "npy", "tif"),
-        default=None,
-        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)",
-    )
+    add_format_argument(parser)
     parser.add_argument(
         "--side_by_side", "--side-by-side", action="store_true", help="also write input | output figures"
     )
@@ -67,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sei.cli.degrade import output_format
-    from sei.cli.test import parse_options
+    from sei.cli.test import load_from_flags
     from sei.figures import image_grid
     from sei.imageio import (
         MEASUREMENT_SUFFIXES,
@@ -76,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         write_image,
         write_like,
     )
-    from sei.inference import load_for_measurements, tiled
+    from sei.inference import tiled
     from sei.runtime import progress_bar, resolve_device
 
     if args.input.is_dir():
@@ -99,19 +89,7 @@ def run(args: argparse.Namespace) -> int:
     # before
     stacks = [_keep_depth(source, *read_images(source)) for source, _ in pairs]
     measurements = [y for images, _ in stacks for y in images]
-    loaded, _ = load_for_measurements(
-        args.weights,
-        args.model_kind,
-        args.task,
-        args.kernel,
-        args.sr_factor,
-        args.noise_level,
-        device,
-        parse_options(args.option),
-        lambda physics: measurements,
-        noise_model=args.noise,
-        gain=args.gain,
-    )
+    loaded = load_from_flags(args, device, lambda physics: measurements)
     scale = loaded.physics.scale
     items = zip(pairs, stacks, strict=True)
     if len(pairs) > 1:
