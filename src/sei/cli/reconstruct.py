@@ -21,7 +21,6 @@ import torch
 
 from sei.cli.degrade import add_format_argument, add_physics_arguments
 from sei.cli.test import add_option_argument
-from sei.errors import SeiUserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,12 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sei.cli.degrade import output_format
+    from sei.cli.degrade import output_paths
     from sei.cli.test import load_from_flags
     from sei.figures import image_grid
     from sei.imageio import (
         MEASUREMENT_SUFFIXES,
-        list_images,
         read_images,
         write_image,
         write_like,
@@ -69,20 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from sei.inference import tiled
     from sei.runtime import progress_bar, resolve_device
 
-    if args.input.is_dir():
-        sources = list_images(args.input, MEASUREMENT_SUFFIXES)
-        if not sources:
-            raise SeiUserError(f"no images found in {args.input}")
-        if args.output.exists() and not args.output.is_dir():
-            raise SeiUserError(f"{args.input} is a folder, so OUTPUT must be a folder too")
-        pairs = [
-            (s, (args.output / s.relative_to(args.input)).with_suffix("." + output_format(s, args.format)))
-            for s in sources
-        ]
-    elif args.input.is_file():
-        pairs = [(args.input, args.output)]
-    else:
-        raise SeiUserError(f"input not found: {args.input}")
+    pairs = output_paths(args.input, args.output, args.format, MEASUREMENT_SUFFIXES)
     device = resolve_device(args.device)
     # all first: a bad file fails before anything is written. A TIFF (16-bit, float, a multi-page stack = a
     # batch of 2-D images) comes back in its own sample type and channels, a 16-bit PNG as 16-bit; others as
