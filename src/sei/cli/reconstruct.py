@@ -1,9 +1,10 @@
 """Deblur or upsample your own images (a file or a folder) with trained weights; no ground truth.
 
-Large images go through tiled inference (bounded memory, blended overlaps). PNG outputs are
-8-bit; an output ending in .npy keeps the float32 estimate. A TIFF input (16-bit or float, grayscale
-or RGB, a multi-page stack = a batch of 2-D images) is written back as a TIFF of its own sample type
-and channels: a 16-bit input never comes back as 8-bit.
+INPUT and OUTPUT are both files or both folders (a folder's images keep their relative paths).
+Large images go through tiled inference (bounded memory, blended overlaps). PNG outputs are 8-bit;
+an output ending in .npy keeps the float32 estimate. A TIFF input (16-bit or float, grayscale or RGB,
+a multi-page stack = a batch of 2-D images) is written back as a TIFF of its own sample type and
+channels: a 16-bit input never comes back as 8-bit.
 
 examples:
   sei reconstruct blurry.png sharp.png --weights sei-gaussian_r2-noise5
