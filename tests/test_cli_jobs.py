@@ -148,6 +148,9 @@ def test_reconstruct_folder_and_errors(trained, photos, tmp_path, capsys):
         == 2
     )
     assert "input not found" in capsys.readouterr().err
+    single = next(measured.glob("*.png"))  # a file into a folder: refused before anything is written
+    assert main(["reconstruct", str(single), str(out), "--weights", str(trained)]) == 2
+    assert "OUTPUT must be a file too" in capsys.readouterr().err
     assert main(["test", "--model_kind", "magic", "--dataset", str(photos)]) == 2
     assert "magic" in capsys.readouterr().err
     assert main(["test", "--weights", str(tmp_path / "missing.safetensors"), "--dataset", str(photos)]) == 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -109,6 +109,27 @@ def load_reconstructor(
     return Loaded(reconstruct, physics, {"weights": str(weights), **metadata}, network)
 
 
+@dataclass(frozen=True)
+class _Choice:
+    """The flags that choose a reconstructor, named as :func:`load_reconstructor` takes them."""
+
+    weights: str | None
+    model_kind: str | None
+    task: str | None
+    kernel: Any
+    sr_factor: int | None
+    noise_level: float | str | None
+    device: torch.device
+    options: dict[str, Any] | None
+    noise_model: str | None = None
+    gain: float | str | None = None
+
+    def load(self, **changes: Any) -> Loaded:
+        """:func:`load_reconstructor` with these flags, ``changes`` replacing some of them."""
+        chosen = replace(self, **changes)
+        return load_reconstructor(**{flag.name: getattr(chosen, flag.name) for flag in fields(chosen)})
+
+
 def load_for_measurements(
     weights: str | None,
     model_kind: str | None,
@@ -130,23 +151,20 @@ def load_for_measurements(
     from sei.physics.noise import AUTO
     from sei.problem import POISSON_GAUSSIAN
 
+    choice = _Choice(
+        weights, model_kind, task, kernel, sr_factor, noise_level, device, options, noise_model, gain
+    )
     if noise_model == POISSON_GAUSSIAN or (gain == AUTO and noise_model is None):
-        return _load_poisson_gaussian(
-            weights, model_kind, task, kernel, sr_factor, noise_level, gain, device, options, measurements
-        )
+        return _load_poisson_gaussian(choice, measurements)
     if gain == AUTO:
         raise SeiUserError("--gain auto applies to --noise poisson-gaussian")
     if noise_level != AUTO:
-        return load_reconstructor(
-            weights, model_kind, task, kernel, sr_factor, noise_level, device, options, noise_model, gain
-        ), None
+        return choice.load(), None
     from sei.noise_estimation import estimate_noise_level
 
-    loaded = load_reconstructor(weights, model_kind, task, kernel, sr_factor, None, device, options)
+    loaded = choice.load(noise_level=None, noise_model=None, gain=None)
     if getattr(loaded.physics, "poisson", False):  # weights trained for Poisson-Gaussian noise
-        return _load_poisson_gaussian(
-            weights, model_kind, task, kernel, sr_factor, noise_level, gain, device, options, measurements
-        )
+        return _load_poisson_gaussian(choice, measurements)
     ys = measurements(loaded.physics)
     estimate = estimate_noise_level(ys, physics=loaded.physics)
     print(
@@ -156,8 +174,8 @@ def load_for_measurements(
         flush=True,
     )
     if loaded.network is None:
-        return load_reconstructor(
-            None, model_kind, task, kernel, sr_factor, estimate.level, device, options
+        return choice.load(
+            weights=None, noise_level=estimate.level, noise_model=None, gain=None
         ), estimate.level
     trained = float(loaded.physics.noise_level)
     if abs(estimate.level - trained) > max(1.0, 0.5 * trained):
@@ -172,53 +190,30 @@ def load_for_measurements(
 
 
 def _load_poisson_gaussian(
-    weights: str | None,
-    model_kind: str | None,
-    task: str | None,
-    kernel: Any,
-    sr_factor: int | None,
-    noise_level: float | str | None,
-    gain: float | str | None,
-    device: torch.device,
-    options: dict[str, Any] | None,
-    measurements: Callable[[Any], list[torch.Tensor]],
+    choice: _Choice, measurements: Callable[[Any], list[torch.Tensor]]
 ) -> tuple[Loaded, float | None]:
     """:func:`load_for_measurements` for Poisson-Gaussian noise: ``auto`` gain and/or level come from
     :func:`sei.noise_estimation.estimate_poisson_gaussian` on the measurements themselves."""
     from sei.physics.noise import AUTO
     from sei.problem import POISSON_GAUSSIAN
 
-    automatic = noise_level == AUTO or gain == AUTO
-    if not automatic:
-        return load_reconstructor(
-            weights, model_kind, task, kernel, sr_factor, noise_level, device, options, POISSON_GAUSSIAN, gain
-        ), None
-    if weights is None and model_kind is None:
+    choice = replace(choice, noise_model=POISSON_GAUSSIAN)
+    noise_level, gain = choice.noise_level, choice.gain
+    if noise_level != AUTO and gain != AUTO:
+        return choice.load(), None
+    if choice.weights is None and choice.model_kind is None:
         raise SeiUserError(
             "--noise poisson-gaussian with auto: give --weights trained for it or a training-free "
             "--model_kind"
         )
     from sei.noise_estimation import estimate_poisson_gaussian
 
-    placeholder_gain = 1.0 if gain in (AUTO, None) else gain  # replaced by the estimate below
     placeholder_level = None if noise_level == AUTO else noise_level
-    if model_kind is not None and weights is None:
-        loaded = load_reconstructor(
-            None,
-            model_kind,
-            task,
-            kernel,
-            sr_factor,
-            placeholder_level,
-            device,
-            options,
-            POISSON_GAUSSIAN,
-            placeholder_gain,
-        )
+    if choice.model_kind is not None and choice.weights is None:
+        placeholder_gain = 1.0 if gain in (AUTO, None) else gain  # replaced by the estimate below
+        loaded = choice.load(noise_level=placeholder_level, gain=placeholder_gain)
     else:
-        loaded = load_reconstructor(
-            weights, model_kind, task, kernel, sr_factor, placeholder_level, device, options, POISSON_GAUSSIAN
-        )
+        loaded = choice.load(noise_level=placeholder_level, gain=None)
     ys = measurements(loaded.physics)
     estimate = estimate_poisson_gaussian(ys)
     level = estimate.noise_level if noise_level == AUTO else float(noise_level)
@@ -234,9 +229,7 @@ def _load_poisson_gaussian(
             "the measurements show no signal-dependent noise (estimated gain 0); use --noise gaussian"
         )
     if loaded.network is None:
-        return load_reconstructor(
-            None, model_kind, task, kernel, sr_factor, level, device, options, POISSON_GAUSSIAN, fitted_gain
-        ), level
+        return choice.load(weights=None, noise_level=level, gain=fitted_gain), level
     trained = float(loaded.physics.gain_level)
     if abs(fitted_gain - trained) > 0.5 * trained:
         print(

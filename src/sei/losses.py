@@ -703,23 +703,22 @@ def build_method(
     elif canonical == "css":
         losses = {"css": (CSSLoss(), 1.0)}
     else:
-        if not unsure:
-            sure = SureLoss(tau=tau, margin=margin, divergence=sure_divergence)
-        else:
+        initial = None  # SURE reads the operator's sigma; UNSURE starts from this guess
+        if unsure:
             initial = physics.sigma if unsure_init is None else float(unsure_init) / 255.0
             if not math.isfinite(initial) or initial <= 0:
                 raise SeiUserError(
                     f"UNSURE needs a positive initial noise level, got {initial * 255:g} (8-bit units)"
                 )
-            sure = SureLoss(
-                tau=tau,
-                margin=margin,
-                sigma=initial,
-                divergence=sure_divergence,
-                unsure=True,
-                step_size=unsure_step_size,
-                momentum=unsure_momentum,
-            )
+        sure = SureLoss(
+            tau=tau,
+            margin=margin,
+            sigma=initial,
+            divergence=sure_divergence,
+            unsure=unsure,
+            step_size=unsure_step_size,
+            momentum=unsure_momentum,
+        )
         losses = {"sure": (sure, 1.0)}
         transform = {
             "proposed": lambda: Scale(

@@ -23,7 +23,7 @@ import torch
 
 from sei import problem
 from sei.errors import SeiUserError
-from sei.imageio import list_images, read_image, read_images, write_image, write_like
+from sei.imageio import IMAGE_SUFFIXES, list_images, read_image, read_images, write_image, write_like
 from sei.physics import make_physics, measurement_seed, valid_blur
 
 BOUNDARIES = ("circular", "valid")
@@ -39,12 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="base seed of the noise (per-image seeds derive from it and the file name)",
     )
-    parser.add_argument(
-        "--format",
-        choices=("png", "npy", "tif"),
-        default=None,
-        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)",
-    )
+    add_format_argument(parser)
     parser.add_argument(
         "--boundary",
         choices=BOUNDARIES,
@@ -164,27 +159,8 @@ def run(args: argparse.Namespace) -> int:
         raise SeiUserError(
             "--boundary valid applies to deblurring: super-resolution downsamples without wrap-around"
         )
-    if args.input.is_dir():
-        sources = list_images(args.input)
-        if not sources:
-            raise SeiUserError(f"no images found in {args.input}")
-        if args.output.exists() and not args.output.is_dir():
-            raise SeiUserError(
-                f"{args.input} is a folder, so OUTPUT must be a folder too, not the file {args.output}"
-            )
-        pairs = [
-            (s, (args.output / s.relative_to(args.input)).with_suffix("." + output_format(s, args.format)))
-            for s in sources
-        ]
-        names = [s.relative_to(args.input).as_posix() for s in sources]
-    elif args.input.is_file():
-        if args.output.is_dir():
-            raise SeiUserError(
-                f"{args.input} is a file, so OUTPUT must be a file too, not the folder {args.output}"
-            )
-        pairs, names = [(args.input, args.output)], [args.input.name]
-    else:
-        raise SeiUserError(f"input not found: {args.input}")
+    pairs = output_paths(args.input, args.output, args.format)
+    names = [s.relative_to(args.input).as_posix() if args.input.is_dir() else s.name for s, _ in pairs]
     # read all first: fail before writing anything. A TIFF keeps its channels and sample type (a stack is a
     # batch of 2-D images, each with its own seed); other files are read as RGB and written 8-bit
     stacks = [
@@ -220,6 +196,38 @@ def is_tiff(path: Path) -> bool:
     from sei.imageio import TIFF_SUFFIXES
 
     return path.suffix.lower() in TIFF_SUFFIXES
+
+
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    """``--format``: the file type written into an output folder (read by :func:`output_format`)."""
+    parser.add_argument(
+        "--format",
+        choices=("png", "npy", "tif"),
+        default=None,
+        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)",
+    )
+
+
+def output_paths(
+    source: Path, output: Path, requested: str | None, suffixes: tuple[str, ...] = IMAGE_SUFFIXES
+) -> list[tuple[Path, Path]]:
+    """``(input, output)`` file pairs: a file to a file, or every image of a folder (those with
+    ``suffixes``) to the same relative path in the OUTPUT folder, with :func:`output_format`'s suffix."""
+    if source.is_dir():
+        images = list_images(source, suffixes)
+        if not images:
+            raise SeiUserError(f"no images found in {source}")
+        if output.exists() and not output.is_dir():
+            raise SeiUserError(f"{source} is a folder, so OUTPUT must be a folder too, not the file {output}")
+        return [
+            (image, (output / image.relative_to(source)).with_suffix("." + output_format(image, requested)))
+            for image in images
+        ]
+    if source.is_file():
+        if output.is_dir():
+            raise SeiUserError(f"{source} is a file, so OUTPUT must be a file too, not the folder {output}")
+        return [(source, output)]
+    raise SeiUserError(f"input not found: {source}")
 
 
 def output_format(source: Path, requested: str | None) -> str:

@@ -1,9 +1,10 @@
 """Deblur or upsample your own images (a file or a folder) with trained weights; no ground truth.
 
-Large images go through tiled inference (bounded memory, blended overlaps). PNG outputs are
-8-bit; an output ending in .npy keeps the float32 estimate. A TIFF input (16-bit or float, grayscale
-or RGB, a multi-page stack = a batch of 2-D images) is written back as a TIFF of its own sample type
-and channels: a 16-bit input never comes back as 8-bit.
+INPUT and OUTPUT are both files or both folders (a folder's images keep their relative paths).
+Large images go through tiled inference (bounded memory, blended overlaps). PNG outputs are 8-bit;
+an output ending in .npy keeps the float32 estimate. A TIFF input (16-bit or float, grayscale or RGB,
+a multi-page stack = a batch of 2-D images) is written back as a TIFF of its own sample type and
+channels: a 16-bit input never comes back as 8-bit.
 
 examples:
   sei reconstruct blurry.png sharp.png --weights sei-gaussian_r2-noise5
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from sei.cli.degrade import add_physics_arguments
-from sei.errors import SeiUserError
+from sei.cli.degrade import add_format_argument, add_physics_arguments
+from sei.cli.test import add_option_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,23 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"a training-free method instead of weights: {', '.join(RECONSTRUCTORS)}",
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of a training-free method, e.g. iterations=1000 or reg=0.01 (repeatable)",
-    )
+    add_option_argument(parser)
     parser.add_argument(
         "--tile", type=int, default=256, help="tile side in measurement pixels (0: whole image at once)"
     )
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in measurement pixels")
-    parser.add_argument(
-        "--format",
-        choices=("png", "npy", "tif"),
-        default=None,
-        help="file type written into an output folder (default: tif for TIFF inputs, png otherwise)",
-    )
+    add_format_argument(parser)
     parser.add_argument(
         "--side_by_side", "--side-by-side", action="store_true", help="also write input | output figures"
     )
@@ -66,52 +56,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sei.cli.degrade import output_format
-    from sei.cli.test import parse_options
+    from sei.cli.degrade import output_paths
+    from sei.cli.test import load_from_flags
     from sei.figures import image_grid
     from sei.imageio import (
         MEASUREMENT_SUFFIXES,
-        list_images,
         read_images,
         write_image,
         write_like,
     )
-    from sei.inference import load_for_measurements, tiled
+    from sei.inference import tiled
     from sei.runtime import progress_bar, resolve_device
 
-    if args.input.is_dir():
-        sources = list_images(args.input, MEASUREMENT_SUFFIXES)
-        if not sources:
-            raise SeiUserError(f"no images found in {args.input}")
-        if args.output.exists() and not args.output.is_dir():
-            raise SeiUserError(f"{args.input} is a folder, so OUTPUT must be a folder too")
-        pairs = [
-            (s, (args.output / s.relative_to(args.input)).with_suffix("." + output_format(s, args.format)))
-            for s in sources
-        ]
-    elif args.input.is_file():
-        pairs = [(args.input, args.output)]
-    else:
-        raise SeiUserError(f"input not found: {args.input}")
+    pairs = output_paths(args.input, args.output, args.format, MEASUREMENT_SUFFIXES)
     device = resolve_device(args.device)
     # all first: a bad file fails before anything is written. A TIFF (16-bit, float, a multi-page stack = a
     # batch of 2-D images) comes back in its own sample type and channels, a 16-bit PNG as 16-bit; others as
     # before
     stacks = [_keep_depth(source, *read_images(source)) for source, _ in pairs]
     measurements = [y for images, _ in stacks for y in images]
-    loaded, _ = load_for_measurements(
-        args.weights,
-        args.model_kind,
-        args.task,
-        args.kernel,
-        args.sr_factor,
-        args.noise_level,
-        device,
-        parse_options(args.option),
-        lambda physics: measurements,
-        noise_model=args.noise,
-        gain=args.gain,
-    )
+    loaded = load_from_flags(args, device, lambda physics: measurements)
     scale = loaded.physics.scale
     items = zip(pairs, stacks, strict=True)
     if len(pairs) > 1:

@@ -17,10 +17,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sei.cli.degrade import add_physics_arguments
 from sei.errors import SeiUserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from sei.inference import Loaded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,13 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fixed test measurements")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of a training-free method, e.g. iterations=1000 or reg=0.01 (repeatable)",
-    )
+    add_option_argument(parser)
     parser.add_argument("--protocol", choices=("paper", "sr-literature"), default="paper")
     parser.add_argument(
         "--tile", type=int, default=0, help="tiled inference with tiles of this size (0: whole images)"
@@ -78,6 +79,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_option_argument(parser: argparse.ArgumentParser) -> None:
+    """``--option KEY=VALUE`` (repeatable): the options of a training-free method (:func:`parse_options`)."""
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of a training-free method, e.g. iterations=1000 or reg=0.01 (repeatable)",
+    )
+
+
 def parse_options(pairs: list[str]) -> dict[str, object]:
     """``["iterations=500", "denoiser=bm3d"]`` -> ``{"iterations": 500, "denoiser": "bm3d"}`` (JSON values
     where they parse)."""
@@ -93,12 +105,36 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
     return options
 
 
+def load_from_flags(
+    args: argparse.Namespace, device: torch.device, measurements: Callable[[Any], list]
+) -> Loaded:
+    """The reconstructor the flags choose (``--weights`` or ``--model_kind``, the task and noise flags,
+    ``--option``), through :func:`sei.inference.load_for_measurements`; ``measurements(physics)`` gives
+    the images a ``--noise_level auto`` (or ``--gain auto``) is estimated from."""
+    from sei.inference import load_for_measurements
+
+    loaded, _ = load_for_measurements(
+        args.weights,
+        args.model_kind,
+        args.task,
+        args.kernel,
+        args.sr_factor,
+        args.noise_level,
+        device,
+        parse_options(args.option),
+        measurements,
+        noise_model=args.noise,
+        gain=args.gain,
+    )
+    return loaded
+
+
 def run(args: argparse.Namespace) -> int:
     from sei.data import MeasuredImages, load_images
     from sei.evaluation import Evaluation, image_metrics
     from sei.figures import image_grid
     from sei.imageio import write_image
-    from sei.inference import load_for_measurements, tiled
+    from sei.inference import tiled
     from sei.runtime import resolve_device
 
     device = resolve_device(args.device)
@@ -119,19 +155,7 @@ def run(args: argparse.Namespace) -> int:
         simulated["measured"] = MeasuredImages(images, physics, seed=args.seed)
         return [y for _, _, y in simulated["measured"]]
 
-    loaded, _ = load_for_measurements(
-        args.weights,
-        args.model_kind,
-        args.task,
-        args.kernel,
-        args.sr_factor,
-        args.noise_level,
-        device,
-        parse_options(args.option),
-        measure,
-        noise_model=args.noise,
-        gain=args.gain,
-    )
+    loaded = load_from_flags(args, device, measure)
     physics = loaded.physics
     measured = simulated.get("measured") or MeasuredImages(images, physics, seed=args.seed)
     scale = physics.scale

@@ -7,6 +7,7 @@ objective's state, the forward model itself and the step; every random draw of a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,14 +60,40 @@ def prepare_out_dir(out_dir: Path, resume: str | None, overwrite: bool) -> dict[
     return None
 
 
+@dataclass
+class Learner:
+    """What the training steps change, so what a checkpoint saves and a resume restores: the network, the
+    optimizer, the gradient scaler and the objective (its state, e.g. a learned noise level)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    objective: Any
+
+    def state_dict(self) -> dict[str, Any]:
+        objective = self.objective.state_dict() if isinstance(self.objective, torch.nn.Module) else {}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "objective": objective,
+        }
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Restore from a checkpoint (one written before the scaler or the objective had state, too)."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint.get("objective"):
+            self.objective.load_state_dict(checkpoint["objective"])
+        if "scaler" in checkpoint:
+            self.scaler.load_state_dict(checkpoint["scaler"])
+
+
 def write_checkpoint(
     out_dir: Path,
     step: int,
     total_steps: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: Any,
-    objective: torch.nn.Module,
+    learner: Learner,
     physics: Operator,
     config: TrainConfig,
     seconds: float,
@@ -78,10 +105,7 @@ def write_checkpoint(
     metadata, tensors = physics_state(physics)
     state = {
         "train_seconds": seconds,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "objective": objective.state_dict() if isinstance(objective, torch.nn.Module) else {},
+        **learner.state_dict(),
         "physics": {"metadata": metadata, "tensors": tensors},
         "step": step,
         "total_steps": total_steps,

@@ -26,7 +26,7 @@ from sei.errors import SeiUserError
 from sei.runtime import AMP_DTYPES, derive_seed
 from sei.training.batches import KeyedPatches, StepBatches
 from sei.training.budget import TrainingClock, learning_rate, plan_steps
-from sei.training.checkpoint import prepare_out_dir
+from sei.training.checkpoint import Learner, prepare_out_dir
 from sei.training.config import ResolvedConfig, TrainConfig, load_init, run_config
 from sei.training.distributed import Distributed, download_rank_by_rank, training_device
 from sei.training.problem import training_problem
@@ -58,10 +58,10 @@ def _learner(
     physics: Operator,
     device: torch.device,
     distributed: Distributed,
-) -> tuple[torch.nn.Module, torch.nn.Module, Any, torch.optim.Optimizer, Any, int]:
-    """``(model, network, objective, optimizer, scaler, step)``: the network (``network`` is what the
-    objective calls: compiled and/or DDP-wrapped), the method's objective, and their state restored
-    from the checkpoint (or the weights of ``--init``)."""
+) -> tuple[Learner, torch.nn.Module, int]:
+    """``(learner, network, step)``: the network, the method's objective, the optimizer and the gradient
+    scaler, their state restored from the checkpoint (or the network's from the weights of ``--init``);
+    ``network`` is what the objective calls (the learner's model, compiled and/or DDP-wrapped)."""
     from sei.losses import build_method
     from sei.models import create_model
 
@@ -85,12 +85,11 @@ def _learner(
     if isinstance(objective, torch.nn.Module):
         objective.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    learner = Learner(model, optimizer, scaler, objective)
     step = 0
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if checkpoint.get("objective"):
-            objective.load_state_dict(checkpoint["objective"])
+        learner.load_state_dict(checkpoint)
         step = int(checkpoint["step"])
     elif config.init:
         initial, _, _ = load_init(config)
@@ -106,10 +105,7 @@ def _learner(
         network = torch.nn.parallel.DistributedDataParallel(
             network, device_ids=[device.index] if device.type == "cuda" else None
         )
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-    if checkpoint is not None and "scaler" in checkpoint:
-        scaler.load_state_dict(checkpoint["scaler"])
-    return model, network, objective, optimizer, scaler, step
+    return learner, network, step
 
 
 def _loader(
@@ -201,9 +197,8 @@ def train(
     config, physics, source, held_out = training_problem(config, checkpoint, distributed, device)
     patches = PatchDataset(source, patch_size=config.patch_size, seed=config.seed)
     steps_per_epoch = len(source) / config.batch_size
-    model, network, objective, optimizer, scaler, step = _learner(
-        config, checkpoint, physics, device, distributed
-    )
+    learner, network, step = _learner(config, checkpoint, physics, device, distributed)
+    model, objective, optimizer, scaler = learner.model, learner.objective, learner.optimizer, learner.scaler
     budget, total_steps = plan_steps(config, checkpoint, step, started, steps_per_epoch)
     if step >= total_steps and distributed.is_main:
         print(
@@ -216,7 +211,13 @@ def train(
     state = RunState(step=step, total_steps=total_steps, noise_level=float(physics.noise_level))
     resumed_seconds = float(checkpoint.get("train_seconds", 0.0)) if checkpoint else 0.0
     writer = RunWriter(
-        out_dir, config, enabled=distributed.is_main, start_step=step, log=log, start_seconds=resumed_seconds
+        out_dir,
+        config,
+        physics,
+        enabled=distributed.is_main,
+        start_step=step,
+        log=log,
+        start_seconds=resumed_seconds,
     )
     monitor = ValidationMonitor(
         physics, held_out, source, objective, device, config.val_interval, config.stop_on_gaming
@@ -293,17 +294,7 @@ def train(
                 state.stopped_early = True
                 break
         if (step % config.checkpoint_interval == 0 or last) and distributed.is_main:
-            writer.checkpoint(
-                step,
-                total_steps,
-                model,
-                optimizer,
-                scaler,
-                objective,
-                physics,
-                config,
-                timer.seconds(clock()),
-            )
+            writer.checkpoint(step, total_steps, learner, timer.seconds(clock()))
         if last:
             break
     if bar is not None:

@@ -9,9 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from sei.training.checkpoint import prune_checkpoints, write_checkpoint
+from sei.training.checkpoint import Learner, prune_checkpoints, write_checkpoint
 from sei.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -20,12 +18,13 @@ if TYPE_CHECKING:
 
 class RunWriter:
     """Rank 0's files: config.json, the run log (:mod:`sei.run_log`: metrics.csv, validation.csv,
-    TensorBoard events), checkpoints, loss.png."""
+    TensorBoard events), checkpoints (of the run's ``config`` and operator ``physics``), loss.png."""
 
     def __init__(
         self,
         out_dir: Path,
         config: TrainConfig,
+        physics: Operator,
         enabled: bool,
         start_step: int,
         log: str | Sequence[str] = "csv,tensorboard",
@@ -34,6 +33,7 @@ class RunWriter:
         from sei.run_log import open_run_log
 
         self.out_dir, self.enabled = out_dir, enabled
+        self.config, self.physics = config, physics  # a checkpoint holds both
         self.keep = config.keep_checkpoints
         self.last = (
             start_step,
@@ -69,23 +69,10 @@ class RunWriter:
     def close(self) -> None:
         self.run_log.close()
 
-    def checkpoint(
-        self,
-        step: int,
-        total_steps: int,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scaler: Any,
-        objective: torch.nn.Module,
-        physics: Operator,
-        config: TrainConfig,
-        seconds: float,
-    ) -> None:
+    def checkpoint(self, step: int, total_steps: int, learner: Learner, seconds: float) -> None:
         """A checkpoint (:func:`sei.training.checkpoint.write_checkpoint`), then the run log flushed: what
         a crash after this checkpoint would lose is only what a resume redoes."""
-        write_checkpoint(
-            self.out_dir, step, total_steps, model, optimizer, scaler, objective, physics, config, seconds
-        )
+        write_checkpoint(self.out_dir, step, total_steps, learner, self.physics, self.config, seconds)
         self.run_log.flush()
         prune_checkpoints(self.out_dir, self.keep)
 
