@@ -41,7 +41,8 @@ Methods (each cell timed):
 
 Training: unet-small (the shipped model's network), Adam 5e-4, batches of 8 random 48x48 crops, ``--steps``
 steps (default 300), one seed, one thread; the test PSNR is recorded every 50 steps (``curve``) to show
-whether it still rises at the end of the budget. Metric: RGB PSNR over the covered region, mean over the images.
+whether it still rises at the end of the budget.
+Metric: RGB PSNR over the covered region, mean over the images.
 Results go to benchmarks/results/low_light.json, one cell per (images, photons, method); cells already there
 are skipped unless ``--force`` (the run resumes where it stopped). ``--report`` prints the table only.
 
