@@ -223,43 +223,29 @@ def run_reconstruction(job: Job, device: str) -> None:
     job.phase = "reading the images"
     measurements = [read_image(path) for path in job.inputs]
     job.phase = "loading the model"
-    if job.kind == "model":
-        loaded, estimate = load_for_measurements(
-            params["weights"],
-            None,
-            None,
-            None,
-            None,
-            params["noise_level"],
-            device_,
-            None,
-            lambda physics: measurements,
-            noise_model=params.get("noise_model"),
-            gain=params.get("gain"),
-        )
-        trained = float(loaded.physics.noise_level)
-        if estimate is not None:
-            job.messages.append(
-                f"noise level estimated from the images: {estimate:.3g} (8-bit units); this network was "
-                "trained "
-                f"for {trained:g} (if the two differ much, train on your images)"
+    trained_network = job.kind == "model"
+    chosen = (
+        (params["weights"], None, None, None, None)
+        if trained_network
+        else (None, params["method"], params["task"], params["kernel"], params["sr_factor"])
+    )
+    loaded, estimate = load_for_measurements(
+        *chosen,
+        params["noise_level"],
+        device_,
+        None,
+        lambda physics: measurements,
+        noise_model=params.get("noise_model"),
+        gain=params.get("gain"),
+    )
+    if estimate is not None:
+        message = f"noise level estimated from the images: {estimate:.3g} (8-bit units)"
+        if trained_network:
+            message += (
+                f"; this network was trained for {float(loaded.physics.noise_level):g} "
+                "(if the two differ much, train on your images)"
             )
-    else:
-        loaded, estimate = load_for_measurements(
-            None,
-            params["method"],
-            params["task"],
-            params["kernel"],
-            params["sr_factor"],
-            params["noise_level"],
-            device_,
-            None,
-            lambda physics: measurements,
-            noise_model=params.get("noise_model"),
-            gain=params.get("gain"),
-        )
-        if estimate is not None:
-            job.messages.append(f"noise level estimated from the images: {estimate:.3g} (8-bit units)")
+        job.messages.append(message)
     if getattr(loaded.physics, "poisson", False):
         job.messages.append(
             f"Poisson-Gaussian noise: gain {loaded.physics.gain_level:.3g}, noise level "
