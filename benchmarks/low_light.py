@@ -158,6 +158,19 @@ def psnr(estimate: torch.Tensor, target: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / ((estimate.clamp(0, 1) - target) ** 2).mean()))
 
 
+def random_crops(
+    ys: list[torch.Tensor], generator: torch.Generator, count: int = 8, size: int = 48
+) -> torch.Tensor:
+    """A training batch: ``count`` random ``size``-pixel crops of random measurements (drawn in this order)."""
+    batch = []
+    for _ in range(count):
+        y = ys[int(torch.randint(len(ys), (1,), generator=generator))]
+        top = int(torch.randint(y.shape[-2] - size + 1, (1,), generator=generator))
+        left = int(torch.randint(y.shape[-1] - size + 1, (1,), generator=generator))
+        batch.append(y[..., top : top + size, left : left + size])
+    return torch.cat(batch)
+
+
 def mean_psnr(estimates: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
     return sum(psnr(e, t) for e, t in zip(estimates, targets, strict=True)) / len(targets)
 
@@ -246,14 +259,8 @@ def train_sei(trained, ys, xs, steps: int, seed: int = 0) -> tuple[torch.nn.Modu
 
     curve = [[0, evaluate()]]
     for step in range(1, steps + 1):
-        batch = []
-        for _ in range(8):
-            y = ys[int(torch.randint(len(ys), (1,), generator=generator))]
-            top = int(torch.randint(y.shape[-2] - 47, (1,), generator=generator))
-            left = int(torch.randint(y.shape[-1] - 47, (1,), generator=generator))
-            batch.append(y[..., top : top + 48, left : left + 48])
         optimizer.zero_grad()
-        objective(model, torch.cat(batch), trained, rng=generator)["loss"].backward()
+        objective(model, random_crops(ys, generator), trained, rng=generator)["loss"].backward()
         optimizer.step()
         if step % CURVE_EVERY == 0 or step == steps:
             curve.append([step, evaluate()])

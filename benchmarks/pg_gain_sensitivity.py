@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from low_light import GAINS, KERNEL, LEVEL, WORK, mean_psnr, measure_16bit, photo_images, truth
+from low_light import GAINS, KERNEL, LEVEL, WORK, mean_psnr, measure_16bit, photo_images, random_crops, truth
 from sei.losses import build_method
 from sei.noise_estimation import estimate_poisson_gaussian
 from sei.physics import make_physics
@@ -63,14 +63,8 @@ def train(physics, ys: list[torch.Tensor], xs: list[torch.Tensor], steps: int, s
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        batch = []
-        for _ in range(8):
-            y = ys[int(torch.randint(len(ys), (1,), generator=generator))]
-            top = int(torch.randint(y.shape[-2] - 47, (1,), generator=generator))
-            left = int(torch.randint(y.shape[-1] - 47, (1,), generator=generator))
-            batch.append(y[..., top : top + 48, left : left + 48])
         optimizer.zero_grad()
-        objective(model, torch.cat(batch), physics, rng=generator)["loss"].backward()
+        objective(model, random_crops(ys, generator), physics, rng=generator)["loss"].backward()
         optimizer.step()
     with torch.no_grad():
         return mean_psnr([model.eval()(y) for y in ys], xs)
