@@ -161,7 +161,7 @@ def psnr(estimate: torch.Tensor, target: torch.Tensor) -> float:
 def random_crops(
     ys: list[torch.Tensor], generator: torch.Generator, count: int = 8, size: int = 48
 ) -> torch.Tensor:
-    """A training batch: ``count`` random ``size``-pixel crops of random measurements (drawn in this order)."""
+    """A training batch: ``count`` random ``size``-pixel crops of random measurements, drawn in order."""
     batch = []
     for _ in range(count):
         y = ys[int(torch.randint(len(ys), (1,), generator=generator))]
