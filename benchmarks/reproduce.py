@@ -129,6 +129,8 @@ def review_grid() -> list[Run]:
     ]
     runs += [Run(**sr2, method=m, steps=600, seed=s, study="seeds") for s in (0, 1, 2) for m in key_methods]
     runs.append(Run(**sr2, method="sup", steps=6000, val_interval=500, study="converge"))
+    # the larger network's own ceiling: what any loss could reach with it on this pool
+    runs.append(Run(**blur, method="sup", steps=6000, val_interval=500, model="unet-base", study="converge"))
     # the margin at a 4x longer budget, on both networks (unet-base is 4000 x 0.6 s: about 45 min a run)
     for model in ("unet-base", "unet-small"):
         runs += [
