@@ -58,6 +58,7 @@ class Run:
     model: str | None = None  # None: --model
     config: dict = field(default_factory=dict)  # extra `sei train --config` keys (the transform ablation)
     val_interval: int | None = None  # None: steps // 8
+    pool: str | None = None  # None: the whole --train_root; "half": every other photograph of it (pool_half)
 
     @property
     def label(self) -> str:
@@ -72,7 +73,11 @@ class Run:
         key = f"{self.label}/{what}{suffix}" + (f"@{self.steps}" if self.method else "")
         if self.study is None:
             return key
-        tags = [f"s{self.seed}"] + ([self.model] if self.model else [])
+        tags = (
+            [f"s{self.seed}"]
+            + ([self.model] if self.model else [])
+            + ([f"pool={self.pool}"] if self.pool else [])
+        )
         tags += [f"{k}={v}" for k, v in sorted(self.config.items())]
         return f"{self.study}:{key}#" + ",".join(tags)
 
@@ -131,6 +136,13 @@ def review_grid() -> list[Run]:
     runs.append(Run(**sr2, method="sup", steps=6000, val_interval=500, study="converge"))
     # the larger network's own ceiling: what any loss could reach with it on this pool
     runs.append(Run(**blur, method="sup", steps=6000, val_interval=500, model="unet-base", study="converge"))
+    # is the pool the limit? SEI on half the photographs against the whole pool (capacity's seed 0 and a
+    # seed 1), at the capacity study's budget
+    runs.append(Run(**blur, method="proposed", steps=1000, seed=1, model="unet-small", study="capacity"))
+    runs += [
+        Run(**blur, method="proposed", steps=1000, seed=s, model="unet-small", pool="half", study="data")
+        for s in (0, 1)
+    ]
     # the margin at a 4x longer budget, on both networks (unet-base is 4000 x 0.6 s: about 45 min a run)
     for model in ("unet-base", "unet-small"):
         runs += [
@@ -159,6 +171,23 @@ def save_record(record: dict) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         records = [r for r in load_records() if r["key"] != record["key"]] + [record]
         atomic_write_text(RESULTS, json.dumps(sorted(records, key=lambda r: r["key"]), indent=1))
+
+
+def pool_half(root: Path) -> Path:
+    """Every other photograph of the pool (by photograph, so that no photograph gives tiles to both halves:
+    sorted by name, the even-numbered ones), copied with its tiles into benchmarks/work/pool_half; the
+    data question of the review (is the pool the limit?) trains on it and compares with the whole pool."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    photos = sorted({tile["photo"] for tile in manifest["tiles"]})[::2]
+    kept = [tile for tile in manifest["tiles"] if tile["photo"] in photos]
+    half = WORK.parent / "pool_half"
+    if not (half / "manifest.json").exists():
+        half.mkdir(parents=True, exist_ok=True)
+        for tile in kept:
+            shutil.copyfile(root / tile["file"], half / tile["file"])
+        summary = {**manifest, "photos": len(photos), "tiles": kept, "held_out": manifest.get("held_out", [])}
+        atomic_write_text(half / "manifest.json", json.dumps(summary, indent=1))
+    return half
 
 
 def pool_fingerprint(root: Path) -> str:
@@ -210,6 +239,7 @@ def execute(run: Run, args: argparse.Namespace) -> dict | None:
         str(folder / "images"),
         "--quiet",
     ]
+    train_root = pool_half(args.train_root) if run.pool == "half" else args.train_root
     if run.method:
         train_flags = [
             "train",
@@ -217,7 +247,7 @@ def execute(run: Run, args: argparse.Namespace) -> dict | None:
             "--method",
             run.method,
             "--dataset",
-            str(args.train_root),
+            str(train_root),
             "--val_dataset",
             "samples",
             "--val_images",
@@ -289,7 +319,7 @@ def execute(run: Run, args: argparse.Namespace) -> dict | None:
         "model": (run.model or args.model) if run.method else None,
         "train_seconds": round(train_seconds, 1),
         "curve": curve,
-        "pool": pool_fingerprint(args.train_root) if run.method else None,
+        "pool": pool_fingerprint(train_root) if run.method else None,
         "psnr_mean": summary["psnr_mean"],
         "psnr_std": summary["psnr_std"],
         "ssim_mean": summary["ssim_mean"],

@@ -268,6 +268,50 @@ def margin_against_budget(cells: dict[tuple[str, str, int], dict[str, dict]]) ->
     return lines
 
 
+def data_table(review: list[dict]) -> list[str]:
+    """Is the pool the limit? SEI on half the photographs against the whole pool, same seeds and budget."""
+    half = {r["seed"]: r for r in review if r["study"] == "data"}
+    whole = {
+        r["seed"]: r
+        for r in review
+        if r["study"] == "capacity"
+        and r["model"] == "unet-small"
+        and r["method"] == "proposed"
+        and half
+        and r["steps"] == next(iter(half.values()))["steps"]
+    }
+    seeds = sorted(set(half) & set(whole))
+    if not seeds:
+        return []
+    difference = paired({s: whole[s]["psnr_mean"] for s in seeds}, {s: half[s]["psnr_mean"] for s in seeds})
+    steps = whole[seeds[0]]["steps"]
+    lines = [
+        f"## Is the pool the limit? (Gaussian_R2, SEI, unet-small, {steps} steps)",
+        "",
+        "Half the pool: every other photograph with all its tiles (`benchmarks/work/pool_half`), "
+        f"pool fingerprint {half[seeds[0]]['pool']}; the whole pool: {whole[seeds[0]]['pool']} "
+        "(tiles, manifest "
+        "and attribution).",
+        "",
+        "| training photographs | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+        "|---|" + "---|" * (len(seeds) + 1),
+    ]
+    for name, runs in (("whole pool", whole), ("half the pool", half)):
+        values = [runs[s]["psnr_mean"] for s in seeds]
+        lines.append(
+            f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {statistics.mean(values):.2f} |"
+        )
+    lines.append("")
+    if difference:
+        mean, sd, n, real = difference
+        verdict = "real" if real else "not significant"
+        lines += [
+            f"Whole minus half, paired over {n} seeds: {mean:+.2f} +- {sd:.2f} dB ({verdict} at 95%).",
+            "",
+        ]
+    return lines
+
+
 def ablation_table(review: list[dict]) -> list[str]:
     """The scale transform's settings, each against the paper's default with the same seed and budget."""
     runs = [r for r in review if r["study"] == "ablation"]
@@ -385,5 +429,6 @@ def sections(records: list[dict]) -> list[str]:
     if figure_curves(review, converge, costs):
         lines += ["![PSNR against steps and seconds](figures/curves_review.png)", ""]
     lines += study_tables(review)
+    lines += data_table(review)
     lines += ablation_table(review)
     return lines
