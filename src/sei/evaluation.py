@@ -47,23 +47,28 @@ def psnr(estimate: torch.Tensor, reference: torch.Tensor, data_range: float = 1.
     return math.inf if mse == 0 else 10 * math.log10(data_range**2 / mse)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def _gaussian_profile(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """The normalised 1-D Gaussian; the 11 x 11 window is its outer product with itself."""
     offsets = torch.arange(size, dtype=torch.float64) - size // 2
     profile = torch.exp(-(offsets**2) / (2 * sigma**2))
-    profile = profile / profile.sum()
-    return (profile[:, None] * profile[None, :])[None, None]
+    return profile / profile.sum()
 
 
 def ssim(estimate: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> float:
-    """Mean SSIM of two single-channel images ``(1, H, W)`` over the valid region of the window."""
+    """Mean SSIM of two single-channel images ``(1, H, W)`` over the valid region of the window.
+
+    The five local moments are filtered in one batch, and the Gaussian window as two 1-D passes (it is
+    separable): 22 taps a pixel instead of 121, the same numbers to float64 rounding. A float64 2-D
+    convolution has no fast path on the CPU; the 2-D form took most of ``sei demo``'s time."""
     x = estimate.double().reshape(1, 1, *estimate.shape[-2:])
     y = reference.double().reshape(1, 1, *reference.shape[-2:])
-    window = _gaussian_window().to(x.device)
-    if min(x.shape[-2:]) < window.shape[-1]:
+    profile = _gaussian_profile().to(x.device)
+    if min(x.shape[-2:]) < profile.numel():
         raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {tuple(x.shape[-2:])}")
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
-    xx, yy, xy = F.conv2d(x * x, window), F.conv2d(y * y, window), F.conv2d(x * y, window)
+    moments = torch.cat([x, y, x * x, y * y, x * y])
+    moments = F.conv2d(moments, profile.view(1, 1, -1, 1))
+    mu_x, mu_y, xx, yy, xy = F.conv2d(moments, profile.view(1, 1, 1, -1))
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return float(value.mean())
