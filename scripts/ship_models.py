@@ -29,7 +29,12 @@ from sei.inference import load_reconstructor
 from sei.weights import PRETRAINED, PRETRAINED_DIR
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
-RUNS = {"sei-gaussian_r2-noise5": "gaussian_r2", "sei-sr_x2-noise5": "sr_x2", "sei-sr_x4-noise5": "sr_x4"}
+RUNS = {
+    "sei-gaussian_r2-noise5": "gaussian_r2",
+    "sei-box_r3-noise5": "box_r3",
+    "sei-sr_x2-noise5": "sr_x2",
+    "sei-sr_x4-noise5": "sr_x4",
+}
 FACTS = PRETRAINED_DIR / "TRAINING.json"
 CONFIG_KEYS = (
     "batch_size",

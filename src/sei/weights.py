@@ -77,6 +77,15 @@ PRETRAINED: dict[str, PretrainedCfg] = {
             "deblurring, Gaussian blur std 2, noise 5/255, trained with SEI on CPU",
         ),
         PretrainedCfg(
+            "sei-box_r3-noise5",
+            "deblurring",
+            "Box_R3",
+            None,
+            5.0,
+            "proposed",
+            "deblurring, 7x7 box blur (the paper's Urban100 kernel), noise 5/255, trained with SEI on CPU",
+        ),
+        PretrainedCfg(
             "sei-sr_x2-noise5",
             "sr",
             None,
