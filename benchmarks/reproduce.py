@@ -181,8 +181,14 @@ def pool_half(root: Path) -> Path:
     photos = sorted({tile["photo"] for tile in manifest["tiles"]})[::2]
     kept = [tile for tile in manifest["tiles"] if tile["photo"] in photos]
     half = WORK.parent / "pool_half"
-    if not (half / "manifest.json").exists():
-        half.mkdir(parents=True, exist_ok=True)
+    built = (
+        json.loads((half / "manifest.json").read_text())["tiles"]
+        if (half / "manifest.json").exists()
+        else None
+    )
+    if built != kept:  # first use, or the pool was rebuilt since
+        shutil.rmtree(half, ignore_errors=True)
+        half.mkdir(parents=True)
         for tile in kept:
             shutil.copyfile(root / tile["file"], half / tile["file"])
         summary = {**manifest, "photos": len(photos), "tiles": kept, "held_out": manifest.get("held_out", [])}
