@@ -413,7 +413,11 @@ def long_table(results: dict) -> str:
     PnP."""
     cells = results["cells"]
     rows = []
-    for key, cell in sorted(cells.items()):
+    def order(key: str) -> tuple:
+        kind, photons, tail = key.split("/")
+        return KINDS.index(kind), int(photons), tail
+
+    for key, cell in sorted(cells.items(), key=lambda item: order(item[0])):
         kind, photons, tail = key.split("/")
         method, _, steps = tail.partition("@")
         if not steps:
