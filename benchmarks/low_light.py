@@ -413,6 +413,7 @@ def long_table(results: dict) -> str:
     PnP."""
     cells = results["cells"]
     rows = []
+
     def order(key: str) -> tuple:
         kind, photons, tail = key.split("/")
         return KINDS.index(kind), int(photons), tail
