@@ -237,3 +237,36 @@ def test_shipped_file_is_checked_against_its_sha256(tmp_path, monkeypatch):
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     with pytest.raises(weights.SeiUserError, match="sha256"):
         weights.resolve_weights("sei-gaussian_r2-noise5")
+
+
+def test_closest_shipped_model_is_the_nearest_blur_whatever_the_names(monkeypatch):
+    """``sei restore``'s starting point: the shipped model with the user's kernel when there is one, else
+    the one whose blur is nearest (frequency responses), never the first name in the catalogue."""
+    from sei.inference import closest_shipped
+    from sei.physics import get_kernel
+    from sei.physics.state import kernel_distance
+
+    def disk(radius: int) -> torch.Tensor:
+        offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        inside = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2 + 0.5).double()
+        return inside / inside.sum()
+
+    gaussian, box = weights.PRETRAINED["sei-gaussian_r2-noise5"], weights.PRETRAINED["sei-box_r3-noise5"]
+    for first, second in (("a", "z"), ("z", "a")):  # the names' order must not decide
+        catalogue = {
+            f"{first}-gaussian": weights.PretrainedCfg(f"{first}-gaussian", *_fields(gaussian)),
+            f"{second}-box": weights.PretrainedCfg(f"{second}-box", *_fields(box)),
+        }
+        monkeypatch.setattr(weights, "PRETRAINED", catalogue)
+        assert closest_shipped("deblurring", "Box_R3", None, 5) == f"{second}-box"
+        assert closest_shipped("deblurring", "Gaussian_R2", None, 5) == f"{first}-gaussian"
+        for psf in (disk(2), disk(3), disk(4), get_kernel("Gaussian_R1"), get_kernel("Box_R4")):
+            distances = {
+                name: kernel_distance(get_kernel(cfg.kernel), psf) for name, cfg in catalogue.items()
+            }
+            assert closest_shipped("deblurring", psf, None, 5) == min(distances, key=distances.get)
+        assert closest_shipped("deblurring", disk(3), None, 5, same_kernel=True) is None
+
+
+def _fields(cfg: weights.PretrainedCfg) -> tuple:
+    return cfg.task, cfg.kernel, cfg.sr_factor, cfg.noise_level, cfg.method, cfg.description

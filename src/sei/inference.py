@@ -257,9 +257,10 @@ def closest_shipped(
     task: str | None, kernel: Any, sr_factor: int | None, noise_level: float | None, same_kernel: bool = False
 ) -> str | None:
     """The shipped model nearest to a problem: same task (and SR factor), the same kernel by value when
-    there is one (any kernel unless ``same_kernel``), then the nearest noise level; ``None`` if none fits."""
+    there is one, else (unless ``same_kernel``) the kernel whose blur is nearest
+    (:func:`sei.physics.state.kernel_distance`), then the nearest noise level; ``None`` if none fits."""
     from sei.physics import get_kernel
-    from sei.physics.state import kernels_match
+    from sei.physics.state import kernel_distance, kernels_match
     from sei.problem import DEFAULT_KERNEL, DEFAULT_NOISE_LEVEL, DEFAULT_SR_FACTOR, DEFAULT_TASK
     from sei.weights import PRETRAINED
 
@@ -270,13 +271,15 @@ def closest_shipped(
     for name, cfg in PRETRAINED.items():
         if cfg.task != task or (task == "sr" and cfg.sr_factor != (sr_factor or DEFAULT_SR_FACTOR)):
             continue
-        matches = wanted is None or kernels_match(get_kernel(cfg.kernel), wanted)
+        shipped = get_kernel(cfg.kernel) if wanted is not None else None
+        matches = wanted is None or kernels_match(shipped, wanted)
         if same_kernel and not matches:
             continue
         if same_kernel and noise_level is not None and abs(cfg.noise_level - noise) > 1e-9:
             continue
-        candidates.append((not matches, abs(cfg.noise_level - noise), name))
-    return min(candidates)[2] if candidates else None
+        distance = 0.0 if matches else kernel_distance(shipped, wanted)
+        candidates.append((not matches, distance, abs(cfg.noise_level - noise), name))
+    return min(candidates)[-1] if candidates else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ when not given), :func:`restore`:
    (``noise="poisson-gaussian"``, photon-limited data) the gain and the Gaussian level, each ``auto`` one
    estimated (:func:`sei.noise_estimation.estimate_poisson_gaussian`), and training uses PG-SURE;
 2. picks the closest shipped model as the starting point (same task and SR factor; for deblurring
-   any shipped kernel: its image prior carries over, the fine-tuning adapts it to the PSF);
+   the shipped kernel nearest the PSF, :func:`sei.inference.closest_shipped`: its image prior carries
+   over, the fine-tuning adapts it to the PSF);
 3. fine-tunes it with SEI on those very measurements, for as many steps as fit the budget left
    after the reconstruction it will have to do (measured by timing the network on one tile);
 4. restores every measurement (tiled inference) and writes the images, side-by-side figures and a

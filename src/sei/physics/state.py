@@ -96,6 +96,26 @@ def kernel_difference(first: torch.Tensor, second: torch.Tensor) -> float:
     return float((a - b).abs().max() / first.abs().max())
 
 
+def kernel_distance(first: torch.Tensor, second: torch.Tensor, grid: int = 64) -> float:
+    """How differently two PSFs blur: the L2 distance between their frequency responses' magnitudes (the
+    MTFs) on a ``grid`` x ``grid`` frequency grid. Shift-invariant, so it compares blurs of any support
+    and centring; 0 for the same blur. Used to pick the shipped model whose blur is nearest a user's PSF.
+
+    >>> from sei.physics import get_kernel
+    >>> near = kernel_distance(get_kernel("Gaussian_R2"), get_kernel("Gaussian_R3"))
+    >>> far = kernel_distance(get_kernel("Gaussian_R2"), get_kernel("Gaussian_R1"))
+    >>> kernel_distance(get_kernel("Box_R3"), get_kernel("Box_R3")), near < far
+    (0.0, True)
+    """
+    size = max(grid, *first.shape[-2:], *second.shape[-2:])
+
+    def mtf(kernel: torch.Tensor) -> torch.Tensor:
+        kernel = kernel.to(torch.float64)
+        return torch.fft.rfft2(kernel / kernel.sum(), s=(size, size)).abs()
+
+    return float((mtf(first) - mtf(second)).norm())
+
+
 def kernels_match(first: torch.Tensor, second: torch.Tensor, tolerance: float = KERNEL_TOLERANCE) -> bool:
     """Whether two kernels are the same PSF within ``tolerance`` (relative to the peak).
 
