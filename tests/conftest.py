@@ -62,6 +62,14 @@ def astronaut_path(tmp_path_factory) -> str:
 TINY = {"channels": 8, "levels": 2, "blocks": 1}  # options of a unet-small network that trains in a blink
 
 
+def disk_psf(radius: int) -> torch.Tensor:
+    """A uniform defocus disk of radius ``radius`` (a user's PSF that no shipped model was trained for): a
+    (2 radius + 1)^2 float64 grid, normalised to sum 1."""
+    grid = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    disk = ((grid[:, None] ** 2 + grid[None, :] ** 2) <= radius**2).double()
+    return disk / disk.sum()
+
+
 def tiny_config(**fields):
     """A ``TrainConfig`` for a short run of the TINY unet-small (6 steps of batches of 2 patches of 24
     pixels, a checkpoint every 3, one validation image, a log row per step); ``fields`` say the data

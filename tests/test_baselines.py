@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import disk_psf
 from sei.errors import SeiUserError
 from sei.models import RECONSTRUCTORS, create_reconstructor
 from sei.models.baselines import choose_wiener_reg, load_ffdnet
@@ -127,14 +128,7 @@ def test_dip_beats_id_with_a_reduced_budget(photo):
 # PSNR is on the valid region, against the matching crop of the ground truth.
 
 
-def _disk(radius: int) -> torch.Tensor:
-    """A uniform defocus disk of radius ``radius``: a (2 radius + 1)^2 grid, normalised to sum 1."""
-    grid = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    disk = ((grid[:, None] ** 2 + grid[None, :] ** 2) <= radius**2).double()
-    return disk / disk.sum()
-
-
-VALID_KERNELS = {"disk_r4": lambda: _disk(4), "gaussian_r2": lambda: "Gaussian_R2"}
+VALID_KERNELS = {"disk_r4": lambda: disk_psf(4), "gaussian_r2": lambda: "Gaussian_R2"}
 
 
 def _valid_measurement(image: torch.Tensor, kernel, seed: int = 0):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, tiny_config
+from conftest import TINY, disk_psf, tiny_config
 from sei.cli import main
 from sei.data import MeasurementFolder
 from sei.evaluation import image_metrics
@@ -21,17 +21,11 @@ from sei.training import TimeBudget, TrainConfig, latest_checkpoint, learning_ra
 from sei.weights import load_weights_with_physics, read_weights, save_weights
 
 
-def _disk(radius: int) -> np.ndarray:
-    offsets = np.arange(-radius, radius + 1)
-    disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2 + 0.5).astype(np.float64)
-    return disk / disk.sum()
-
-
 @pytest.fixture(scope="module")
 def user_data(tmp_path_factory, astronaut):
     """A user's folder: a defocus PSF as .npy and three real 96x112 measurements blurred by it (noise 5)."""
     root = tmp_path_factory.mktemp("user")
-    kernel = _disk(3)
+    kernel = disk_psf(3).numpy()
     np.save(root / "psf.npy", kernel)
     physics = Blur(torch.from_numpy(kernel), noise_level=5.0)
     truths = []
@@ -105,17 +99,17 @@ def test_the_kernel_travels_inside_weights_and_checkpoints(user_data, tmp_path, 
     shutil.move(work / "psf.npy", moved)  # the file the run was trained with is gone
     monkeypatch.chdir(tmp_path / "elsewhere")
     _, _, physics = load_weights_with_physics(run / "weights.safetensors")
-    assert torch.allclose(physics.kernel, torch.from_numpy(_disk(3)), rtol=0, atol=1e-15)
+    assert torch.allclose(physics.kernel, disk_psf(3), rtol=0, atol=1e-15)
     assert torch.allclose(
         load_checkpoint(latest_checkpoint(run))["physics"]["tensors"]["kernel"],
-        torch.from_numpy(_disk(3)),
+        disk_psf(3),
         rtol=0,
         atol=1e-15,
     )
     assert reconstruct(tmp_path / "again.npy") == 0
     assert np.array_equal(np.load(tmp_path / "again.npy"), np.load(reference))
     # the same PSF under another path (and in float32) is the same kernel; another PSF is refused
-    np.save("float32_copy.npy", _disk(3).astype(np.float32))
+    np.save("float32_copy.npy", disk_psf(3).numpy().astype(np.float32))
     assert reconstruct("x.npy", "--kernel", "float32_copy.npy") == 0
     capsys.readouterr()
     assert reconstruct("y.npy", "--kernel", "Gaussian_R2") == 2
@@ -133,7 +127,7 @@ def test_old_weights_that_only_name_their_kernel_file_ask_for_it(tmp_path, capsy
         model, tmp_path / "old.safetensors", {"kernel": "psf.npy", "noise_level": 5.0}
     )  # no physics: as before
     assert "physics.kernel" not in read_weights(path)[0]
-    np.save(tmp_path / "psf.npy", _disk(2))
+    np.save(tmp_path / "psf.npy", disk_psf(2).numpy())
     write_image(torch.rand(3, 40, 40), tmp_path / "y.png")
     assert (
         main(["reconstruct", str(tmp_path / "y.png"), str(tmp_path / "a.png"), "--weights", str(path)]) == 2
@@ -264,7 +258,7 @@ def test_init_starts_from_the_given_weights_and_refuses_another_task(user_data, 
     start = create_model("dncnn-small", depth=3, channels=8)
     torch.nn.init.normal_(next(start.parameters()), std=0.3)
     init = save_weights(
-        start, tmp_path / "start.safetensors", {"noise_level": 5.0}, physics=Blur(torch.from_numpy(_disk(2)))
+        start, tmp_path / "start.safetensors", {"noise_level": 5.0}, physics=Blur(disk_psf(2))
     )
     config = TrainConfig(
         measurements=str(root / "measurements"),

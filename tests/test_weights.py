@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import LoopbackHub, sei_against_hub, serving
+from conftest import LoopbackHub, disk_psf, sei_against_hub, serving
 from sei import weights
 from sei.errors import SeiUserError
 from sei.models import create_model
@@ -246,27 +247,18 @@ def test_closest_shipped_model_is_the_nearest_blur_whatever_the_names(monkeypatc
     from sei.physics import get_kernel
     from sei.physics.state import kernel_distance
 
-    def disk(radius: int) -> torch.Tensor:
-        offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-        inside = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2 + 0.5).double()
-        return inside / inside.sum()
-
     gaussian, box = weights.PRETRAINED["sei-gaussian_r2-noise5"], weights.PRETRAINED["sei-box_r3-noise5"]
     for first, second in (("a", "z"), ("z", "a")):  # the names' order must not decide
         catalogue = {
-            f"{first}-gaussian": weights.PretrainedCfg(f"{first}-gaussian", *_fields(gaussian)),
-            f"{second}-box": weights.PretrainedCfg(f"{second}-box", *_fields(box)),
+            f"{first}-gaussian": dataclasses.replace(gaussian, name=f"{first}-gaussian"),
+            f"{second}-box": dataclasses.replace(box, name=f"{second}-box"),
         }
         monkeypatch.setattr(weights, "PRETRAINED", catalogue)
         assert closest_shipped("deblurring", "Box_R3", None, 5) == f"{second}-box"
         assert closest_shipped("deblurring", "Gaussian_R2", None, 5) == f"{first}-gaussian"
-        for psf in (disk(2), disk(3), disk(4), get_kernel("Gaussian_R1"), get_kernel("Box_R4")):
+        for psf in (disk_psf(2), disk_psf(3), disk_psf(4), get_kernel("Gaussian_R1"), get_kernel("Box_R4")):
             distances = {
                 name: kernel_distance(get_kernel(cfg.kernel), psf) for name, cfg in catalogue.items()
             }
             assert closest_shipped("deblurring", psf, None, 5) == min(distances, key=distances.get)
-        assert closest_shipped("deblurring", disk(3), None, 5, same_kernel=True) is None
-
-
-def _fields(cfg: weights.PretrainedCfg) -> tuple:
-    return cfg.task, cfg.kernel, cfg.sr_factor, cfg.noise_level, cfg.method, cfg.description
+        assert closest_shipped("deblurring", disk_psf(3), None, 5, same_kernel=True) is None
