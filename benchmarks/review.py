@@ -272,20 +272,21 @@ def margin_against_budget(cells: dict[tuple[str, str, int], dict[str, dict]]) ->
 def data_table(review: list[dict]) -> list[str]:
     """Is the pool the limit? SEI on half the photographs against the whole pool, same seeds and budget."""
     half = {r["seed"]: r for r in review if r["study"] == "data"}
+    if not half:
+        return []
+    steps = next(iter(half.values()))["steps"]
     whole = {
         r["seed"]: r
         for r in review
         if r["study"] == "capacity"
         and r["model"] == "unet-small"
         and r["method"] == "proposed"
-        and half
-        and r["steps"] == next(iter(half.values()))["steps"]
+        and r["steps"] == steps
     }
     seeds = sorted(set(half) & set(whole))
     if not seeds:
         return []
     difference = paired({s: whole[s]["psnr_mean"] for s in seeds}, {s: half[s]["psnr_mean"] for s in seeds})
-    steps = whole[seeds[0]]["steps"]
     lines = [
         f"## Is the pool the limit? (Gaussian_R2, SEI, unet-small, {steps} steps)",
         "",
