@@ -160,6 +160,7 @@ def restore(
     side_by_side: bool = True,
     progress: bool = True,
     seed: int = 0,
+    ensemble: bool = False,
     started: float | None = None,
     on_step: Any = None,
 ) -> RestoreResult:
@@ -173,6 +174,9 @@ def restore(
     :param gain: Poisson-Gaussian only (and required there): the gain in 8-bit units, or ``"auto"``.
     :param init: ``"auto"`` (the closest shipped model), ``"none"`` (from scratch), or a weights name or file.
     :param resume: continue the run already in ``output/run`` with a fresh budget.
+    :param ensemble: restore with the symmetry ensemble (:func:`sei.inference.symmetry_ensemble`: one network
+        pass per flip or quarter turn that the forward model commutes with); the reserved inference time grows
+        to match.
     :param started: ``time.perf_counter()`` when the budget began (default: now; the CLI passes its own start,
         so that loading Python and torch counts too).
     :param on_step: called with the training's :class:`~sei.training.loop.RunState` after every step (see
@@ -181,7 +185,7 @@ def restore(
     from sei.data import MeasurementFolder
     from sei.figures import image_grid
     from sei.imageio import bit_depth, read_image, write_image
-    from sei.inference import tiled
+    from sei.inference import ensemble_symmetries, symmetry_ensemble, tiled
     from sei.physics import make_physics
     from sei.physics.noise import AUTO, check_noise_model
     from sei.problem import DEFAULT_NOISE_LEVEL, POISSON_GAUSSIAN
@@ -268,7 +272,8 @@ def restore(
         checkpoint = load_checkpoint(path)
         given = TrainConfig(device=device, time_limit=time_limit)
     config = run_config(given, checkpoint)  # resolved once, here; the training loop consumes it
-    reserve = _inference_seconds(init_name, config, measurements, tile, device_)
+    symmetries = ensemble_symmetries(physics) if ensemble else (0,)
+    reserve = len(symmetries) * _inference_seconds(init_name, config, measurements, tile, device_)
     budget = time_limit - (time.perf_counter() - started) - reserve - FINISH_SECONDS
     if budget < MIN_TRAINING_SECONDS:
         raise SeiUserError(
@@ -290,6 +295,7 @@ def restore(
         run_dir / "weights.safetensors", device=str(device_)
     )
     scale = trained_physics.scale
+    reconstruct = symmetry_ensemble(network, symmetries)
     result = RestoreResult(
         noise_level=state.noise_level or level,
         noise_estimated=estimated,
@@ -310,7 +316,7 @@ def restore(
         bits = bit_depth(source)
         target = _target(target, bits)
         with torch.no_grad():
-            estimate = tiled(network, y[None].to(device_), scale, tile, overlap)[0].float().cpu()
+            estimate = tiled(reconstruct, y[None].to(device_), scale, tile, overlap)[0].float().cpu()
         if (
             read_image(source, channels=None).shape[0] == 1
         ):  # a grayscale input comes back grayscale (and 16-bit if it was)
@@ -331,6 +337,7 @@ def restore(
         **({"gain": result.gain, "gain_estimated": result.gain_estimated} if poisson else {}),
         "init": init_name,
         "steps": result.steps,
+        "ensemble": len(symmetries),
         "time_limit_s": time_limit,
         "seconds_until_trained": result.train_seconds,
         "total_seconds": result.total_seconds,

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from sei.cli.degrade import add_format_argument, add_physics_arguments
-from sei.cli.test import add_option_argument
+from sei.cli.test import add_ensemble_argument, add_option_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu")
     add_option_argument(parser)
+    add_ensemble_argument(parser)
     parser.add_argument(
         "--tile", type=int, default=256, help="tile side in measurement pixels (0: whole image at once)"
     )

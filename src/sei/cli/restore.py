@@ -25,6 +25,7 @@ import argparse
 from pathlib import Path
 
 from sei.cli.degrade import add_physics_arguments
+from sei.cli.test import add_ensemble_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in measurement pixels")
     parser.add_argument("--seed", type=int, default=0)
+    add_ensemble_argument(parser)
     parser.add_argument(
         "--no-side_by_side",
         "--no-side-by-side",
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         side_by_side=args.side_by_side,
         progress=not args.quiet,
         seed=args.seed,
+        ensemble=args.ensemble,
         started=sei.cli.STARTED,
     )
     level = f"{result.noise_level:.3g}" + (" (estimated)" if result.noise_estimated else "")

@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fixed test measurements")
     parser.add_argument("--device", default="cpu")
     add_option_argument(parser)
+    add_ensemble_argument(parser)
     parser.add_argument("--protocol", choices=("paper", "sr-literature"), default="paper")
     parser.add_argument(
         "--tile", type=int, default=0, help="tiled inference with tiles of this size (0: whole images)"
@@ -87,6 +88,16 @@ def add_option_argument(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="an option of a training-free method, e.g. iterations=1000 or reg=0.01 (repeatable)",
+    )
+
+
+def add_ensemble_argument(parser: argparse.ArgumentParser) -> None:
+    """``--ensemble``: average over the flips and quarter turns the forward model commutes with."""
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="average the reconstructions of the image's flips and quarter turns that the forward model "
+        "commutes with (all 8 for a symmetric PSF or SR; about 8x the time; docs/models.md)",
     )
 
 
@@ -126,6 +137,10 @@ def load_from_flags(
         noise_model=args.noise,
         gain=args.gain,
     )
+    if args.ensemble:
+        from sei.inference import ensembled
+
+        loaded = ensembled(loaded)
     return loaded
 
 
