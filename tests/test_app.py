@@ -51,9 +51,11 @@ def test_safe_name_keeps_uploads_in_their_folder():
     assert all("/" not in name and "\\" not in name and not name.startswith(".") for name in names)
 
 
-def test_shipped_model_job_equals_sei_reconstruct(app_server, blurry_png, tmp_path):
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_shipped_model_job_equals_sei_reconstruct(app_server, blurry_png, tmp_path, ensemble):
+    fields = {"mode": "model", "weights": "sei-gaussian_r2-noise5", "noise_level": "auto"}
     status, job = app_server.post_job(
-        {"mode": "model", "weights": "sei-gaussian_r2-noise5", "noise_level": "auto"},
+        fields | ({"ensemble": "on"} if ensemble else {}),
         [("images", "coffee_blurry.png", Path(blurry_png).read_bytes())],
     )
     assert status == 201, job
@@ -65,6 +67,7 @@ def test_shipped_model_job_equals_sei_reconstruct(app_server, blurry_png, tmp_pa
     assert (
         sei.cli.main(
             ["reconstruct", blurry_png, str(tmp_path / "cli.png"), "--weights", "sei-gaussian_r2-noise5"]
+            + (["--ensemble"] if ensemble else [])
         )
         == 0
     )
@@ -77,6 +80,7 @@ def test_shipped_model_job_equals_sei_reconstruct(app_server, blurry_png, tmp_pa
     assert any(
         "trained for 5" in message for message in job["messages"]
     )  # the noise estimate is compared with the model's
+    assert any("ensemble over 8" in message for message in job["messages"]) == ensemble
 
 
 def test_sixteen_bit_input_returns_sixteen_bits_and_psnr_matches(app_server, tmp_path):

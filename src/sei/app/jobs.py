@@ -215,7 +215,7 @@ def run_reconstruction(job: Job, device: str) -> None:
     """A shipped or trained network (``kind == "model"``) or a training-free method (``"method"``) on every
     input, as ``sei reconstruct`` runs them (same loading, same tiling: the same pixels)."""
     from sei.imageio import read_image
-    from sei.inference import load_for_measurements, tiled
+    from sei.inference import ensembled, load_for_measurements, tiled
     from sei.runtime import resolve_device
 
     params = job.params
@@ -251,6 +251,9 @@ def run_reconstruction(job: Job, device: str) -> None:
             f"Poisson-Gaussian noise: gain {loaded.physics.gain_level:.3g}, noise level "
             f"{loaded.physics.noise_level:.3g} (8-bit units)"
         )
+    if params.get("ensemble"):
+        loaded = ensembled(loaded)
+        job.messages.append(f"ensemble over {loaded.description['ensemble']} flips and quarter turns")
     scale = loaded.physics.scale
 
     def reconstruct(piece: torch.Tensor) -> torch.Tensor:
@@ -310,6 +313,7 @@ def run_training(job: Job, device: str) -> None:
         overlap=params["overlap"],
         side_by_side=False,
         progress=False,
+        ensemble=params.get("ensemble", False),
         started=started,
         on_step=on_step,
     )

@@ -179,6 +179,7 @@ async def _job_from_form(form: Any, jobs: JobManager, limits: Limits) -> Job:
     poisson = _choice(form, "noise", NOISE_MODELS, GAUSSIAN) == POISSON_GAUSSIAN
     params["noise_model"] = POISSON_GAUSSIAN if poisson else None
     params["gain"] = parse_gain(str(form.get("gain", "auto")).strip() or "auto") if poisson else None
+    params["ensemble"] = _choice(form, "ensemble", ("on", "off"), "off") == "on"  # --ensemble
     if mode == "model":
         name = str(form.get("weights", ""))
         trained = _trained_weights(jobs)

@@ -59,6 +59,7 @@ async function submit() {
   for (const id of ["weights", "method", "task", "sr_factor", "kernel_family", "kernel_size", "noise_level", "noise", "gain", "time_limit"]) {
     form.append(id, $(id).value);
   }
+  if ($("ensemble").checked) form.append("ensemble", "on");
   if ($("psf").files.length) form.append("psf", $("psf").files[0]);
   $("run").disabled = true;
   try {
