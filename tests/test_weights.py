@@ -262,3 +262,26 @@ def test_closest_shipped_model_is_the_nearest_blur_whatever_the_names(monkeypatc
             }
             assert closest_shipped("deblurring", psf, None, 5) == min(distances, key=distances.get)
         assert closest_shipped("deblurring", disk_psf(3), None, 5, same_kernel=True) is None
+
+
+def test_photon_limited_data_start_from_the_photon_limited_model_and_gaussian_data_never_do():
+    """The shipped catalogue has one model per noise model for Gaussian_R2: Poisson-Gaussian data (a gain)
+    start from the photon-limited one whatever the blur (its denoising matters more than the nearest PSF),
+    Gaussian data never do, and a problem with no photon-limited model (SR) falls back to the Gaussian one."""
+    from sei.inference import closest_shipped, default_weights
+
+    photon = "sei-gaussian_r2-photon30"
+    assert weights.PRETRAINED[photon].noise_model == "poisson-gaussian"
+    for psf in ("Gaussian_R2", "Gaussian_R1", "Box_R3", disk_psf(3)):
+        assert (
+            closest_shipped("deblurring", psf, None, 12, noise_model="poisson-gaussian", gain=25.5) == photon
+        )
+        assert (
+            closest_shipped("deblurring", psf, None, 1.0) != photon
+        )  # Gaussian data at the photon model's level
+    assert closest_shipped("sr", None, 2, 12, noise_model="poisson-gaussian", gain=8.5) == "sei-sr_x2-noise5"
+    # sei reconstruct without --weights: the same kernel and the same noise model, or nothing
+    assert default_weights("deblurring", "Gaussian_R2", None, None, "poisson-gaussian") == photon
+    assert default_weights("deblurring", "Gaussian_R2", None, 5.0) == "sei-gaussian_r2-noise5"
+    with pytest.raises(SeiUserError, match="no shipped model"):
+        default_weights("deblurring", "Box_R3", None, None, "poisson-gaussian")

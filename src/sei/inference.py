@@ -81,7 +81,7 @@ def load_reconstructor(
                 "pretrained name)"
             )
     if not weights:
-        weights = default_weights(task, kernel, sr_factor, noise_level)
+        weights = default_weights(task, kernel, sr_factor, noise_level, noise_model, gain)
     from sei.weights import load_weights_with_physics
 
     network, metadata, physics = load_weights_with_physics(
@@ -199,13 +199,25 @@ def _load_poisson_gaussian(
 
     choice = replace(choice, noise_model=POISSON_GAUSSIAN)
     noise_level, gain = choice.noise_level, choice.gain
+    if choice.weights is None and choice.model_kind is None:  # the shipped photon-limited model, if one fits
+        known_gain = None if gain in (AUTO, None) else float(gain)
+        shipped = closest_shipped(
+            choice.task,
+            choice.kernel,
+            choice.sr_factor,
+            None,
+            same_kernel=True,
+            noise_model=POISSON_GAUSSIAN,
+            gain=known_gain,
+        )
+        if shipped is None:
+            raise SeiUserError(
+                "no shipped model for this problem with Poisson-Gaussian noise: give --weights trained for "
+                "it (sei restore trains one) or a training-free --model_kind"
+            )
+        choice = replace(choice, weights=shipped)
     if noise_level != AUTO and gain != AUTO:
         return choice.load(), None
-    if choice.weights is None and choice.model_kind is None:
-        raise SeiUserError(
-            "--noise poisson-gaussian with auto: give --weights trained for it or a training-free "
-            "--model_kind"
-        )
     from sei.noise_estimation import estimate_poisson_gaussian
 
     placeholder_level = None if noise_level == AUTO else noise_level
@@ -241,10 +253,20 @@ def _load_poisson_gaussian(
     return loaded, level
 
 
-def default_weights(task: str | None, kernel: Any, sr_factor: int | None, noise_level: float | None) -> str:
-    """The shipped model for a task, e.g. ``sei-gaussian_r2-noise5`` (a kernel file holding the same PSF
-    as a shipped model's kernel finds it too); an error if there is none."""
-    name = closest_shipped(task, kernel, sr_factor, noise_level, same_kernel=True)
+def default_weights(
+    task: str | None,
+    kernel: Any,
+    sr_factor: int | None,
+    noise_level: float | None,
+    noise_model: str | None = None,
+    gain: float | None = None,
+) -> str:
+    """The shipped model for a task and noise model, e.g. ``sei-gaussian_r2-noise5``, or
+    ``sei-gaussian_r2-photon30`` for Poisson-Gaussian noise (a kernel file holding the same PSF as a shipped
+    model's kernel finds it too); an error if there is none."""
+    name = closest_shipped(
+        task, kernel, sr_factor, noise_level, same_kernel=True, noise_model=noise_model, gain=gain
+    )
     if name is None:
         raise SeiUserError(
             "no shipped model for this task; pass --weights FILE_OR_NAME or a --model_kind such as wiener "
@@ -254,31 +276,59 @@ def default_weights(task: str | None, kernel: Any, sr_factor: int | None, noise_
 
 
 def closest_shipped(
-    task: str | None, kernel: Any, sr_factor: int | None, noise_level: float | None, same_kernel: bool = False
+    task: str | None,
+    kernel: Any,
+    sr_factor: int | None,
+    noise_level: float | None,
+    same_kernel: bool = False,
+    noise_model: str | None = None,
+    gain: float | None = None,
 ) -> str | None:
-    """The shipped model nearest to a problem: same task (and SR factor), the same kernel by value when
-    there is one, else (unless ``same_kernel``) the kernel whose blur is nearest
-    (:func:`sei.physics.state.kernel_distance`), then the nearest noise level; ``None`` if none fits."""
+    """The shipped model nearest to a problem: same task (and SR factor); the same noise model when there is
+    one (``noise_model``, Gaussian by default); the same kernel by value when there is one, else (unless
+    ``same_kernel``) the kernel whose blur is nearest (:func:`sei.physics.state.kernel_distance`); then the
+    nearest gain (by ratio, when known) or noise level (``noise_level``: for Poisson-Gaussian data, the std a
+    Gaussian model would be told); ``None`` if none fits. With ``same_kernel`` (the model ``sei reconstruct``
+    uses when no weights are named) the noise model must match too."""
+    import math
+
     from sei.physics import get_kernel
     from sei.physics.state import kernel_distance, kernels_match
-    from sei.problem import DEFAULT_KERNEL, DEFAULT_NOISE_LEVEL, DEFAULT_SR_FACTOR, DEFAULT_TASK
+    from sei.problem import (
+        DEFAULT_KERNEL,
+        DEFAULT_NOISE_LEVEL,
+        DEFAULT_SR_FACTOR,
+        DEFAULT_TASK,
+        GAUSSIAN,
+        POISSON_GAUSSIAN,
+    )
     from sei.weights import PRETRAINED
 
     task = task or DEFAULT_TASK
     wanted = get_kernel(kernel if kernel is not None else DEFAULT_KERNEL) if task == "deblurring" else None
     noise = DEFAULT_NOISE_LEVEL if noise_level is None else float(noise_level)
+    noise_model = noise_model or GAUSSIAN
     candidates = []
     for name, cfg in PRETRAINED.items():
         if cfg.task != task or (task == "sr" and cfg.sr_factor != (sr_factor or DEFAULT_SR_FACTOR)):
             continue
         shipped = get_kernel(cfg.kernel) if wanted is not None else None
         matches = wanted is None or kernels_match(shipped, wanted)
-        if same_kernel and not matches:
+        if same_kernel and (not matches or cfg.noise_model != noise_model):
             continue
-        if same_kernel and noise_level is not None and abs(cfg.noise_level - noise) > 1e-9:
+        if (
+            same_kernel
+            and noise_model == GAUSSIAN
+            and noise_level is not None
+            and abs(cfg.noise_level - noise) > 1e-9
+        ):
             continue
         distance = 0.0 if matches else kernel_distance(shipped, wanted)
-        candidates.append((not matches, distance, abs(cfg.noise_level - noise), name))
+        if cfg.noise_model == POISSON_GAUSSIAN and noise_model == POISSON_GAUSSIAN:
+            noise_distance = 0.0 if gain is None else abs(math.log(cfg.gain / gain))
+        else:
+            noise_distance = abs(cfg.noise_level - noise)
+        candidates.append((cfg.noise_model != noise_model, not matches, distance, noise_distance, name))
     return min(candidates)[-1] if candidates else None
 
 

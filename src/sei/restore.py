@@ -6,9 +6,10 @@ when not given), :func:`restore`:
 1. estimates the noise level from the measurements (``auto``) and prints it; with Poisson-Gaussian noise
    (``noise="poisson-gaussian"``, photon-limited data) the gain and the Gaussian level, each ``auto`` one
    estimated (:func:`sei.noise_estimation.estimate_poisson_gaussian`), and training uses PG-SURE;
-2. picks the closest shipped model as the starting point (same task and SR factor; for deblurring
-   the shipped kernel nearest the PSF, :func:`sei.inference.closest_shipped`: its image prior carries
-   over, the fine-tuning adapts it to the PSF);
+2. picks the closest shipped model as the starting point (same task and SR factor; the same noise model
+   where one is shipped; for deblurring the shipped kernel nearest the PSF,
+   :func:`sei.inference.closest_shipped`: its image prior carries over, the fine-tuning adapts it to the
+   PSF);
 3. fine-tunes it with SEI on those very measurements, for as many steps as fit the budget left
    after the reconstruction it will have to do (measured by timing the network on one tile);
 4. restores every measurement (tiled inference) and writes the images, side-by-side figures and a
@@ -79,7 +80,7 @@ def _target(path: Path, bits: int) -> Path:
 
 
 def _resolve_init(
-    init: str | None, task: str, kernel: Any, sr_factor: int | None, noise_level: float
+    init: str | None, task: str, kernel: Any, sr_factor: int | None, noise_level: float, gain: float | None
 ) -> str | None:
     from sei.inference import closest_shipped
 
@@ -87,7 +88,10 @@ def _resolve_init(
         return None
     if init != "auto":
         return init
-    name = closest_shipped(task, kernel, sr_factor, noise_level)
+    from sei.problem import GAUSSIAN, POISSON_GAUSSIAN
+
+    noise_model = GAUSSIAN if gain is None else POISSON_GAUSSIAN
+    name = closest_shipped(task, kernel, sr_factor, noise_level, noise_model=noise_model, gain=gain)
     if name is None:
         _say("no shipped model for this task: training from scratch")
     return name
@@ -120,10 +124,15 @@ def _average_std(measurements: list[torch.Tensor], level: float, gain_level: flo
 
 
 def _inference_seconds(
-    init: str | None, config: Any, measurements: list[torch.Tensor], tile: int, device: torch.device
+    init: str | None,
+    config: Any,
+    measurements: list[torch.Tensor],
+    tile: int,
+    device: torch.device,
+    passes: int = 1,
 ) -> float:
     """Predicted time to reconstruct every measurement: one tile through the network, timed, scaled by the
-    pixel count."""
+    pixel count and by the network ``passes`` per tile (the symmetry ensemble's)."""
     from sei.models import create_model
 
     model = (
@@ -138,7 +147,7 @@ def _inference_seconds(
         model(probe)
         per_pixel = (time.perf_counter() - started) / probe[0, 0].numel()
     pixels = sum(y[0].numel() for y in measurements)
-    return INFERENCE_SAFETY * per_pixel * pixels + 0.5 * len(measurements)  # + figures and files
+    return INFERENCE_SAFETY * passes * per_pixel * pixels + 0.5 * len(measurements)  # + figures and files
 
 
 def restore(
@@ -243,7 +252,9 @@ def restore(
     else:
         level = float(noise_level)
     init_name = (
-        None if resume else _resolve_init(init, task, kernel, sr_factor, gaussian_level if poisson else level)
+        None
+        if resume
+        else _resolve_init(init, task, kernel, sr_factor, gaussian_level if poisson else level, gain_level)
     )
     if init_name is not None:
         _say(f"starting from {init_name}")
@@ -273,7 +284,7 @@ def restore(
         given = TrainConfig(device=device, time_limit=time_limit)
     config = run_config(given, checkpoint)  # resolved once, here; the training loop consumes it
     symmetries = ensemble_symmetries(physics) if ensemble else (0,)
-    reserve = len(symmetries) * _inference_seconds(init_name, config, measurements, tile, device_)
+    reserve = _inference_seconds(init_name, config, measurements, tile, device_, passes=len(symmetries))
     budget = time_limit - (time.perf_counter() - started) - reserve - FINISH_SECONDS
     if budget < MIN_TRAINING_SECONDS:
         raise SeiUserError(

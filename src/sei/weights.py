@@ -33,7 +33,7 @@ from torch import nn
 from sei.errors import SeiUserError
 from sei.models import create_model
 from sei.models.common import learned_state_dict, load_state_dict_checked
-from sei.problem import DEFAULT_NOISE_LEVEL, GAUSSIAN, METHODS
+from sei.problem import DEFAULT_NOISE_LEVEL, GAUSSIAN, METHODS, POISSON_GAUSSIAN
 from sei.runtime import atomic_write
 
 if TYPE_CHECKING:
@@ -55,9 +55,11 @@ class PretrainedCfg:
     task: str
     kernel: str | None
     sr_factor: int | None
-    noise_level: float
+    noise_level: float  # the Gaussian std (the read noise, with Poisson-Gaussian noise), 8-bit units
     method: str
     description: str
+    noise_model: str = GAUSSIAN  # sei.problem.NOISE_MODELS
+    gain: float | None = None  # the Poisson gain, 8-bit units (Poisson-Gaussian only)
 
     @property
     def path(self) -> Path:
@@ -84,6 +86,18 @@ PRETRAINED: dict[str, PretrainedCfg] = {
             5.0,
             "proposed",
             "deblurring, 7x7 box blur (the paper's Urban100 kernel), noise 5/255, trained with SEI on CPU",
+        ),
+        PretrainedCfg(
+            "sei-gaussian_r2-photon30",
+            "deblurring",
+            "Gaussian_R2",
+            None,
+            1.0,
+            "proposed",
+            "deblurring, Gaussian blur std 2, photon-limited: Poisson-Gaussian noise at 30 photons full "
+            "scale (gain 8.5) and read noise 1/255, trained with SEI (PG-SURE) on CPU",
+            noise_model=POISSON_GAUSSIAN,
+            gain=8.5,
         ),
         PretrainedCfg(
             "sei-sr_x2-noise5",

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             getattr(physics, "factor", None),
             physics.noise_level,
             device,
+            noise_model=physics.noise_kind,  # a photon-limited model's baseline is told the Poisson gain too
+            gain=physics.gain_level if physics.poisson else None,
         )
         measured = MeasuredImages(images, physics, seed=0)
         totals = {"measurement": 0.0, "baseline": 0.0, "sei": 0.0}
